@@ -1,0 +1,33 @@
+"""rasterflow: RasterFlow workflows on open parts (Prefect, GDAL, Zarr v3, GeoParquet)."""
+
+__version__ = "0.1.0"
+
+from .enums import (  # noqa: E402
+    DatasetEnum,
+    InferenceActorEnum,
+    MergeModeEnum,
+    ModelRecipes,
+    ResamplingMethod,
+    RuntimeEnum,
+    VectorizeMethodEnum,
+)
+from .errors import RasterflowError  # noqa: E402
+
+__all__ = [
+    "DatasetEnum", "InferenceActorEnum", "MergeModeEnum", "ModelRecipes", "RasterflowClient",
+    "RasterflowError", "ResamplingMethod", "RuntimeEnum", "VectorizeMethodEnum", "__version__",
+    "open_mosaic",
+]
+
+
+def __getattr__(name: str):
+    # Lazy: the client pulls in Prefect (about a second); the engine must not.
+    if name == "RasterflowClient":
+        from .client import RasterflowClient
+
+        return RasterflowClient
+    if name == "open_mosaic":
+        from .engine.store import open_store
+
+        return open_store
+    raise AttributeError(f"module 'rasterflow' has no attribute {name!r}")

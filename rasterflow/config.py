@@ -1,0 +1,139 @@
+"""rasterflow.yaml: where outputs go and how flows run.
+
+Looked up in this order: the file named by ``RASTERFLOW_CONFIG_FILE``, then
+``~/.config/rasterflow.yaml``, then built-in defaults that work offline (outputs
+under ``./rasterflow-output``, Prefect's embedded server, a thread pool). Unknown
+keys are errors: a typo in a config file should not silently run with defaults.
+
+Keys
+----
+output_uri       Root URI of every output (local path, file://, s3://, memory://).
+storage_options  fsspec options per URI scheme, e.g. ``{s3: {endpoint_url: ...}}``.
+                 Never logged or written to provenance.
+execution        ``local``: flows run in the calling process.
+task_runner      ``threads`` (default) or ``dask``.
+dask_address     Scheduler address for ``dask``; None starts a local cluster.
+max_workers      Threads (or local Dask workers); None = number of CPUs.
+retries          Retries of each I/O task on transient errors.
+retry_delay_seconds  First back-off delay; doubles on each retry, with jitter.
+work_pools       RuntimeEnum value -> Prefect work pool name.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .enums import RuntimeEnum
+from .errors import ConfigError
+
+CONFIG_ENV_VAR = "RASTERFLOW_CONFIG_FILE"
+DEFAULT_CONFIG_PATH = Path("~/.config/rasterflow.yaml")
+
+
+def _default_work_pools() -> dict[RuntimeEnum, str]:
+    return {size: f"rasterflow-{size.value}" for size in RuntimeEnum}
+
+
+class RasterflowConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output_uri: str = "rasterflow-output"
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
+    execution: Literal["local"] = "local"
+    task_runner: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = None
+    max_workers: int | None = Field(default=None, ge=1)
+    retries: int = Field(default=3, ge=0, le=20)
+    retry_delay_seconds: float = Field(default=2.0, ge=0)
+    work_pools: dict[RuntimeEnum, str] = Field(default_factory=_default_work_pools)
+
+    @field_validator("output_uri")
+    @classmethod
+    def _absolute_output(cls, value: str) -> str:
+        if "://" in value:
+            return value.rstrip("/")
+        # Resolved once, so tasks in other threads or processes agree on it.
+        return str(Path(value).expanduser().resolve())
+
+    @field_validator("work_pools")
+    @classmethod
+    def _all_sizes(cls, value: dict[RuntimeEnum, str]) -> dict[RuntimeEnum, str]:
+        return _default_work_pools() | value
+
+    def storage_options_for(self, uri: str) -> dict[str, Any]:
+        """fsspec options for ``uri``'s scheme (``file`` for local paths)."""
+        scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+        return dict(self.storage_options.get(scheme, {}))
+
+
+def config_path() -> Path | None:
+    """The config file in effect, or None when running on defaults."""
+    named = os.environ.get(CONFIG_ENV_VAR)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"{CONFIG_ENV_VAR}={named!r}: no such file "
+                f"(unset it to use {DEFAULT_CONFIG_PATH} or the built-in defaults)"
+            )
+        return path
+    default = DEFAULT_CONFIG_PATH.expanduser()
+    return default if default.is_file() else None
+
+
+def load_config(path: str | Path | None = None) -> RasterflowConfig:
+    """Read and validate the configuration (``path`` overrides the lookup)."""
+    path = Path(path).expanduser() if path is not None else config_path()
+    if path is None:
+        return RasterflowConfig()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the rasterflow config: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> RasterflowConfig:
+    try:
+        return RasterflowConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    known = ", ".join(RasterflowConfig.model_fields)
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key!r} (known keys: {known})")
+        else:
+            lines.append(f"{key}={err.get('input')!r}: {err['msg']}")
+    return f"{source}: " + "; ".join(lines)
+
+
+_ACTIVE: ContextVar[RasterflowConfig | None] = ContextVar("rasterflow_config", default=None)
+
+
+@contextmanager
+def using_config(config: RasterflowConfig):
+    """Make ``config`` the one tasks see (threads of this run inherit it)."""
+    token = _ACTIVE.set(config)
+    try:
+        yield config
+    finally:
+        _ACTIVE.reset(token)
+
+
+def current_config() -> RasterflowConfig:
+    """The config of the running client call, else the one on disk (workers)."""
+    return _ACTIVE.get() or load_config()

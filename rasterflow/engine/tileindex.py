@@ -1,0 +1,118 @@
+"""Tile indexes (GDAL GTI style) and the tiles they point at.
+
+An index is any vector dataset geopandas reads: one row per tile, a footprint
+geometry and a column with the tile's location. Tiles are opened once at plan
+time for their headers, so wrong bands, missing nodata or unreadable files are
+reported before anything is written.
+"""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import geopandas as gpd
+import rasterio
+from pydantic import BaseModel, ConfigDict
+from rasterio.errors import RasterioError
+
+from ..errors import InputReadError, InvalidParameterError
+from . import uris
+
+VECTOR_FORMATS = "a GeoParquet, GeoPackage, GeoJSON, Shapefile or other file geopandas reads"
+
+
+class TileInfo(BaseModel):
+    """What the plan needs to know of one tile (read from its header)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+    dtype: str
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+    fingerprint: str
+
+
+def gdal_env(requester_pays: bool = False) -> dict[str, str]:
+    """GDAL config options for reading tiles."""
+    env = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+    if requester_pays:
+        env["AWS_REQUEST_PAYER"] = "requester"
+    return env
+
+
+def read_vector(uri: str, param: str, storage_options: dict[str, Any] | None = None) -> gpd.GeoDataFrame:
+    """Read an index or AOI; any failure is an error naming ``param``."""
+    try:
+        if uri.lower().endswith((".parquet", ".geoparquet", ".pq")):
+            fs, path = uris.filesystem(uri, storage_options)
+            frame = gpd.read_parquet(path, filesystem=fs)
+        elif uris.is_local(uri):
+            frame = gpd.read_file(uris.local_path(uri))
+        else:
+            with uris.open_input(uri, storage_options) as fh:
+                frame = gpd.read_file(io.BytesIO(fh.read()))
+    except FileNotFoundError:
+        raise InvalidParameterError(param, uri, "no such file or object", VECTOR_FORMATS) from None
+    except Exception as exc:  # readers raise a zoo of types for bad input
+        raise InvalidParameterError(param, uri, f"cannot be read as a vector dataset ({exc})", VECTOR_FORMATS) from None
+    if frame.crs is None:
+        raise InvalidParameterError(param, uri, "has no CRS", "a dataset whose geometries declare a CRS")
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    if frame.empty:
+        raise InvalidParameterError(param, uri, "holds no geometries", "at least one non-empty geometry")
+    return frame
+
+
+def inspect_tile(uri: str, storage_options: dict[str, Any] | None = None, requester_pays: bool = False) -> TileInfo:
+    try:
+        with rasterio.Env(**gdal_env(requester_pays)), rasterio.open(uris.rasterio_path(uri)) as src:
+            if src.crs is None:
+                raise InputReadError(uri, "tile has no CRS")
+            info = dict(
+                uri=uri, crs=src.crs.to_wkt(), transform=tuple(src.transform)[:6],
+                width=src.width, height=src.height, dtype=src.dtypes[0], nodata=src.nodata,
+                descriptions=tuple(src.descriptions),
+            )
+    except RasterioError as exc:
+        raise _read_error(uri, exc, storage_options) from None
+    try:
+        fingerprint = uris.file_fingerprint(uri, storage_options)
+    except Exception:  # GDAL could read it; a store without stat still works
+        fingerprint = "unknown"
+    return TileInfo(**info, fingerprint=fingerprint)
+
+
+def _read_error(uri: str, exc: Exception, storage_options: dict[str, Any] | None) -> InputReadError:
+    try:
+        present = uris.exists(uri, storage_options)
+    except Exception:
+        return InputReadError(uri, f"cannot open tile ({exc})", transient=True)
+    if not present:
+        return InputReadError(uri, "tile file does not exist")
+    # The object is there but GDAL failed: corrupt locally; remotely it may be a blip.
+    return InputReadError(uri, f"cannot read tile ({exc})", transient=not uris.is_local(uri))
+
+
+def inspect_tiles(
+    tile_uris: list[str], storage_options: dict[str, Any] | None = None, requester_pays: bool = False
+) -> list[TileInfo]:
+    """Headers of many tiles, read concurrently (remote opens are latency bound)."""
+    if not tile_uris:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(tile_uris))) as pool:
+        return list(pool.map(lambda u: inspect_tile(u, storage_options, requester_pays), tile_uris))
+
+
+def band_indexes(tile: TileInfo, bands: list[str]) -> tuple[int, ...] | None:
+    """1-based band numbers of ``bands`` in ``tile``, or None if any is missing."""
+    names = list(tile.descriptions)
+    if not all(b in names for b in bands):
+        return None
+    return tuple(names.index(b) + 1 for b in bands)

@@ -1,0 +1,1 @@
+"""Prefect tasks: retries, cache keys and result persistence around engine calls."""
