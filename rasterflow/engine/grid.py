@@ -46,7 +46,7 @@ class Grid(BaseModel):
 
     def window(self, row0: int, row1: int, col0: int, col1: int) -> "Grid":
         """The sub-grid of rows [row0, row1) and columns [col0, col1)."""
-        t = self.affine * Affine.translation(col0, row0)
+        t = self.affine @ Affine.translation(col0, row0)
         return Grid(crs=self.crs, transform=tuple(t)[:6], width=col1 - col0, height=row1 - row0)
 
     def footprint(self, dst_crs: str = "EPSG:4326"):
@@ -77,19 +77,45 @@ def native_resolution(
     return xres, yres
 
 
-def snapped_grid(geometry_bounds: tuple[float, float, float, float], res: tuple[float, float], crs: str) -> Grid:
-    """The grid covering ``geometry_bounds`` with edges on multiples of ``res``."""
-    minx, miny, maxx, maxy = geometry_bounds
-    xres, yres = res
+def snapped_grid(
+    bounds: tuple[float, float, float, float],
+    res: tuple[float, float],
+    crs: str,
+    anchor: tuple[float, float] = (0.0, 0.0),
+) -> Grid:
+    """The grid covering ``bounds`` whose pixel edges sit on ``anchor + k * res``."""
+    minx, miny, maxx, maxy = bounds
+    (xres, yres), (ax, ay) = res, anchor
     # Tolerance keeps bounds that sit on a pixel edge from growing a whole pixel.
     eps = 1e-9
-    x0 = math.floor(minx / xres + eps) * xres
-    x1 = math.ceil(maxx / xres - eps) * xres
-    y0 = math.floor(miny / yres + eps) * yres
-    y1 = math.ceil(maxy / yres - eps) * yres
+    x0 = ax + math.floor((minx - ax) / xres + eps) * xres
+    x1 = ax + math.ceil((maxx - ax) / xres - eps) * xres
+    y0 = ay + math.floor((miny - ay) / yres + eps) * yres
+    y1 = ay + math.ceil((maxy - ay) / yres - eps) * yres
     width = max(1, round((x1 - x0) / xres))
     height = max(1, round((y1 - y0) / yres))
     return Grid(crs=crs, transform=(xres, 0.0, x0, 0.0, -yres, y1), width=width, height=height)
+
+
+def shared_anchor(
+    sources: list[tuple[str, tuple[float, ...]]], crs: CRS, res: tuple[float, float]
+) -> tuple[float, float]:
+    """Pixel-edge anchor of sources already on the target grid, else (0, 0).
+
+    When every source is north-up in ``crs`` at ``res`` with the same pixel
+    phase, the output grid takes that phase, so a mosaic at native resolution
+    copies pixels instead of resampling them (Landsat grids, for one, sit at
+    15 m offsets from multiples of 30 m). ``sources`` are (crs wkt, transform).
+    """
+    phases = set()
+    for src_crs, t in sources:
+        a = Affine(*t)
+        if CRS.from_user_input(src_crs) != crs or a.b or a.d:
+            return 0.0, 0.0
+        if not (math.isclose(a.a, res[0], rel_tol=1e-9) and math.isclose(-a.e, res[1], rel_tol=1e-9)):
+            return 0.0, 0.0
+        phases.add((round(a.c % res[0], 6) % res[0], round(a.f % res[1], 6) % res[1]))
+    return phases.pop() if len(phases) == 1 else (0.0, 0.0)
 
 
 def reproject_geometry(geometry, src_crs, dst_crs):

@@ -24,7 +24,7 @@ from ..errors import InvalidParameterError
 from ..params import BuildGtiMosaicParams
 from . import uris
 from .fingerprint import code_fingerprint, stable_hash
-from .grid import Grid, native_resolution, reproject_geometry, snapped_grid
+from .grid import Grid, native_resolution, reproject_geometry, shared_anchor, snapped_grid
 from .partitions import Window, partition_windows, shard_shape
 from .query import apply_query
 from .store import StoreSpec
@@ -155,6 +155,7 @@ def plan_gti_mosaic(
         res = (params.resolution, params.resolution)
     else:
         res = native_resolution([(t.crs, t.transform, t.width, t.height) for t in infos], dst_crs)
+    anchor = shared_anchor([(t.crs, t.transform) for t in infos], dst_crs, res)
 
     if params.time_column:
         stamps = _time_slots(gti[params.time_column], "time_column")
@@ -186,7 +187,7 @@ def plan_gti_mosaic(
     stores = []
     for i, geom in enumerate(aoi.geometry):
         geom_dst = reproject_geometry(geom.segmentize(_segment(geom)), aoi.crs, dst_crs)
-        grid = snapped_grid(geom_dst.bounds, res, dst_crs.to_wkt())
+        grid = snapped_grid(geom_dst.bounds, res, dst_crs.to_wkt(), anchor)
         shard = shard_shape(grid.height, grid.width, bytes_per_pixel, params.xy_chunksize, params.shard_size_bytes)
         spec = StoreSpec(
             uri=uris.join(output_dir, f"aoi-{i}.zarr"), grid=grid, bands=list(params.bands), times=times,

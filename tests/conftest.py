@@ -1,0 +1,33 @@
+"""Test-session setup shared by every test.
+
+Prefect keeps results and its database under PREFECT_HOME; pointing it at a
+fresh directory before Prefect is imported keeps test sessions from reading
+each other's (or the user's) cache.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="rasterflow-test-prefect-")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("RASTERFLOW_CONFIG_FILE", None)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "rasterflow" / "samples"
+
+
+@pytest.fixture(scope="session")
+def landsat() -> Path:
+    """Real Landsat-8 sample: 4 overlapping COG tiles, tiles.parquet, aoi.geojson."""
+    return SAMPLES / "landsat8_iguazu"
+
+
+@pytest.fixture(scope="session")
+def haiti() -> Path:
+    """Real 4-band RGBN sample: 2 COGs offset by a fraction of a pixel, two dates."""
+    return SAMPLES / "haiti_rgbn"
