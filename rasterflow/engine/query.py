@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import io
-import re
 import tokenize
 from collections.abc import Iterable
 
@@ -19,11 +18,10 @@ import pandas as pd
 
 from ..errors import InvalidParameterError
 
-_BACKTICK = re.compile(r"`([^`]*)`")
 _ALLOWED = (
     ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
     ast.Invert, ast.BinOp, ast.BitAnd, ast.BitOr, ast.Compare, ast.Eq, ast.NotEq, ast.Lt,
-    ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is, ast.IsNot, ast.Name, ast.Load,
+    ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Name, ast.Load,
     ast.Constant, ast.List, ast.Tuple,
 )
 _VALID = "comparisons (== != < <= > >= in, not in), and/or/not, & | ~, column names and literals"
@@ -33,16 +31,42 @@ def _fail(query: str, problem: str) -> InvalidParameterError:
     return InvalidParameterError("query", query, problem, _VALID)
 
 
+def _swap_backticks(query: str) -> tuple[str, dict[str, str]]:
+    """Replace backticked column names (outside string literals) by placeholders.
+
+    A scanner, not a regex: a backtick inside a quoted string is part of the
+    string, and pairing it with a later one would hide code from the checker.
+    """
+    out, names, i, quote = [], {}, 0, None
+    while i < len(query):
+        ch = query[i]
+        if quote:
+            out.append(ch)
+            if ch == "\\" and i + 1 < len(query):
+                out.append(query[i + 1])
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+            out.append(ch)
+        elif ch == "`":
+            end = query.find("`", i + 1)
+            if end < 0:
+                raise _fail(query, "malformed expression (unclosed backtick)")
+            placeholder = f"_rf_col{len(names)}"
+            names[placeholder] = query[i + 1 : end]
+            out.append(placeholder)
+            i = end
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out), names
+
+
 def _parse(query: str) -> tuple[ast.Expression, dict[str, str]]:
     """Parse with backticked names swapped for placeholders; returns tree and names."""
-    names: dict[str, str] = {}
-
-    def swap(match: re.Match) -> str:
-        placeholder = f"_rf_col{len(names)}"
-        names[placeholder] = match.group(1)
-        return placeholder
-
-    text = _BACKTICK.sub(swap, query)
+    text, names = _swap_backticks(query)
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
             if tok.type == tokenize.OP and tok.string == "@":
