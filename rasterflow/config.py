@@ -44,7 +44,7 @@ def _default_work_pools() -> dict[RuntimeEnum, str]:
 class RasterflowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    output_uri: str = "rasterflow-output"
+    output_uri: str = Field(default="rasterflow-output", validate_default=True)
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
     execution: Literal["local"] = "local"
     task_runner: Literal["threads", "dask"] = "threads"

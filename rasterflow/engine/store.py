@@ -59,8 +59,9 @@ def read_marker(uri: str, storage_options: dict[str, Any] | None = None) -> dict
     """The store's ``rasterflow`` attribute, or None if there is no such store."""
     try:
         group = zarr.open_group(zarr_store(uri, storage_options, read_only=True), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-        return None
+    except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError,
+            zarr.errors.NodeTypeValidationError):
+        return None  # nothing there, an array, or unreadable metadata (JSONDecodeError is a ValueError)
     return dict(group.attrs.get(ATTR, {})) or None
 
 
@@ -83,7 +84,8 @@ def _template(spec: StoreSpec) -> xr.Dataset:
         chunks=(1, nb, spec.shard.rows, spec.shard.cols),
     )
     coords: dict[str, Any] = {
-        "time": pd.to_datetime([t if t is not None else pd.NaT for t in spec.times]).values.astype("datetime64[ns]"),
+        "time": pd.to_datetime([t if t is not None else pd.NaT for t in spec.times], format="ISO8601")
+        .values.astype("datetime64[ns]"),
         "band": np.array(spec.bands, dtype=object),
     }
     if not spec.skip_xy_coords:
@@ -112,9 +114,9 @@ def create_store(
     marker = read_marker(spec.uri, storage_options)
     if marker and marker.get("fingerprint") == fingerprint and marker.get("generation"):
         return marker["generation"]
+    ds = _template(spec)  # before removing anything: a bad spec must not cost the old store
     uris.remove(spec.uri, storage_options)
     generation = uuid.uuid4().hex
-    ds = _template(spec)
     ds.attrs = _geozarr_attrs(spec.grid) | {
         ATTR: {
             "status": WRITING, "generation": generation, "fingerprint": fingerprint,

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rasterflow.config import CONFIG_ENV_VAR, RasterflowConfig, load_config, parse_config
+from rasterflow.enums import RuntimeEnum
+from rasterflow.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    """No config from the environment or the real home; cwd is the test's own."""
+    monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
+def _named_file(monkeypatch, tmp_path, text: str) -> Path:
+    path = tmp_path / "rasterflow.yaml"
+    path.write_text(text)
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(path))
+    return path
+
+
+def test_defaults_without_file():
+    config = load_config()
+    assert config.execution == "local"
+    assert config.task_runner == "threads"
+    assert config.dask_address is None
+    assert config.max_workers is None
+    assert config.retries == 3
+    assert config.retry_delay_seconds == 2.0
+    assert config.storage_options == {}
+    assert config.work_pools == {size: f"rasterflow-{size.value}" for size in RuntimeEnum}
+
+
+def test_default_output_uri_is_absolute(tmp_path):
+    """Resolved once, so tasks in other threads or processes (other cwd) agree on it."""
+    assert load_config().output_uri == str(tmp_path / "rasterflow-output")
+
+
+def test_file_named_by_env_var(monkeypatch, tmp_path):
+    _named_file(monkeypatch, tmp_path, "retries: 5\ntask_runner: dask\ndask_address: tcp://10.0.0.1:8786\n")
+    config = load_config()
+    assert config.retries == 5
+    assert config.task_runner == "dask"
+    assert config.dask_address == "tcp://10.0.0.1:8786"
+
+
+def test_file_in_home_config(tmp_path):
+    path = tmp_path / "home" / ".config" / "rasterflow.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text("retries: 7\n")
+    assert load_config().retries == 7
+
+
+def test_env_var_wins_over_home_config(monkeypatch, tmp_path):
+    home = tmp_path / "home" / ".config" / "rasterflow.yaml"
+    home.parent.mkdir(parents=True)
+    home.write_text("retries: 7\n")
+    _named_file(monkeypatch, tmp_path, "retries: 1\n")
+    assert load_config().retries == 1
+
+
+def test_explicit_path_argument(tmp_path):
+    path = tmp_path / "other.yaml"
+    path.write_text("max_workers: 4\n")
+    assert load_config(path).max_workers == 4
+
+
+def test_empty_file_gives_defaults(monkeypatch, tmp_path):
+    _named_file(monkeypatch, tmp_path, "")
+    assert load_config().retries == RasterflowConfig().retries
+
+
+def test_unknown_key(monkeypatch, tmp_path):
+    _named_file(monkeypatch, tmp_path, "retries: 2\nretrys: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'retrys'"):
+        load_config()
+
+
+@pytest.mark.parametrize(
+    "text, key, bad",
+    [
+        ("retries: -1", "retries", "-1"),
+        ("retries: 21", "retries", "21"),
+        ("task_runner: spark", "task_runner", "'spark'"),
+        ("execution: cluster", "execution", "'cluster'"),
+        ("max_workers: 0", "max_workers", "0"),
+        ("retry_delay_seconds: -0.5", "retry_delay_seconds", "-0.5"),
+        ("work_pools: {huge: my-pool}", "work_pools", "'huge'"),
+    ],
+)
+def test_bad_value_names_key(monkeypatch, tmp_path, text, key, bad):
+    path = _named_file(monkeypatch, tmp_path, text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    message = str(info.value)
+    assert str(path) in message
+    assert f"{key}" in message
+    assert bad in message
+
+
+def test_not_a_mapping(monkeypatch, tmp_path):
+    _named_file(monkeypatch, tmp_path, "- retries\n- 3\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config()
+
+
+def test_malformed_yaml(monkeypatch, tmp_path):
+    _named_file(monkeypatch, tmp_path, "retries: [\n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config()
+
+
+def test_missing_file_named_by_env_var(monkeypatch, tmp_path):
+    missing = tmp_path / "nope.yaml"
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(missing))
+    with pytest.raises(ConfigError, match=CONFIG_ENV_VAR) as info:
+        load_config()
+    assert str(missing) in str(info.value)
+    assert "no such file" in str(info.value)
+
+
+def test_work_pools_override_keeps_other_sizes():
+    config = parse_config({"work_pools": {"gpu-small": "gpus"}})
+    assert config.work_pools[RuntimeEnum.GPU_SMALL] == "gpus"
+    assert config.work_pools[RuntimeEnum.SMALL] == "rasterflow-small"
+
+
+def test_storage_options_for_scheme():
+    config = parse_config({"storage_options": {"s3": {"anon": True}, "file": {"auto_mkdir": True}, "gs": {"token": "x"}}})
+    assert config.storage_options_for("s3://bucket/key.zarr") == {"anon": True}
+    assert config.storage_options_for("gs://bucket/key") == {"token": "x"}
+    assert config.storage_options_for("/local/path") == {"auto_mkdir": True}
+    assert config.storage_options_for("relative/path") == {"auto_mkdir": True}
+    assert config.storage_options_for("file:///local/path") == {"auto_mkdir": True}
+    assert config.storage_options_for("memory://x") == {}
+
+
+def test_storage_options_for_returns_a_copy():
+    config = parse_config({"storage_options": {"s3": {"anon": True}}})
+    config.storage_options_for("s3://b/k")["anon"] = False
+    assert config.storage_options_for("s3://b/k") == {"anon": True}
+
+
+def test_storage_options_not_in_repr():
+    config = parse_config({"storage_options": {"s3": {"secret": "hunter2"}}})
+    assert "hunter2" not in repr(config)
+
+
+def test_relative_output_uri_resolved(monkeypatch, tmp_path):
+    _named_file(monkeypatch, tmp_path, "output_uri: out/mosaics\n")
+    config = load_config()
+    assert Path(config.output_uri).is_absolute()
+    assert config.output_uri == str(tmp_path / "out" / "mosaics")
+
+
+def test_home_output_uri_expanded(tmp_path):
+    assert parse_config({"output_uri": "~/rf"}).output_uri == str(tmp_path / "home" / "rf")
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/prefix/", "memory://out", "file:///data/out/"])
+def test_url_output_uri_kept(uri):
+    assert parse_config({"output_uri": uri}).output_uri == uri.rstrip("/")
