@@ -96,13 +96,15 @@ class RasterflowClient:
         return self._run(build_gti_mosaic_flow, params)
 
     def _run(self, flow, params: WorkflowParams) -> str:
+        from prefect import tags
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         from .flows.runtime import make_task_runner
 
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
         # Heartbeats are for workers; in-process they only add a ~1 s shutdown wait.
+        # The runtime size is not a parameter of the computation; a tag shows it in the UI.
         with using_config(self.config), _environment(params.envs), temporary_settings(
             {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-        ):
+        ), tags(f"runtime:{params.runtime.value}"):
             return runnable(**params.flow_parameters())

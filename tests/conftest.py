@@ -31,3 +31,13 @@ def landsat() -> Path:
 def haiti() -> Path:
     """Real 4-band RGBN sample: 2 COGs offset by a fraction of a pixel, two dates."""
     return SAMPLES / "haiti_rgbn"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real Prefect API (the test harness: a temporary server on loopback)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    # The default 30 s start-up timeout is tight on a loaded 2-core machine.
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

@@ -9,12 +9,8 @@ from rasterflow.config import RasterflowConfig
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    # The default 30 s start-up timeout is tight on a loaded 2-core machine.
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
+def _server(prefect_server):
+    yield
 
 
 @pytest.fixture

@@ -292,3 +292,35 @@ def test_corrupt_tile_fails_the_run_with_its_uri_and_no_complete_store(client, l
     with pytest.raises(StoreError, match="incomplete"):
         open_store(str(store))
     assert not list(output_root.rglob("index.parquet"))
+
+
+def test_envs_never_reach_prefect_or_provenance(client, landsat):
+    uri = client.build_gti_mosaic(str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"), ["red"], "location",
+                                  resolution=480.0, envs={"AWS_SECRET_ACCESS_KEY": "sekrit-value"})
+    with get_client(sync_client=True) as api:
+        run = api.read_flow_runs(flow_filter=FlowFilter(name={"any_": ["build-gti-mosaic"]}), sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+    assert "sekrit" not in str(run.parameters) and "envs" not in run.parameters
+    assert "sekrit" not in str(stores(uri)[1][0].attrs)
+
+
+def test_tiles_in_several_crss(client, haiti, tmp_path):
+    """One tile re-projected into the neighbouring UTM zone: the index mixes CRSs."""
+    from rasterio.warp import reproject
+
+    with rasterio.open(haiti / "rgbn_subb.tif") as src:
+        t, w, h = calculate_default_transform(src.crs, "EPSG:32619", src.width, src.height, *src.bounds)
+        profile = src.profile | {"driver": "GTiff", "crs": "EPSG:32619", "transform": t, "width": w, "height": h}
+        with rasterio.open(tmp_path / "subb_32619.tif", "w", **profile) as dst:
+            for b in range(1, src.count + 1):
+                reproject(rasterio.band(src, b), rasterio.band(dst, b), resampling=Resampling.nearest)
+            dst.descriptions = src.descriptions
+    index = gpd.read_parquet(haiti / "tiles.parquet")
+    index["location"] = [str(haiti / "rgbn_suba.tif"), str(tmp_path / "subb_32619.tif")]
+    index.to_parquet(tmp_path / "tiles.parquet")
+    uri = client.build_gti_mosaic(str(tmp_path / "tiles.parquet"), str(haiti / "aoi.geojson"), ["green"], "location", crs_epsg=32618)
+    data = stores(uri)[1][0]["variables"]
+    expected = gdal_mosaic([str(haiti / "rgbn_suba.tif"), str(tmp_path / "subb_32619.tif")], ["green"], "EPSG:32618",
+                           data.rio.transform(), data.shape[-2:], 0, mask_geometry=aoi_in(haiti, "EPSG:32618"))
+    # GDAL's reference uses the approximate transformer: a few nearest picks may differ.
+    assert (data.values[0] == expected).mean() > 0.99
+    assert ((data.values[0] == 0) == (expected == 0)).mean() > 0.999
