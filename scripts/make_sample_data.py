@@ -71,7 +71,13 @@ def main() -> None:
     src = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO.parent / "shared" / "data"
     crop_landsat(src / "landsat8_iguazu", OUT / "landsat8_iguazu")
     copy_haiti(src / "haiti_rgbn", OUT / "haiti_rgbn")
-    shutil.copy(src / "README.md", OUT / "SOURCE.md")
+    note = (
+        "\n## In this repository\n"
+        f"Made by `scripts/make_sample_data.py`: each Landsat tile is cut to the AOI plus {MARGIN_M:.0f} m "
+        "(646 x 546 px, still overlapping by 96 px on inner edges) and re-encoded as COG (DEFLATE, "
+        "predictor 2); `tiles.parquet` footprints follow the cut. The Haiti files are copied as they are.\n"
+    )
+    (OUT / "SOURCE.md").write_text((src / "README.md").read_text() + note)
     for path in sorted(OUT.rglob("*")):
         if path.is_file():
             print(f"{path.relative_to(REPO)}  {path.stat().st_size / 1e6:.2f} MB")
