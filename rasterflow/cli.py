@@ -44,7 +44,8 @@ class _ProgressHandler(logging.Handler):
 
 def _client(config: Optional[Path], verbose: bool):
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # Quiet the console only; run logs still reach the Prefect API and UI.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from .client import RasterflowClient
 
     return RasterflowClient(config)
@@ -143,7 +144,8 @@ def demo(
     if output is not None:
         config = config.model_copy(update={"output_uri": str(output.resolve())})
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # Quiet the console only; run logs still reach the Prefect API and UI.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from .client import RasterflowClient
 
     client = RasterflowClient(config)
