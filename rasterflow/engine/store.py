@@ -65,10 +65,28 @@ def read_marker(uri: str, storage_options: dict[str, Any] | None = None) -> dict
     return dict(group.attrs.get(ATTR, {})) or None
 
 
+# The zarr-conventions v1 schemas of the proj: and spatial: attributes below.
+PROJ_CONVENTION = {
+    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/geo-proj/refs/tags/v1/schema.json",
+    "spec_url": "https://github.com/zarr-conventions/geo-proj/blob/v1/README.md",
+    "uuid": "f17cb550-5864-4468-aeb7-f3180cfb622f",
+    "name": "proj:",
+    "description": "Coordinate reference system information for geospatial data",
+}
+SPATIAL_CONVENTION = {
+    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v1/schema.json",
+    "spec_url": "https://github.com/zarr-conventions/spatial/blob/v1/README.md",
+    "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4",
+    "name": "spatial",
+    "description": "Spatial coordinate information",
+}
+
+
 def _geozarr_attrs(grid: Grid) -> dict[str, Any]:
     epsg = grid.rio_crs.to_epsg()
     proj = {"proj:code": f"EPSG:{epsg}"} if epsg else {"proj:wkt2": grid.rio_crs.to_wkt()}
     return proj | {
+        "zarr_conventions": [PROJ_CONVENTION, SPATIAL_CONVENTION],
         "spatial:dimensions": ["y", "x"],
         "spatial:transform": list(grid.transform),
         "spatial:shape": [grid.height, grid.width],
