@@ -80,10 +80,10 @@ def test_killed_run_resumes_recomputing_only_what_was_missing(landsat, tmp_path)
     client.build_gti_mosaic(str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"), **CALL)
     resumed = shard_states(newest_run_id())
     assert len(resumed) == 16
-    # A task killed between persisting its result and reporting Completed is
-    # Running in the killed run yet Cached now; none can be Cached otherwise.
+    # A task killed between persisting its result and reporting Completed shows
+    # as Pending or Running in the killed run yet is Cached now.
     cached = resumed.count("Cached")
-    assert finished_before <= cached <= finished_before + killed.count("Running")
+    assert finished_before <= cached <= len(killed)
     assert resumed.count("Completed") == 16 - cached
     assert open_store(str(store)).attrs["rasterflow"]["status"] == "complete"
 
