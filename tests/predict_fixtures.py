@@ -1,0 +1,141 @@
+"""Models and stores for the predict_mosaic tests, made by code (no committed fixtures).
+
+Models are tiny fully convolutional nets exported with ``torch.export`` (or
+scripted with TorchScript), with a known receptive field, so the tests can
+compare tiled prediction against one forward pass over a whole image. Stores
+are built from the bundled real samples by the real mosaic engine (GDAL,
+Zarr), without Prefect.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rasterflow.engine import mosaic
+from rasterflow.engine.store import commit_store, create_store
+from rasterflow.params import BuildGtiMosaicParams
+
+SAMPLES = Path(__file__).resolve().parents[1] / "rasterflow" / "samples"
+RGB = ["blue", "green", "red"]
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "rasterflow" / "models" / "landsat8_water.pt2"
+
+
+class Fcn(torch.nn.Module):
+    """Three 3x3 convolutions: receptive field 7 (radius 3), so clip_size >= 3 is exact."""
+
+    def __init__(self, in_channels: int, out_channels: int, seed: int = 0, scale: float = 1000.0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.scale = scale
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, 8, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, out_channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x / self.scale - 7.0)
+
+
+class FlattenHead(torch.nn.Module):
+    """Works only on 32 x 32 patches: fails on any other input shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3 * 32 * 32, 2 * 32 * 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.reshape(x.shape[0], 3 * 32 * 32)).reshape(x.shape[0], 2, 32, 32)
+
+
+def export(model: torch.nn.Module, path: Path, channels: int, dynamic_batch: bool = True, batch: int = 2) -> Path:
+    """A .pt2 with dynamic height and width (and batch unless told otherwise)."""
+    dims = {2: torch.export.Dim("h", min=8, max=4096), 3: torch.export.Dim("w", min=8, max=4096)}
+    if dynamic_batch:
+        dims[0] = torch.export.Dim("b", min=1, max=4096)
+    program = torch.export.export(model.eval(), (torch.zeros(batch, channels, 32, 32),), dynamic_shapes={"x": dims})
+    torch.export.save(program, path)
+    return path
+
+
+def whole_image(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
+    """The model over a whole (channels, rows, cols) image in one forward pass, nodata (0) as is."""
+    with torch.inference_mode():
+        return model.eval()(torch.from_numpy(image[None].astype(np.float32)))[0].numpy()
+
+
+def build_store(root: Path, sample: str, crs_epsg: int, bands: list[str], chunk: int = 128,
+                time_column: str | None = None, aoi: str | None = None) -> str:
+    """A mosaic store of a bundled sample, built by the mosaic engine without Prefect."""
+    folder = SAMPLES / sample
+    params = BuildGtiMosaicParams(
+        gti=str(folder / "tiles.parquet"), aoi=aoi or str(folder / "aoi.geojson"), bands=bands,
+        location_field="location", crs_epsg=crs_epsg, xy_chunksize=chunk,
+        shard_size_bytes=chunk * chunk * len(bands) * 2 * 4, time_column=time_column,
+    )
+    plan = mosaic.plan_gti_mosaic(params, str(root))
+    for store in plan.stores:
+        create_store(store.spec, store.fingerprint, plan.provenance)
+        for job in store.jobs:
+            mosaic.build_shard(job)
+        commit_store(store.spec.uri)
+    return plan.stores[0].spec.uri
+
+
+def rewrite_zip(src: Path, dst: Path, replace: dict[str, bytes] | None = None, add: dict[str, bytes] | None = None) -> Path:
+    """A copy of a zip archive with entries replaced (by their name after the top folder) or added."""
+    replace, add = replace or {}, add or {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        prefix = zin.namelist()[0].split("/", 1)[0] + "/"
+        for info in zin.infolist():
+            rel = info.filename[len(prefix):]
+            zout.writestr(info.filename, replace.get(rel, zin.read(info.filename)))
+        for rel, data in add.items():
+            zout.writestr(prefix + rel, data)
+    return dst
+
+
+class Tripwire:
+    """Unpickling this creates ``path``: proof that a file was (or was not) unpickled."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def torch_save_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+class TinyUNet(torch.nn.Module):
+    """Batch norm, pooling, bilinear upsampling, a skip connection: what real segmentation nets use."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        block = lambda cin, cout: torch.nn.Sequential(  # noqa: E731
+            torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.BatchNorm2d(cout), torch.nn.ReLU())
+        self.down, self.bottom, self.head = block(3, 8), block(8, 16), torch.nn.Conv2d(24, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.down(x / 1000.0)
+        deep = torch.nn.functional.interpolate(self.bottom(torch.nn.functional.max_pool2d(skip, 2)), scale_factor=2.0,
+                                               mode="bilinear", align_corners=False)
+        return self.head(torch.cat([skip, deep], dim=1))
+
+
+def export_even(model: torch.nn.Module, path: Path) -> Path:
+    """Height and width dynamic but even (2 * Dim), as pooling nets need."""
+    dims = {0: torch.export.Dim("b", min=1, max=4096), 2: 2 * torch.export.Dim("h", min=4, max=4096),
+            3: 2 * torch.export.Dim("w", min=4, max=4096)}
+    torch.export.save(torch.export.export(model.eval(), (torch.zeros(2, 3, 64, 64),), dynamic_shapes={"x": dims}), path)
+    return path
