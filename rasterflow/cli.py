@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .enums import ResamplingMethod, RuntimeEnum
+from .enums import InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
 from .errors import RasterflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
@@ -125,6 +125,129 @@ def build_gti_mosaic(
         resampling=resampling, resolution=resolution, nodata=nodata, runtime=runtime,
     ))
     _summary(index_uri)
+
+
+def _parse_resampling(values: list[str]) -> ResamplingMethod | dict[str, ResamplingMethod] | None:
+    """One METHOD for every band, or BAND=METHOD pairs."""
+    if not values:
+        return None
+    try:
+        if len(values) == 1 and "=" not in values[0]:
+            return ResamplingMethod(values[0])
+        pairs = [v.partition("=") for v in values]
+        if any(not sep or not band for band, sep, _ in pairs):
+            raise ValueError
+        return {band: ResamplingMethod(method) for band, _, method in pairs}
+    except ValueError:
+        raise typer.BadParameter(
+            f"{values!r}: give one method, or BAND=METHOD pairs (methods: average, near, mode)",
+            param_hint="--resampling",
+        ) from None
+
+
+@app.command("build-zarr-multiscales")
+def build_zarr_multiscales(
+    store: str = typer.Argument(..., help="Zarr store, or index GeoParquet of stores (one output per row)."),
+    levels: Optional[int] = typer.Option(None, help="Levels in all, level 0 included (default: down to one chunk)."),
+    resampling: list[str] = typer.Option(
+        [], "--resampling", "-r", help="METHOD for all bands, or BAND=METHOD (repeat); average, near, mode."
+    ),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the reading tasks (repeat)."),
+    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
+    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Add overview levels and band statistics to a store, as a new multiscales Zarr store."""
+    client = _client(config, verbose)
+    index_uri = _run_with_progress(lambda: client.build_zarr_multiscales(
+        store, levels=levels, resampling=_parse_resampling(resampling), runtime=runtime, envs=_parse_envs(env),
+    ))
+    _summary(index_uri)
+
+
+@app.command("predict-mosaic")
+def predict_mosaic(
+    store: str = typer.Argument(..., help="Mosaic store URI, or an index GeoParquet (every row is predicted)."),
+    model_path: str = typer.Option(..., help="torch.export .pt2 or TorchScript archive (path or fsspec URL)."),
+    patch_size: int = typer.Option(..., help="Patch side in pixels."),
+    clip_size: int = typer.Option(..., help="Pixels dropped from each patch edge (>= the model's receptive-field radius)."),
+    feature: list[str] = typer.Option(..., "--feature", "-f", help="Input band, in model-channel order (repeat)."),
+    label: list[str] = typer.Option(..., "--label", "-l", help="Output label, one per model channel (repeat)."),
+    actor: InferenceActorEnum = typer.Option(..., help="How outputs are read: softmax, raw, or change detection."),
+    max_batch_size: int = typer.Option(..., help="Patches per forward pass."),
+    merge_mode: MergeModeEnum = typer.Option(..., help="clip or weighted_average."),
+    device: str = typer.Option("auto", help="cpu, cuda[:N], or auto."),
+    select_label: list[str] = typer.Option([], "--select-label", help="Write only these labels (repeat)."),
+    xy_block_multiplier: int = typer.Option(4, help="Input chunks per block side (one task)."),
+    output_xy_chunksize: Optional[int] = typer.Option(None, help="Output chunk size (default: the input's)."),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the tasks (repeat)."),
+    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
+    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Run a PyTorch model over mosaic stores into prediction stores (one band per label)."""
+    client = _client(config, verbose)
+    index_uri = _run_with_progress(lambda: client.predict_mosaic(
+        store, model_path, patch_size, clip_size, device, feature, label, actor, max_batch_size, merge_mode,
+        select_labels=select_label or None, xy_block_multiplier=xy_block_multiplier,
+        output_xy_chunksize=output_xy_chunksize, runtime=runtime, envs=_parse_envs(env),
+    ))
+    _summary(index_uri)
+
+
+def _parse_vectorize_config(pairs: list[str]) -> dict[str, object] | None:
+    """``KEY=VALUE`` pairs; values are YAML scalars (``8``, ``true``, ``900.5``)."""
+    import yaml
+
+    values: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--vectorize-config")
+        values[key] = yaml.safe_load(value)
+    return values or None
+
+
+def _vector_summary(uri: str | None) -> None:
+    if uri is None:
+        Console().print("no polygon: no pixel reached the threshold (or none of the polygons met min_area)")
+        return
+    import pyarrow.parquet as pq
+
+    labels = pq.read_table(uri, columns=["label"])["label"].to_pandas().value_counts(sort=False)
+    table = Table(title="Polygons")
+    table.add_column("label")
+    table.add_column("polygons", justify="right")
+    for label, count in labels.items():
+        table.add_row(str(label), str(count))
+    Console().print(table)
+    Console(soft_wrap=True).print(f"polygons: {uri}")
+
+
+@app.command("vectorize-mosaic")
+def vectorize_mosaic(
+    store: str = typer.Argument(..., help="Store URI, or an index GeoParquet (every row is vectorized)."),
+    feature: list[str] = typer.Option(..., "--feature", "-f", help="Band to polygonize (repeat); its name is the label."),
+    threshold: float = typer.Option(..., help="Pixels with value >= threshold are foreground (nodata never)."),
+    vectorize_method: VectorizeMethodEnum = typer.Option(
+        VectorizeMethodEnum.SEMANTIC_SEGMENTATION_RASTERIO, help="Vectorizer."),
+    vectorize_config: list[str] = typer.Option(
+        [], "--vectorize-config", help="KEY=VALUE (repeat): stats, connectivity (4|8), min_area, simplify_tolerance."),
+    xy_block_multiplier: int = typer.Option(4, help="Store chunks per block side (one task)."),
+    vector_crs: str = typer.Option("EPSG:4326", help="CRS of the polygons; 'none' keeps the store's."),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the tasks (repeat)."),
+    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
+    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Threshold store bands into polygons (exact across block seams), as one GeoParquet."""
+    client = _client(config, verbose)
+    uri = _run_with_progress(lambda: client.vectorize_mosaic(
+        store, feature, threshold, vectorize_method=vectorize_method,
+        vectorize_config=_parse_vectorize_config(vectorize_config), xy_block_multiplier=xy_block_multiplier,
+        vector_crs=None if vector_crs.lower() == "none" else vector_crs, runtime=runtime, envs=_parse_envs(env),
+    ))
+    _vector_summary(uri)
 
 
 def sample_path(*parts: str) -> str:

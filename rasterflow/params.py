@@ -8,14 +8,16 @@ step, still before anything is written.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from .engine.query import validate_query_syntax
-from .enums import ResamplingMethod, RuntimeEnum
+from .enums import ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
 from .errors import InvalidParameterError
 
 # Parameters that are about where a run executes or its secrets, not what it
@@ -119,4 +121,174 @@ class BuildGtiMosaicParams(WorkflowParams):
                 validate_query_syntax(value)
             except InvalidParameterError as exc:
                 raise ValueError(exc.problem) from None
+        return value
+
+
+class VectorizeConfig(BaseModel):
+    """The keys of ``vectorize_mosaic``'s ``vectorize_config`` (docs/workflows.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stats: bool = True  # score_mean: the feature's mean over each polygon's pixels
+    connectivity: Literal[4, 8] = 4  # as GDAL's polygonize: edge neighbours, or corners too
+    min_area: float = Field(default=0.0, ge=0)  # squared units of the store's CRS
+    simplify_tolerance: float = Field(default=0.0, ge=0)  # units of the store's CRS
+
+
+class VectorizeMosaicParams(WorkflowParams):
+    store: str = Field(min_length=1)
+    features: list[str] = Field(min_length=1)
+    threshold: float
+    vectorize_method: VectorizeMethodEnum = VectorizeMethodEnum.SEMANTIC_SEGMENTATION_RASTERIO
+    vectorize_config: VectorizeConfig = Field(default_factory=VectorizeConfig)
+    xy_block_multiplier: int = Field(default=4, ge=1, le=64)
+    vector_crs: str | None = "EPSG:4326"
+
+    @field_validator("features")
+    @classmethod
+    def _unique_features(cls, value: list[str]) -> list[str]:
+        dupes = sorted({f for f in value if value.count(f) > 1})
+        if dupes:
+            raise ValueError(f"feature names must be unique; repeated: {dupes}")
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number (pixels with value >= threshold are foreground)")
+        return value
+
+    @field_validator("vectorize_config", mode="before")
+    @classmethod
+    def _config(cls, value: Any) -> Any:
+        """Errors name the offending key; pydantic's would name the nested model."""
+        if value is None or isinstance(value, VectorizeConfig):
+            return value or VectorizeConfig()
+        known = ", ".join(VectorizeConfig.model_fields)
+        if not isinstance(value, Mapping):
+            raise ValueError(f"must be a mapping with keys among: {known}")
+        unknown = sorted(str(k) for k in value if k not in VectorizeConfig.model_fields)
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; known keys: {known}")
+        try:
+            return VectorizeConfig(**value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = err["loc"][0] if err["loc"] else "?"
+            raise ValueError(f"{key}={err.get('input')!r}: {err['msg']}") from None
+
+    @field_validator("vector_crs")
+    @classmethod
+    def _crs(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            crs = CRS.from_user_input(value)
+        except CRSError:
+            raise ValueError("not a CRS pyproj understands; use e.g. 'EPSG:4326', 'EPSG:3857', "
+                             "or None to keep the store's CRS") from None
+        if not (crs.is_projected or crs.is_geographic):
+            raise ValueError("is not a horizontal CRS polygons can be written in")
+        return value
+
+
+from .enums import InferenceActorEnum, MergeModeEnum  # noqa: E402  (beside its user: edits here stay additive)
+
+
+def _unique_names(value: list[str], what: str) -> list[str]:
+    dupes = sorted({v for v in value if value.count(v) > 1})
+    if dupes:
+        raise ValueError(f"{what} names must be unique; repeated: {dupes}")
+    if any(not v for v in value):
+        raise ValueError(f"{what} names must be non-empty")
+    return value
+
+
+class PredictMosaicParams(WorkflowParams):
+    store: str = Field(min_length=1)
+    model_path: str = Field(min_length=1)
+    patch_size: int = Field(ge=8, le=8192)
+    clip_size: int = Field(ge=0)
+    device: str
+    features: list[str] = Field(min_length=1)
+    labels: list[str] = Field(min_length=1)
+    actor: InferenceActorEnum
+    max_batch_size: int = Field(ge=1, le=65536)
+    merge_mode: MergeModeEnum
+    select_labels: list[str] | None = None
+    xy_block_multiplier: int = Field(default=4, ge=1, le=64)
+    output_xy_chunksize: int | None = None
+
+    @field_validator("clip_size")
+    @classmethod
+    def _clip(cls, value: int, info) -> int:
+        patch = info.data.get("patch_size")
+        if patch is not None and 2 * value >= patch:
+            raise ValueError(f"2 * clip_size must be less than patch_size={patch} so each patch keeps a centre "
+                             f"(valid: 0..{(patch - 1) // 2}, and at least the model's receptive-field radius)")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", value):
+            raise ValueError("must be 'cpu', 'cuda' (or 'cuda:N'), or 'auto' (a GPU when there is one)")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: list[str]) -> list[str]:
+        return _unique_names(value, "feature")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        return _unique_names(value, "label")
+
+    @field_validator("select_labels")
+    @classmethod
+    def _select(cls, value: list[str] | None, info) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must name at least one label, or be None to write them all")
+        _unique_names(value, "label")
+        labels = info.data.get("labels") or []
+        unknown = [v for v in value if v not in labels]
+        if unknown:
+            raise ValueError(f"{unknown} not among labels {labels}")
+        return value
+
+    @field_validator("output_xy_chunksize")
+    @classmethod
+    def _chunksize(cls, value: int | None) -> int | None:
+        if value is not None and not 16 <= value <= 16384:
+            raise ValueError("must be between 16 and 16384 pixels, or None for the input store's chunk size")
+        return value
+
+
+class BuildZarrMultiscalesParams(WorkflowParams):
+    store: str = Field(min_length=1)
+    levels: int | None = None
+    resampling: ResamplingMethod | dict[str, ResamplingMethod] | None = None
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("must be at least 1 (level 0 alone), or None for levels down to one chunk")
+        return value
+
+    @field_validator("resampling")
+    @classmethod
+    def _overview_kernels(cls, value):
+        supported = (ResamplingMethod.AVERAGE, ResamplingMethod.NEAREST, ResamplingMethod.MODE)
+        methods = value.values() if isinstance(value, dict) else [value] if value is not None else []
+        unsupported = sorted({m.value for m in methods if m not in supported})
+        if unsupported:
+            raise ValueError(f"{unsupported} cannot build overviews; use average, near or mode "
+                             "(one method, or a mapping band -> method)")
         return value
