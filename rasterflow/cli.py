@@ -272,17 +272,40 @@ def demo(
     from .client import RasterflowClient
 
     client = RasterflowClient(config)
-    console.print("[bold]build_gti_mosaic[/]: Landsat-8 Iguazu sample, 4 COG tiles -> EPSG:3857 Zarr v3")
-    index_uri = _run_with_progress(lambda: client.build_gti_mosaic(
+    console.print("[bold]1. build_gti_mosaic[/]: Landsat-8 Iguazu sample, 4 COG tiles -> EPSG:3857 Zarr v3")
+    mosaic = _run_with_progress(lambda: client.build_gti_mosaic(
         gti=sample_path("landsat8_iguazu", "tiles.parquet"), aoi=sample_path("landsat8_iguazu", "aoi.geojson"),
         bands=["red", "green", "blue"], location_field="location", xy_chunksize=256,
         shard_size_bytes=4_000_000,
     ))
-    _summary(index_uri)
+    _summary(mosaic)
+
+    console.print("\n[bold]2. predict_mosaic[/]: the shipped water/land model (a stand-in trained on this sample)")
+    model = str(resources.files("rasterflow").joinpath("models", "landsat8_water.pt2"))
+    predictions = _run_with_progress(lambda: client.predict_mosaic(
+        mosaic, model, patch_size=256, clip_size=8, device="auto",
+        features=["blue", "green", "red"], labels=["land", "water"],
+        actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH, max_batch_size=8,
+        merge_mode=MergeModeEnum.WEIGHTED_AVERAGE,
+    ))
+    _summary(predictions)
+
+    console.print("\n[bold]3. vectorize_mosaic[/]: water probability >= 0.5 -> polygons, exact across blocks")
+    polygons = _run_with_progress(lambda: client.vectorize_mosaic(
+        predictions, ["water"], 0.5, vectorize_config={"connectivity": 8, "min_area": 20_000},
+    ))
+    _vector_summary(polygons)
+
+    console.print("\n[bold]4. build_zarr_multiscales[/]: overview levels and band statistics of the mosaic")
+    pyramids = _run_with_progress(lambda: client.build_zarr_multiscales(mosaic))
+    _summary(pyramids)
+
     Console(soft_wrap=True).print(
-        "\nOpen it:\n  import geopandas, xarray\n"
-        f"  loc = geopandas.read_parquet({index_uri!r}).location[0]\n"
-        '  xarray.open_zarr(loc)["variables"]'
+        "\nOpen them:\n  import geopandas, xarray\n"
+        f"  mosaic = xarray.open_zarr(geopandas.read_parquet({mosaic!r}).location[0])[\"variables\"]\n"
+        f"  water = xarray.open_zarr(geopandas.read_parquet({predictions!r}).location[0])[\"variables\"]\n"
+        f"  polygons = geopandas.read_parquet({polygons!r})\n"
+        f"  pyramid = xarray.open_datatree(geopandas.read_parquet({pyramids!r}).location[0], engine=\"zarr\")"
     )
 
 

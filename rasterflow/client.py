@@ -200,7 +200,7 @@ class RasterflowClient:
 
         return self._run(predict_mosaic_flow, params)
 
-    def _run(self, flow, params: WorkflowParams) -> str:
+    def _run(self, flow, params: WorkflowParams) -> str | None:
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         from .flows.runtime import make_task_runner

@@ -13,14 +13,21 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 runner = CliRunner()
 
 
-def test_demo_builds_the_sample_mosaic(tmp_path):
+def test_demo_runs_every_workflow_on_the_sample(tmp_path):
     result = runner.invoke(app, ["demo", "--output", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    (index_path,) = tmp_path.rglob("index.parquet")
-    assert str(index_path) in result.output
-    location = gpd.read_parquet(index_path).location[0]
-    data = xr.open_zarr(location)["variables"]
-    assert list(data.band.values) == ["red", "green", "blue"] and int((data != 0).sum()) > 0
+    (mosaic_index,) = tmp_path.glob("build-gti-mosaic/*/index.parquet")
+    (predict_index,) = tmp_path.glob("predict-mosaic/*/index.parquet")
+    (polygons,) = tmp_path.glob("vectorize-mosaic/*/polygons.parquet")
+    (pyramid_index,) = tmp_path.glob("build-zarr-multiscales/*/index.parquet")
+    for path in (mosaic_index, predict_index, polygons, pyramid_index):
+        assert str(path) in result.output
+    mosaic = xr.open_zarr(gpd.read_parquet(mosaic_index).location[0])["variables"]
+    assert list(mosaic.band.values) == ["red", "green", "blue"] and int((mosaic != 0).sum()) > 0
+    water = xr.open_zarr(gpd.read_parquet(predict_index).location[0])["variables"].sel(band="water")
+    # The Itaipu reservoir: a real share of the AOI is water, most of it is not.
+    assert 0.05 < float((water >= 0.5).mean()) < 0.6
+    assert set(gpd.read_parquet(polygons).label) == {"water"}
 
 
 def test_build_gti_mosaic_command(tmp_path, landsat, monkeypatch):
