@@ -29,3 +29,41 @@ def write_index(rows: list[dict[str, Any]], uri: str, storage_options: dict[str,
 def read_index(uri: str, storage_options: dict[str, Any] | None = None) -> gpd.GeoDataFrame:
     fs, path = uris.filesystem(uri, storage_options)
     return gpd.read_parquet(path, filesystem=fs)
+
+
+STORE_OR_INDEX = (
+    "a Zarr store URI, or an index GeoParquet whose 'location' column lists stores "
+    "(what every workflow returns)"
+)
+
+
+def is_zarr_group(uri: str, storage_options: dict[str, Any] | None = None) -> bool:
+    return any(uris.exists(uris.join(uri, name), storage_options) for name in ("zarr.json", ".zgroup"))
+
+
+def stores_of(uri: str, storage_options: dict[str, Any] | None = None, param: str = "store") -> list[str]:
+    """The stores ``uri`` names: itself when it is a Zarr group, else every
+    ``location`` of the index GeoParquet it is (relative ones against the index).
+
+    Every workflow that reads stores takes either, so a workflow's answer can be
+    passed straight to the next one.
+    """
+    from ..errors import InvalidParameterError
+
+    if is_zarr_group(uri, storage_options):
+        return [uri]
+    if not uris.exists(uri, storage_options):
+        raise InvalidParameterError(param, uri, "does not exist", STORE_OR_INDEX)
+    try:
+        index = read_index(uri, storage_options)
+    except Exception as exc:  # parquet readers raise many types for a file that is not one
+        raise InvalidParameterError(
+            param, uri, f"is not a Zarr group (no zarr.json or .zgroup) nor an index GeoParquet ({exc})", STORE_OR_INDEX
+        ) from None
+    if "location" not in index.columns:
+        raise InvalidParameterError(param, uri, f"index has no 'location' column (columns: {list(index.columns)})",
+                                    STORE_OR_INDEX)
+    if index.empty:
+        raise InvalidParameterError(param, uri, "index lists no store", STORE_OR_INDEX)
+    base = uris.parent(uri)
+    return list(dict.fromkeys(uris.resolve_location(str(loc), base) for loc in index["location"]))

@@ -55,7 +55,7 @@ from . import uris
 from .downsample import halve, halved_shape, valid_mask
 from .fingerprint import code_fingerprint, stable_hash
 from .grid import Grid
-from .index import read_index
+from .index import is_zarr_group, stores_of
 from .partitions import ShardShape, Window, partition_windows, shard_shape
 from .stats import Bins, Moments, band_counts, band_moments, summarize
 from .store import (
@@ -233,29 +233,9 @@ def _bad_store(uri: str, problem: str, valid: str | None = None) -> InvalidParam
     )
 
 
-def _is_zarr_group(uri: str, storage_options: dict[str, Any]) -> bool:
-    return any(uris.exists(uris.join(uri, name), storage_options) for name in ("zarr.json", ".zgroup"))
-
-
 def input_stores(store: str, storage_options_for: Callable[[str], dict[str, Any]]) -> list[str]:
     """``store`` itself, or the ``location`` of every row of the index it names."""
-    options = storage_options_for(store)
-    if _is_zarr_group(store, options):
-        return [store]
-    if not uris.exists(store, options):
-        raise _bad_store(store, "does not exist")
-    try:
-        index = read_index(store, options)
-    except Exception as exc:  # noqa: BLE001  (whatever the reader says, the answer is the same)
-        raise _bad_store(
-            store, f"is not a Zarr group (no zarr.json or .zgroup) nor an index GeoParquet ({exc})"
-        ) from None
-    if "location" not in index.columns:
-        raise _bad_store(store, f"is an index without a 'location' column (columns: {list(index.columns)})")
-    if index.empty:
-        raise _bad_store(store, "is an index with no rows")
-    base = uris.parent(store)
-    return [uris.resolve_location(str(loc), base) for loc in index["location"]]
+    return stores_of(store, storage_options_for(store))
 
 
 def store_identity(uri: str, storage_options: dict[str, Any] | None = None) -> str:
@@ -318,7 +298,7 @@ def _iso(value) -> str | None:
 
 def inspect_source(uri: str, storage_options: dict[str, Any]) -> _Source:
     """Everything planning needs from one input store; bad stores raise, naming ``store``."""
-    if not _is_zarr_group(uri, storage_options):
+    if not is_zarr_group(uri, storage_options):
         raise _bad_store(uri, "is not a Zarr group (no zarr.json or .zgroup)")
     marker = read_marker(uri, storage_options)
     if marker and marker.get("status") != COMPLETE:

@@ -38,7 +38,7 @@ from ..params import PredictMosaicParams
 from . import uris
 from .fingerprint import code_fingerprint, stable_hash
 from .grid import Grid
-from .index import read_index
+from .index import stores_of
 from .model import BatchRunner, fetch_model, file_sha256, load_model, model_format, probe, resolve_device
 from .partitions import ShardShape, Window
 from .patches import AxisTiling, block_tiling
@@ -47,7 +47,6 @@ from .store import DATA_VAR, StoreSpec, create_store, open_store, read_marker, w
 WORKFLOW = "predict-mosaic"
 OUTPUT_DTYPE = "float32"
 SHARD_BUDGET_BYTES = 512 * 2**20  # uncompressed; a block holds one or more shards
-INDEX_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 CHANGE = InferenceActorEnum.SEMANTIC_SEGMENTATION_CHANGE_DETECTION_PYTORCH
 
 
@@ -129,26 +128,13 @@ class _Input(BaseModel):
 
 
 def input_store_uris(store: str, storage_options_for: Callable[[str], dict[str, Any]]) -> list[str]:
-    """The stores ``store`` names: itself, or each ``location`` of an index GeoParquet."""
-    valid = "a rasterflow store URI, or an index GeoParquet whose `location` column lists stores"
-    if not store.lower().rstrip("/").endswith(INDEX_SUFFIXES):
-        if read_marker(store, storage_options_for(store)) is None:
-            raise InvalidParameterError("store", store, "is not a rasterflow store (no store there, or no "
-                                        "'rasterflow' attribute)", valid)
-        return [store]
-    try:
-        index = read_index(store, storage_options_for(store))
-    except FileNotFoundError:
-        raise InvalidParameterError("store", store, "no such index file", valid) from None
-    except Exception as exc:
-        raise InvalidParameterError("store", store, f"cannot be read as GeoParquet ({exc})", valid) from None
-    if "location" not in index.columns:
-        raise InvalidParameterError("store", store, "the index has no `location` column", valid)
-    base = uris.parent(store)
-    locations = list(dict.fromkeys(uris.resolve_location(str(loc), base) for loc in index["location"]))
-    if not locations:
-        raise InvalidParameterError("store", store, "the index has no rows", valid)
-    return locations
+    """The stores ``store`` names (itself, or an index's rows); each must be a rasterflow store."""
+    uris_ = stores_of(store, storage_options_for(store))
+    for uri in uris_:
+        if read_marker(uri, storage_options_for(uri)) is None:
+            raise InvalidParameterError("store", uri, "is not a rasterflow store (no 'rasterflow' attribute)",
+                                        "a store written by a rasterflow workflow, or an index of them")
+    return uris_
 
 
 def _inspect_input(uri: str, params: PredictMosaicParams, storage_options: dict[str, Any]) -> _Input:

@@ -56,13 +56,12 @@ from ..params import VectorizeMosaicParams
 from . import uris
 from .fingerprint import code_fingerprint, stable_hash
 from .grid import Grid
-from .index import read_index
+from .index import stores_of
 from .partitions import Window
 from .store import DATA_VAR, open_store, read_marker, zarr_store
 
 WORKFLOW = "vectorize-mosaic"
 RESULT_NAME = "polygons.parquet"
-INDEX_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 
 # 4-connectivity: edge neighbours; 8: edge and corner neighbours (GDAL's 8CONNECTED=8).
 _STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: ndimage.generate_binary_structure(2, 2)}
@@ -139,24 +138,6 @@ def block_windows(height: int, width: int, rows: int, cols: int) -> list[Window]
     ]
 
 
-def _store_uris(store: str, storage_options: dict[str, Any]) -> list[str]:
-    """The stores named by ``store``: itself, or every row of an index GeoParquet."""
-    if not store.lower().rstrip("/").endswith(INDEX_SUFFIXES):
-        return [store]
-    valid = "a store URI or an index GeoParquet with a 'location' column (what every workflow returns)"
-    try:
-        index = read_index(store, storage_options)
-    except FileNotFoundError:
-        raise InvalidParameterError("store", store, "no such index file", valid) from None
-    except Exception as exc:  # parquet readers raise many types for a bad file
-        raise InvalidParameterError("store", store, f"cannot be read as an index GeoParquet ({exc})", valid) from None
-    if "location" not in index.columns:
-        raise InvalidParameterError("store", store, "index has no 'location' column", valid)
-    if index.empty:
-        raise InvalidParameterError("store", store, "index lists no store", valid)
-    base = uris.parent(store)
-    return [uris.resolve_location(str(loc), base) for loc in index["location"]]
-
 
 def _source_store(uri: str, features: list[str], multiplier: int, storage_options: dict[str, Any]) -> SourceStore:
     try:
@@ -190,7 +171,7 @@ def plan_vectorize(
     storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {},
 ) -> VectorizePlan:
     """Check the inputs and lay out every block; writes nothing."""
-    store_uris = _store_uris(params.store, storage_options_for(params.store))
+    store_uris = stores_of(params.store, storage_options_for(params.store))
     stores = [
         _source_store(u, params.features, params.xy_block_multiplier, storage_options_for(u)) for u in store_uris
     ]
