@@ -70,6 +70,7 @@ def test_killed_run_resumes_recomputing_only_what_was_missing(landsat, tmp_path)
     proc.wait()
 
     (store,) = out.rglob("*.zarr")
+    shards_on_disk = len(data_files(store))  # one shard per partition here
     with pytest.raises(StoreError, match="incomplete"):
         open_store(str(store))
     killed = shard_states(newest_run_id())
@@ -80,10 +81,11 @@ def test_killed_run_resumes_recomputing_only_what_was_missing(landsat, tmp_path)
     client.build_gti_mosaic(str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"), **CALL)
     resumed = shard_states(newest_run_id())
     assert len(resumed) == 16
-    # A task killed between persisting its result and reporting Completed shows
-    # as Pending or Running in the killed run yet is Cached now.
+    # A task killed between persisting its result and reporting Completed (or
+    # before its task run even reached the API) is Cached now; a task writes its
+    # shard before its result, so the shards on disk bound what can be cached.
     cached = resumed.count("Cached")
-    assert finished_before <= cached <= len(killed)
+    assert finished_before <= cached <= shards_on_disk
     assert resumed.count("Completed") == 16 - cached
     assert open_store(str(store)).attrs["rasterflow"]["status"] == "complete"
 
