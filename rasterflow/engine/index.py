@@ -11,6 +11,8 @@ import io
 from typing import Any
 
 import geopandas as gpd
+import pandas as pd
+from shapely import wkb
 
 from . import uris
 
@@ -67,3 +69,29 @@ def stores_of(uri: str, storage_options: dict[str, Any] | None = None, param: st
         raise InvalidParameterError(param, uri, "index lists no store", STORE_OR_INDEX)
     base = uris.parent(uri)
     return list(dict.fromkeys(uris.resolve_location(str(loc), base) for loc in index["location"]))
+
+
+def store_row(spec, workflow: str, footprint_wkb: str, *, location: str | None = None,
+              times: list[str | None] | None = None, **extra: Any) -> dict[str, Any]:
+    """The index row of one store (a ``StoreSpec``): where it is, what it holds, when, and where.
+
+    ``extra`` columns (the workflow's own: source, model, levels...) follow
+    ``workflow``; ``times`` overrides the store's own time slices.
+    """
+    stamps = [pd.Timestamp(t) for t in (spec.times if times is None else times) if t is not None]
+    return {
+        "location": location or spec.uri,
+        "workflow": workflow,
+        **extra,
+        "start_time": min(stamps) if stamps else pd.NaT,
+        "end_time": max(stamps) if stamps else pd.NaT,
+        "crs": spec.grid.rio_crs.to_string(),
+        "bands": list(spec.bands),
+        "width": spec.grid.width,
+        "height": spec.grid.height,
+        "res_x": spec.grid.res[0],
+        "res_y": spec.grid.res[1],
+        "dtype": spec.dtype,
+        "nodata": spec.nodata,
+        "geometry": wkb.loads(bytes.fromhex(footprint_wkb)),
+    }

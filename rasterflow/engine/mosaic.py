@@ -25,6 +25,7 @@ from ..params import BuildGtiMosaicParams
 from . import uris
 from .fingerprint import code_fingerprint, stable_hash
 from .grid import Grid, native_resolution, reproject_geometry, shared_anchor, snapped_grid
+from .index import store_row
 from .partitions import Window, partition_windows, shard_shape
 from .query import apply_query
 from .store import StoreSpec
@@ -249,24 +250,4 @@ def build_shard(job: ShardJob, storage_options: dict[str, Any] | None = None) ->
 
 def index_rows(plan: MosaicPlan) -> list[dict[str, Any]]:
     """One index row per store of the plan."""
-    rows = []
-    for sp in plan.stores:
-        spec = sp.spec
-        stamps = [pd.Timestamp(t) for t in spec.times if t is not None]
-        rows.append({
-            "location": spec.uri,
-            "workflow": plan.workflow,
-            "aoi_index": sp.aoi_index,
-            "start_time": min(stamps) if stamps else pd.NaT,
-            "end_time": max(stamps) if stamps else pd.NaT,
-            "crs": f"EPSG:{spec.grid.rio_crs.to_epsg()}",
-            "bands": list(spec.bands),
-            "width": spec.grid.width,
-            "height": spec.grid.height,
-            "res_x": spec.grid.res[0],
-            "res_y": spec.grid.res[1],
-            "dtype": spec.dtype,
-            "nodata": spec.nodata,
-            "geometry": wkb.loads(bytes.fromhex(sp.footprint_wkb)),
-        })
-    return rows
+    return [store_row(sp.spec, plan.workflow, sp.footprint_wkb, aoi_index=sp.aoi_index) for sp in plan.stores]

@@ -45,7 +45,6 @@ import xarray as xr
 import zarr
 from affine import Affine
 from pydantic import BaseModel, ConfigDict
-from shapely import wkb
 
 from .. import __version__
 from ..enums import ResamplingMethod
@@ -55,7 +54,7 @@ from . import uris
 from .downsample import halve, halved_shape, valid_mask
 from .fingerprint import code_fingerprint, stable_hash
 from .grid import Grid
-from .index import is_zarr_group, stores_of
+from .index import is_zarr_group, store_row, stores_of
 from .partitions import ShardShape, Window, partition_windows, shard_shape
 from .stats import Bins, Moments, band_counts, band_moments, summarize
 from .store import (
@@ -664,7 +663,7 @@ def band_statistics(
 ) -> list[dict[str, Any]]:
     """The ``bands`` attribute: per band its statistics and histogram, overall and per time slot."""
     spec = pyramid.base
-    nt, nb = len(spec.times), len(spec.bands)
+    nt = len(spec.times)
     counts = [[np.zeros(b.n, dtype=np.int64) if b else None for b in stats.bins] for _ in range(nt)]
     for result in results:
         for b, c in enumerate(result["counts"]):
@@ -776,25 +775,7 @@ def commit_pyramid(pyramid: PyramidPlan, bands: list[dict[str, Any]],
 
 def index_rows(plan: MultiscalesPlan) -> list[dict[str, Any]]:
     """One index row per pyramid; ``location`` is its root group."""
-    rows = []
-    for p in plan.pyramids:
-        spec = p.base
-        stamps = [pd.Timestamp(t) for t in spec.times if t is not None]
-        rows.append({
-            "location": p.uri,
-            "workflow": plan.workflow,
-            "source": p.input_uri,
-            "levels": len(p.levels),
-            "start_time": min(stamps) if stamps else pd.NaT,
-            "end_time": max(stamps) if stamps else pd.NaT,
-            "crs": spec.grid.rio_crs.to_string(),
-            "bands": list(spec.bands),
-            "width": spec.grid.width,
-            "height": spec.grid.height,
-            "res_x": spec.grid.res[0],
-            "res_y": spec.grid.res[1],
-            "dtype": spec.dtype,
-            "nodata": spec.nodata,
-            "geometry": wkb.loads(bytes.fromhex(p.footprint_wkb)),
-        })
-    return rows
+    return [
+        store_row(p.base, plan.workflow, p.footprint_wkb, location=p.uri, source=p.input_uri, levels=len(p.levels))
+        for p in plan.pyramids
+    ]

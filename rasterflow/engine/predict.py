@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import zarr
 from pydantic import BaseModel, ConfigDict
-from shapely import wkb
 
 from .. import __version__
 from ..enums import InferenceActorEnum, MergeModeEnum
@@ -38,7 +37,7 @@ from ..params import PredictMosaicParams
 from . import uris
 from .fingerprint import code_fingerprint, stable_hash
 from .grid import Grid
-from .index import stores_of
+from .index import store_row, stores_of
 from .model import BatchRunner, fetch_model, file_sha256, load_model, model_format, probe, resolve_device
 from .partitions import ShardShape, Window
 from .patches import AxisTiling, block_tiling
@@ -447,30 +446,9 @@ def infer_block(job: BlockJob, storage_options_for: Callable[[str], dict[str, An
 
 def index_rows(plan: PredictPlan) -> list[dict[str, Any]]:
     """One index row per prediction store."""
-    rows = []
-    for sp in plan.stores:
-        spec = sp.spec
-        stamps = [pd.Timestamp(t) for t in sp.source_times if t is not None]
-        rows.append({
-            "location": spec.uri,
-            "workflow": plan.workflow,
-            "source": sp.source,
-            "start_time": min(stamps) if stamps else pd.NaT,
-            "end_time": max(stamps) if stamps else pd.NaT,
-            "crs": f"EPSG:{spec.grid.rio_crs.to_epsg()}",
-            "bands": list(spec.bands),
-            "width": spec.grid.width,
-            "height": spec.grid.height,
-            "res_x": spec.grid.res[0],
-            "res_y": spec.grid.res[1],
-            "dtype": spec.dtype,
-            "nodata": spec.nodata,
-            "actor": plan.provenance["parameters"]["actor"],
-            "model_sha256": plan.provenance["inputs"]["model_sha256"],
-            "geometry": wkb.loads(bytes.fromhex(sp.footprint_wkb)),
-        })
-    return rows
-
-
-__all__ = ["BlockJob", "PredictPlan", "create_prediction_store", "index_rows", "infer_block",
-           "plan_predict_mosaic", "predict_block"]
+    return [
+        store_row(sp.spec, plan.workflow, sp.footprint_wkb, times=sp.source_times, source=sp.source,
+                  actor=plan.provenance["parameters"]["actor"],
+                  model_sha256=plan.provenance["inputs"]["model_sha256"])
+        for sp in plan.stores
+    ]
