@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .enums import InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
+from .enums import DatasetEnum, InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
 from .errors import RasterflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
@@ -123,6 +123,31 @@ def build_gti_mosaic(
         skip_xy_coords=skip_xy_coords, xy_chunksize=xy_chunksize, shard_size_bytes=shard_size_bytes,
         query=query, requester_pays=requester_pays, envs=_parse_envs(env), sort_field=sort_field,
         resampling=resampling, resolution=resolution, nodata=nodata, runtime=runtime,
+    ))
+    _summary(index_uri)
+
+
+@app.command("build-mosaic")
+def build_mosaic(
+    aoi: str = typer.Argument(..., help="Area of interest; one store per geometry."),
+    dataset: list[DatasetEnum] = typer.Option(..., "--dataset", "-d", help="Named dataset (repeat; one grid)."),
+    start: str = typer.Option(..., help="First day, YYYY-MM-DD."),
+    end: str = typer.Option(..., help="Last day, YYYY-MM-DD (one time slice per calendar year)."),
+    crs_epsg: int = typer.Option(3857, help="EPSG code of the output grid."),
+    xy_chunksize: int = typer.Option(512, help="Zarr chunk size in x and y (pixels)."),
+    shard_size_bytes: int = typer.Option(3_500_000_000, help="Uncompressed size budget of one shard."),
+    resolution: Optional[float] = typer.Option(None, help="Pixel size in CRS units (default: finest native)."),
+    skip_xy_coords: bool = typer.Option(False, help="Write no x/y coordinate arrays."),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the reading tasks (repeat)."),
+    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
+    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Composite named datasets (Sentinel-2 medians, NAIP) from STAC catalogs into Zarr v3 stores."""
+    client = _client(config, verbose)
+    index_uri = _run_with_progress(lambda: client.build_mosaic(
+        dataset, aoi, start, end, crs_epsg=crs_epsg, xy_chunksize=xy_chunksize, shard_size_bytes=shard_size_bytes,
+        envs=_parse_envs(env), resolution=resolution, skip_xy_coords=skip_xy_coords, runtime=runtime,
     ))
     _summary(index_uri)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import date
 from contextlib import contextmanager
 from pathlib import Path
 
 from .config import RasterflowConfig, load_config, using_config
-from .enums import InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
+from .enums import DatasetEnum, InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
 from .params import (
-    BuildGtiMosaicParams, BuildZarrMultiscalesParams, PredictMosaicParams, VectorizeMosaicParams, WorkflowParams,
+    BuildGtiMosaicParams, BuildMosaicParams, BuildZarrMultiscalesParams, PredictMosaicParams, VectorizeMosaicParams, WorkflowParams,
 )
 
 # Offline by default: no usage telemetry from the embedded server or the client.
@@ -96,6 +97,40 @@ class RasterflowClient:
         from .flows.build_gti_mosaic import build_gti_mosaic_flow
 
         return self._run(build_gti_mosaic_flow, params)
+
+    def build_mosaic(
+        self,
+        datasets: list[DatasetEnum],
+        aoi: str,
+        start: date | str,
+        end: date | str,
+        crs_epsg: int = 3857,
+        xy_chunksize: int = 512,
+        shard_size_bytes: int = 3_500_000_000,
+        envs: dict[str, str] | None = None,
+        resolution: float | None = None,
+        skip_xy_coords: bool = False,
+        runtime: RuntimeEnum = RuntimeEnum.SMALL,
+    ) -> str:
+        """Composite named datasets (Sentinel-2 medians, NAIP) from their STAC catalogs into Zarr v3.
+
+        One store per AOI geometry, one time slice per calendar year in
+        [``start``, ``end``] (a planting or harvest season within each year for
+        ``S2_MED_PLANTING`` / ``S2_MED_HARVEST``, chosen from the AOI's
+        latitude), bands ``<dataset>:<band>`` of every dataset on one grid
+        (``resolution`` in CRS units; default the finest native one). Catalogs
+        can be replaced per dataset in the config (``datasets``). Returns the
+        URI of a GeoParquet index like build_gti_mosaic's. See
+        docs/workflows.md for the datasets, the season rule and the memory cap.
+        """
+        params = BuildMosaicParams.parse(
+            datasets=list(datasets), aoi=aoi, start=start, end=end, crs_epsg=crs_epsg, xy_chunksize=xy_chunksize,
+            shard_size_bytes=shard_size_bytes, envs=envs, resolution=resolution, skip_xy_coords=skip_xy_coords,
+            runtime=runtime,
+        )
+        from .flows.build_mosaic import build_mosaic_flow
+
+        return self._run(build_mosaic_flow, params)
 
     def vectorize_mosaic(
         self,

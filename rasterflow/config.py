@@ -17,6 +17,9 @@ max_workers      Threads (or local Dask workers); None = number of CPUs.
 retries          Retries of each I/O task on transient errors.
 retry_delay_seconds  First back-off delay; doubles on each retry, with jitter.
 work_pools       RuntimeEnum value -> Prefect work pool name.
+datasets         DatasetEnum value -> where build_mosaic finds its items, replacing
+                 the catalog's default: ``{stac_url: ..., collection: ...}`` (either
+                 alone keeps the other) or ``{geoparquet: <stac-geoparquet URI>}``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .enums import RuntimeEnum
+from .enums import DatasetEnum, RuntimeEnum
 from .errors import ConfigError
 
 CONFIG_ENV_VAR = "RASTERFLOW_CONFIG_FILE"
@@ -39,6 +42,20 @@ DEFAULT_CONFIG_PATH = Path("~/.config/rasterflow.yaml")
 
 def _default_work_pools() -> dict[RuntimeEnum, str]:
     return {size: f"rasterflow-{size.value}" for size in RuntimeEnum}
+
+
+class DatasetSource(BaseModel):
+    """Where a named dataset's STAC items come from: an API and collection, or a stac-geoparquet file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stac_url: str | None = None
+    collection: str | None = None
+    geoparquet: str | None = None
+
+    def describe(self) -> str:
+        return f"stac-geoparquet {self.geoparquet}" if self.geoparquet else \
+            f"STAC API {self.stac_url} (collection {self.collection!r})"
 
 
 class RasterflowConfig(BaseModel):
@@ -53,6 +70,7 @@ class RasterflowConfig(BaseModel):
     retries: int = Field(default=3, ge=0, le=20)
     retry_delay_seconds: float = Field(default=2.0, ge=0)
     work_pools: dict[RuntimeEnum, str] = Field(default_factory=_default_work_pools)
+    datasets: dict[DatasetEnum, DatasetSource] = Field(default_factory=dict)
 
     @field_validator("output_uri")
     @classmethod

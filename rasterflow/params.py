@@ -292,3 +292,41 @@ class BuildZarrMultiscalesParams(WorkflowParams):
             raise ValueError(f"{unsupported} cannot build overviews; use average, near or mode "
                              "(one method, or a mapping band -> method)")
         return value
+
+
+from datetime import date  # noqa: E402  (beside its user: edits here stay additive)
+
+from .enums import DatasetEnum  # noqa: E402
+
+
+class BuildMosaicParams(WorkflowParams):
+    datasets: list[DatasetEnum] = Field(min_length=1)
+    aoi: str = Field(min_length=1)
+    start: date
+    end: date
+    crs_epsg: int = 3857
+    xy_chunksize: int = Field(default=512, ge=16, le=16384)
+    shard_size_bytes: int = Field(default=3_500_000_000, gt=0)
+    resolution: float | None = Field(default=None, gt=0)
+    skip_xy_coords: bool = False
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique_datasets(cls, value: list[DatasetEnum]) -> list[DatasetEnum]:
+        dupes = sorted({d.value for d in value if value.count(d) > 1})
+        if dupes:
+            raise ValueError(f"each dataset once; repeated: {dupes}")
+        return value
+
+    @field_validator("crs_epsg")
+    @classmethod
+    def _epsg(cls, value: int) -> int:
+        return _check_epsg(value)
+
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, value: date, info) -> date:
+        start = info.data.get("start")
+        if start is not None and value < start:
+            raise ValueError(f"must not be before start={start.isoformat()}")
+        return value

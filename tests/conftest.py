@@ -41,3 +41,6 @@ def prefect_server():
     # The default 30 s start-up timeout is tight on a loaded 2-core machine.
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+from stac_fixtures import stac_api, stac_sample  # noqa: E402,F401  (session fixtures of the build_mosaic tests)

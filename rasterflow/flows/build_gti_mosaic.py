@@ -21,7 +21,7 @@ from ..tasks.mosaic import (
     write_index_task,
 )
 from ..tasks.policy import io_task_options
-from .runtime import wait_reporting
+from .runtime import write_stores
 
 
 @flow(name="build-gti-mosaic", validate_parameters=True)
@@ -54,13 +54,7 @@ def build_gti_mosaic_flow(
     plan = plan_partitions(params, config.output_uri)
     logger.info("%d store(s), %d partition(s) under %s", len(plan.stores), plan.n_jobs, plan.output_dir)
 
-    generations = {s.spec.uri: create_store_task(s, plan.provenance) for s in plan.stores}
-    shard_task = build_shard.with_options(**io_task_options(config))
-    futures = [shard_task.submit(job, generations[s.spec.uri]) for s in plan.stores for job in s.jobs]
-    wait_reporting(futures, "partitions")
-
-    for store in plan.stores:
-        commit_store_task(store.spec.uri)
+    write_stores(plan, build_shard.with_options(**io_task_options(config)), create_store_task, commit_store_task)
     index_uri = write_index_task(plan)
     _publish(plan, index_uri)
     return index_uri

@@ -48,3 +48,15 @@ def wait_reporting(futures: list, label: str) -> list:
     if failures:
         failures[0].result()  # raises the task's own exception
     return results
+
+
+def write_stores(plan, shard_task, create_store_task, commit_store_task) -> None:
+    """Create every store of ``plan``, build its partitions with ``shard_task``, then commit.
+
+    A store is committed only after all its partitions succeeded.
+    """
+    generations = {s.spec.uri: create_store_task(s, plan.provenance) for s in plan.stores}
+    futures = [shard_task.submit(job, generations[s.spec.uri]) for s in plan.stores for job in s.jobs]
+    wait_reporting(futures, "partitions")
+    for store in plan.stores:
+        commit_store_task(store.spec.uri)
