@@ -13,8 +13,8 @@ a 3 x 3 km cut upsampled to 10 m, its DN turned into TOA reflectance x 10000
 and adds noise; NIR and the other L2A bands are derived from it (they are not
 measurements), each at its Sentinel-2 resolution (10, 20 or 60 m). The grid
 origin is moved by < 60 m onto a multiple of 60 m, as Sentinel-2 tiles are.
-SCL (20 m) is vegetation/water with cloud blobs (8, 9, 10), their shadows (3),
-a few saturated (1) and unclassified (7) pixels; one scene has a no-data strip
+SCL (20 m) is vegetation/water with cloud blobs (8, 9, 10: bright in the
+bands), their shadows (3: dark), a few saturated (1) and unclassified (7) pixels; one scene has a no-data strip
 (SCL 0, bands 0). Scenes from 2022-01-25 on use processing baseline 04.00 and
 carry the +1000 BOA offset, earlier ones 03.01. One scene per year has 90 %
 cloud cover (above build_mosaic's 75 % limit). Asset keys follow Earth Search
@@ -134,6 +134,20 @@ def _scl(ground: np.ndarray, rng: np.random.Generator, nodata_strip: bool) -> np
     return scl
 
 
+def _as_seen(values: np.ndarray, scl10: np.ndarray) -> np.ndarray:
+    """What the sensor records where SCL says cloud, cirrus, shadow or saturation.
+
+    Clouds are bright (>= 9000) and shadows dark, so a composite that let a
+    masked class through would show it.
+    """
+    values = values.copy()
+    values[(scl10 == 8) | (scl10 == 9)] = 9000 + (values[(scl10 == 8) | (scl10 == 9)] % 500)
+    values[scl10 == 10] += 2500
+    values[scl10 == 3] *= 0.3
+    values[scl10 == 1] = 20000
+    return values
+
+
 def _item(item_id: str, collection: str, dt: str, geom_4326: dict, bbox, properties: dict, assets: dict) -> dict:
     return {
         "type": "Feature", "stac_version": "1.1.0", "stac_extensions": [], "id": item_id,
@@ -180,7 +194,9 @@ def make_sentinel2(out: Path) -> list[dict]:
         scene_dir = out / item_id
         scene_dir.mkdir(parents=True, exist_ok=True)
         assets = {}
+        scl10 = np.repeat(np.repeat(scl, 2, axis=0), 2, axis=1)
         for key, values in _scene_bands(ground, rng).items():
+            values = _as_seen(values, scl10)
             asset = next(a for a, (b, _) in S2_ASSETS.items() if b == key)
             res = S2_ASSETS[asset][1]
             dn = np.clip(np.rint(values), 1, 20000) + offset

@@ -106,3 +106,51 @@ def s2_grid_bounds(stac_sample) -> tuple[float, float, float, float]:
 def write_aoi(path: Path, bounds, crs: str) -> str:
     gpd.GeoDataFrame(geometry=[box(*bounds)], crs=crs).to_file(path, driver="GeoJSON")
     return str(path)
+
+
+def s2_scene_dirs(stac_sample) -> list[Path]:
+    return sorted(stac_sample["sentinel-2-l2a"].glob("S2X_*"))
+
+
+def s2_items(stac_sample) -> list[dict]:
+    import json
+
+    return json.loads((stac_sample["sentinel-2-l2a"] / "items.json").read_text())["features"]
+
+
+def expected_median(stack_items: list[dict], bands: list[str], masked: tuple[int, ...],
+                    window: tuple[slice, slice] | None = None):
+    """The composite computed the plain way: read each 10 m band and the 20 m SCL with
+    rasterio at their native grids, drop masked classes and pixels without data,
+    remove the +1000 offset of baseline 04.00, then ``np.nanmedian``.
+
+    Returns (median (bands, rows, cols), count (rows, cols)) on the scenes' 10 m grid.
+    """
+    import warnings
+
+    import numpy as np
+    import rasterio
+
+    keys = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir"}
+    layers = []
+    for item in stack_items:
+        assets = item["assets"]
+        obs = []
+        for band in bands:
+            with rasterio.open(assets[keys[band]]["href"]) as src:
+                obs.append(src.read(1).astype("float64"))
+        obs = np.stack(obs)
+        with rasterio.open(assets["scl"]["href"]) as src:
+            scl = src.read(1).repeat(2, axis=0).repeat(2, axis=1)
+        invalid = np.isin(scl, masked) | (obs == 0).any(axis=0)
+        if item["properties"]["s2:processing_baseline"] >= "04.00":
+            obs = np.maximum(obs - 1000, 0)
+        obs[:, invalid] = np.nan
+        layers.append(obs)
+    stack = np.stack(layers)
+    if window is not None:
+        stack = stack[(slice(None), slice(None), *window)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        median = np.nanmedian(stack, axis=0)
+    return median, np.count_nonzero(~np.isnan(stack[:, 0]), axis=0)

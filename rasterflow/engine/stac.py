@@ -53,7 +53,7 @@ def _api_items(spec: DatasetSpec, bbox, first: date | None, last: date | None) -
     import pystac_client
 
     url = spec.source.stac_url
-    span = f"{_iso(first) if first else '..'}/{_iso(last, end=True) if last else '..'}"
+    span = f"{_iso(first) if first else '..'}/{_iso(last, end=True) if last else '..'}" if first or last else None
     try:
         client = pystac_client.Client.open(url)
         search = client.search(collections=[spec.source.collection], bbox=list(bbox), datetime=span,
