@@ -24,7 +24,7 @@ NAIP-like (collection ``naip``): the two Haiti RGBN cut-outs (uint8, 5 m,
 overlapping) as two acquisitions, the second cut-out the OLDER one, so "most
 recent on top" is visible in the overlap. One 4-band asset ``image``.
 
-Usage: python scripts/make_stac_sample.py OUT_DIR
+Usage: python scripts/make_stac_sample.py OUT_DIR [SIZE]   (SIZE: Sentinel-2 pixels a side, default 300)
 Writes OUT_DIR/{sentinel-2-l2a,naip}/{collection.json,items.json,<scene>/*.tif}.
 """
 
@@ -49,7 +49,7 @@ LANDSAT_TILE = SAMPLES / "landsat8_iguazu" / "LC08_224078_20200518_r0c0.tif"
 HAITI = SAMPLES / "haiti_rgbn"
 
 COG = dict(driver="COG", compress="DEFLATE", predictor="2", blocksize=256, overviews="NONE")
-S2_SIZE_10M = 300  # pixels on a side at 10 m (3 km)
+S2_SIZE_10M = 300  # pixels on a side at 10 m (3 km); a multiple of 60 m, at most 1620 (the tile)
 S2_COLLECTION = "sentinel-2-l2a"
 NAIP_COLLECTION = "naip"
 
@@ -84,10 +84,10 @@ def _cog(path: Path, data: np.ndarray, transform: Affine, crs, nodata, descripti
     tmp.unlink()
 
 
-def _ground() -> tuple[np.ndarray, Affine, object]:
-    """TOA reflectance x 10000 (blue, green, red) at 10 m, and its grid."""
+def _ground(size: int) -> tuple[np.ndarray, Affine, object]:
+    """TOA reflectance x 10000 (blue, green, red) at 10 m, ``size`` pixels a side, and its grid."""
     with rasterio.open(LANDSAT_TILE) as src:
-        n30 = S2_SIZE_10M // 3
+        n30 = size // 3
         row0, col0 = (src.height - n30) // 2, (src.width - n30) // 2
         dn = src.read(window=((row0, row0 + n30), (col0, col0 + n30))).astype("float64")
         x0, y0 = src.transform * (col0, row0)
@@ -117,11 +117,12 @@ def _scene_bands(ground: np.ndarray, rng: np.random.Generator) -> dict[str, np.n
 
 def _scl(ground: np.ndarray, rng: np.random.Generator, nodata_strip: bool) -> np.ndarray:
     """Scene classification at 20 m: vegetation (4) or water (6), clouds, shadows, defects."""
-    n = S2_SIZE_10M // 2
+    n = ground.shape[-1] // 2
+    scale = n / 150  # cloud counts grow with the area
     nir = np.clip(3.0 * ground[1] - 1.2 * ground[2] + 900, 1, None)
     scl = np.where(_block_mean(nir, 2) < _block_mean(ground[1], 2) * 1.3, 6, 4).astype("uint8")
     yy, xx = np.mgrid[0:n, 0:n]
-    for cls in rng.choice([8, 9, 10], size=rng.integers(2, 5)):
+    for cls in rng.choice([8, 9, 10], size=int(rng.integers(2, 5) * scale**2)):
         cy, cx, r = rng.integers(0, n), rng.integers(0, n), rng.integers(6, 20)
         blob = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
         shadow = (yy - cy - r // 2 - 4) ** 2 + (xx - cx - r // 2 - 4) ** 2 < r**2
@@ -180,8 +181,8 @@ def _write_collection(out: Path, collection: dict, items: list[dict]) -> None:
     (out / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}, indent=1))
 
 
-def make_sentinel2(out: Path) -> list[dict]:
-    ground, transform, crs = _ground()
+def make_sentinel2(out: Path, size: int = S2_SIZE_10M) -> list[dict]:
+    ground, transform, crs = _ground(size)
     items = []
     for n, (dt, cloud, seed) in enumerate(S2_SCENES):
         rng = np.random.default_rng(seed)
@@ -212,7 +213,7 @@ def make_sentinel2(out: Path) -> list[dict]:
         _cog(scl_path, scl[None], transform * Affine.scale(2), crs, None)
         assets["scl"] = {"href": str(scl_path.resolve()), "type": "image/tiff; application=geotiff",
                          "roles": ["data"], "gsd": 20}
-        bounds = (transform.c, transform.f - 10 * S2_SIZE_10M, transform.c + 10 * S2_SIZE_10M, transform.f)
+        bounds = (transform.c, transform.f - 10 * size, transform.c + 10 * size, transform.f)
         geom, bbox = _footprint(bounds, crs)
         props = {"eo:cloud_cover": cloud, "s2:processing_baseline": baseline, "proj:code": crs.to_string(),
                  "platform": "sentinel-2x"}
@@ -241,20 +242,21 @@ def make_naip(out: Path) -> list[dict]:
     return items
 
 
-def make(out_dir: Path) -> dict[str, Path]:
-    """Write both collections under ``out_dir``; returns collection id -> folder."""
+def make(out_dir: Path, size: int = S2_SIZE_10M) -> dict[str, Path]:
+    """Write both collections under ``out_dir`` (Sentinel-2 scenes ``size`` px a side at 10 m);
+    returns collection id -> folder."""
     folders = {S2_COLLECTION: out_dir / S2_COLLECTION, NAIP_COLLECTION: out_dir / NAIP_COLLECTION}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
-    make_sentinel2(folders[S2_COLLECTION])
+    make_sentinel2(folders[S2_COLLECTION], size)
     make_naip(folders[NAIP_COLLECTION])
     return folders
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     start = datetime.now()
-    for cid, folder in make(Path(sys.argv[1])).items():
+    for cid, folder in make(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) == 3 else S2_SIZE_10M).items():
         print(f"{cid}: {folder}")
     print(f"done in {(datetime.now() - start).total_seconds():.1f} s")

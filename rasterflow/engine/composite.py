@@ -36,7 +36,7 @@ from ..errors import RasterflowError
 from .catalog import DatasetSpec, Rule
 from .grid import Grid
 from .partitions import Window
-from .warp import TileRead, render_window
+from .warp import TileRead, read_aligned, render_window
 
 MAX_STACK_BYTES = 1 << 30  # observation stack of one strip, including the sort's copy
 
@@ -109,21 +109,26 @@ def _asset_groups(spec: DatasetSpec) -> dict[str, list[tuple[int, int]]]:
     return groups
 
 
+def _nearest(grid: Grid, read: TileRead, dtype: str, nodata: float, requester_pays: bool) -> np.ndarray:
+    """One asset on ``grid``, nearest neighbour: a plain read when the grids align, else the warp."""
+    values = read_aligned(grid, read, dtype, nodata, requester_pays)
+    if values is None:
+        values = render_window(grid, [read], dtype, nodata, ResamplingMethod.NEAREST, requester_pays=requester_pays)
+    return values
+
+
 def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene) -> np.ndarray:
     """One scene on ``grid`` as float32 (bands, rows, cols): NaN where masked or without data."""
     out = np.full((len(spec.bands), grid.height, grid.width), np.nan, dtype=np.float32)
     for asset, members in _asset_groups(spec).items():
         read = TileRead(uri=scene.hrefs[asset], band_indexes=tuple(i for _, i in members), nodata=spec.nodata)
-        values = render_window(grid, [read], "float32", math.nan, ResamplingMethod.NEAREST,
-                               requester_pays=spec.requester_pays)
-        out[[p for p, _ in members]] = values
+        out[[p for p, _ in members]] = _nearest(grid, read, "float32", math.nan, spec.requester_pays)
     if scene.offset:
         # Reflectance below the offset is clipped to 0, as ESA's harmonisation does.
         np.maximum(out + np.float32(scene.offset), 0, out=out, where=~np.isnan(out))
     if spec.mask_asset:
         read = TileRead(uri=scene.hrefs[spec.mask_asset], band_indexes=(1,), nodata=None)
-        classes = render_window(grid, [read], "uint8", 0, ResamplingMethod.NEAREST,
-                                requester_pays=spec.requester_pays)[0]
+        classes = _nearest(grid, read, "uint8", 0, spec.requester_pays)[0]
         out[:, np.isin(classes, spec.mask_classes)] = np.nan
     out[:, np.isnan(out).any(axis=0)] = np.nan  # an observation counts only with every band
     return out
