@@ -15,7 +15,7 @@ Two rules (``catalog.Rule``):
   acquisition time, so the most recent valid pixel is on top.
 
 Memory. A median needs every observation of a pixel at once: the stack is
-observations x bands x rows x cols float32, and the sort copies it. A
+observations x bands x rows x cols float32 (sorted in place). A
 partition whose stack would exceed ``MAX_STACK_BYTES`` is processed in strips
 of rows that fit; a single row that does not fit is an error (raise the cap or
 shorten the period). So memory is bounded by ``MAX_STACK_BYTES`` plus the
@@ -38,7 +38,7 @@ from .grid import Grid
 from .partitions import Window
 from .warp import TileRead, read_aligned, render_window
 
-MAX_STACK_BYTES = 1 << 30  # observation stack of one strip, including the sort's copy
+MAX_STACK_BYTES = 1 << 30  # observation stack of one strip
 
 
 class Scene(BaseModel):
@@ -84,14 +84,17 @@ class StackTooLargeError(RasterflowError):
     """Even one row of a partition's observation stack exceeds the memory cap."""
 
 
-def masked_median(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def masked_median(stack: np.ndarray, overwrite_input: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel median over axis 0 of (obs, bands, rows, cols), NaN = no observation.
 
     Returns (median (bands, rows, cols) with NaN where no observation, count
     (rows, cols) of observations). Equal to ``np.nanmedian(stack, axis=0)``.
+    ``overwrite_input`` sorts ``stack`` in place (as ``np.median``'s does),
+    saving a copy of it.
     """
     count = np.count_nonzero(~np.isnan(stack[:, 0]), axis=0)
-    ordered = np.sort(stack, axis=0)  # NaN sorts last
+    ordered = stack if overwrite_input else stack.copy()
+    ordered.sort(axis=0)  # NaN sorts last
     lo = np.maximum((count - 1) // 2, 0)[None, None]
     hi = (count // 2)[None, None]
     low = np.take_along_axis(ordered, lo, axis=0)[0]
@@ -117,9 +120,13 @@ def _nearest(grid: Grid, read: TileRead, dtype: str, nodata: float, requester_pa
     return values
 
 
-def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene) -> np.ndarray:
-    """One scene on ``grid`` as float32 (bands, rows, cols): NaN where masked or without data."""
-    out = np.full((len(spec.bands), grid.height, grid.width), np.nan, dtype=np.float32)
+def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene, out: np.ndarray | None = None) -> np.ndarray:
+    """One scene on ``grid`` as float32 (bands, rows, cols): NaN where masked or without data.
+
+    ``out``, when given, receives it (a slot of the observation stack).
+    """
+    if out is None:
+        out = np.empty((len(spec.bands), grid.height, grid.width), dtype=np.float32)
     for asset, members in _asset_groups(spec).items():
         read = TileRead(uri=scene.hrefs[asset], band_indexes=tuple(i for _, i in members), nodata=spec.nodata)
         out[[p for p, _ in members]] = _nearest(grid, read, "float32", math.nan, spec.requester_pays)
@@ -139,7 +146,7 @@ def median_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene],
     """(bands + 1, rows, cols) float32: per-band medians, then N_VALID_PIXELS."""
     nb = len(spec.bands)
     out = np.full((nb + 1, grid.height, grid.width), np.nan, dtype=np.float32)
-    row_bytes = 2 * len(scenes) * nb * grid.width * 4  # the stack and its sorted copy
+    row_bytes = len(scenes) * nb * grid.width * 4  # the stack is sorted in place
     rows = max_stack_bytes // max(row_bytes, 1)
     if rows < 1:
         raise StackTooLargeError(
@@ -150,8 +157,10 @@ def median_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene],
     for r0 in range(0, grid.height, rows):
         r1 = min(r0 + rows, grid.height)
         strip = grid.window(r0, r1, 0, grid.width)
-        stack = np.stack([read_observation(strip, spec, s) for s in scenes])
-        median, count = masked_median(stack)
+        stack = np.empty((len(scenes), nb, r1 - r0, grid.width), dtype=np.float32)
+        for i, scene in enumerate(scenes):
+            read_observation(strip, spec, scene, out=stack[i])
+        median, count = masked_median(stack, overwrite_input=True)
         out[:nb, r0:r1], out[nb, r0:r1] = median, count
     return out
 

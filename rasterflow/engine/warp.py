@@ -151,15 +151,21 @@ def read_aligned(
                 c0, c1 = ox // kx, (ox + grid.width - 1) // kx + 1
                 rr0, rr1 = max(r0, 0), min(r1, src.height)
                 cc0, cc1 = max(c0, 0), min(c1, src.width)
-                block = np.full((len(tile.band_indexes), r1 - r0, c1 - c0), nodata, dtype=dtype)
-                if rr0 < rr1 and cc0 < cc1:
-                    raw = src.read(list(tile.band_indexes), window=((rr0, rr1), (cc0, cc1)))
-                    part = raw.astype(dtype)
-                    if tile.nodata is not None:
-                        part[raw == tile.nodata] = nodata
-                    block[:, rr0 - r0: rr1 - r0, cc0 - c0: cc1 - c0] = part
+                inside = (rr0, rr1, cc0, cc1) == (r0, r1, c0, c1)
+                if inside:
+                    raw = src.read(list(tile.band_indexes), window=((r0, r1), (c0, c1)))
+                    block = raw.astype(dtype, copy=False)
+                else:
+                    block = np.full((len(tile.band_indexes), r1 - r0, c1 - c0), nodata, dtype=dtype)
+                    if rr0 < rr1 and cc0 < cc1:
+                        raw = src.read(list(tile.band_indexes), window=((rr0, rr1), (cc0, cc1)))
+                        block[:, rr0 - r0: rr1 - r0, cc0 - c0: cc1 - c0] = raw
+                if tile.nodata is not None and rr0 < rr1 and cc0 < cc1:
+                    part = block[:, rr0 - r0: rr1 - r0, cc0 - c0: cc1 - c0]
+                    part[raw == tile.nodata] = nodata
         except RasterioError as exc:
             raise _read_error(tile.uri, exc, storage_options) from None
-    full = block.repeat(ky, axis=1).repeat(kx, axis=2)
+    if kx > 1 or ky > 1:
+        block = block.repeat(ky, axis=1).repeat(kx, axis=2)
     top, left = oy - r0 * ky, ox - c0 * kx
-    return full[:, top: top + grid.height, left: left + grid.width]
+    return block[:, top: top + grid.height, left: left + grid.width]
