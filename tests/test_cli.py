@@ -55,3 +55,22 @@ def test_env_option_must_be_key_value(landsat):
         "--band", "red", "--location-field", "location", "--env", "NOEQUALS",
     ])
     assert result.exit_code != 0 and "KEY=VALUE" in result.output
+
+
+def test_build_mosaic_command(tmp_path, stac_api, stac_sample):
+    """Catalog override from rasterflow.yaml, a real STAC API, one yearly median."""
+    from stac_fixtures import s2_grid_bounds, write_aoi
+
+    x0, y0, x1, y1 = s2_grid_bounds(stac_sample)
+    aoi = write_aoi(tmp_path / "aoi.geojson", (x0 + 1000, y0 + 1000, x1 - 1000, y1 - 1000), "EPSG:32621")
+    config = tmp_path / "rasterflow.yaml"
+    config.write_text(f"output_uri: {tmp_path / 'out'}\nmax_workers: 2\n"
+                      f"datasets:\n  s2med_windowed_pixel: {{stac_url: '{stac_api}'}}\n")
+    args = ["build-mosaic", aoi, "--dataset", "s2med_windowed_pixel", "--crs-epsg", "32621", "--config", str(config)]
+    result = runner.invoke(app, [*args, "--start", "2021-06-01", "--end", "2021-01-01"])
+    assert result.exit_code == 2 and "end=" in result.output
+    result = runner.invoke(app, [*args, "--start", "2021-01-01", "--end", "2021-12-31"])
+    assert result.exit_code == 0, result.output
+    (index_path,) = (tmp_path / "out").rglob("index.parquet")
+    index = gpd.read_parquet(index_path)
+    assert index.bands[0][-1] == "s2med_windowed_pixel:N_VALID_PIXELS" and index.res_x[0] == 10.0

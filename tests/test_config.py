@@ -165,3 +165,14 @@ def test_home_output_uri_expanded(tmp_path):
 @pytest.mark.parametrize("uri", ["s3://bucket/prefix/", "memory://out", "file:///data/out/"])
 def test_url_output_uri_kept(uri):
     assert parse_config({"output_uri": uri}).output_uri == uri.rstrip("/")
+
+
+def test_dataset_sources_are_checked():
+    from rasterflow.enums import DatasetEnum
+
+    config = parse_config({"datasets": {"s2med_harvest": {"stac_url": "http://mirror", "collection": "s2"}}})
+    assert config.datasets[DatasetEnum.S2_MED_HARVEST].stac_url == "http://mirror"
+    with pytest.raises(ConfigError, match="datasets.s2med_harvest.url"):
+        parse_config({"datasets": {"s2med_harvest": {"url": "http://mirror"}}})
+    with pytest.raises(ConfigError, match="datasets.landsat"):
+        parse_config({"datasets": {"landsat": {"stac_url": "http://mirror"}}})
