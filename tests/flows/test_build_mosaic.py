@@ -14,6 +14,7 @@ from rasterflow.engine.catalog import S2_MASKED_SCL
 from rasterflow.engine.warp import TileRead, render_window
 from rasterflow.enums import DatasetEnum, ResamplingMethod
 from rasterflow.errors import InputReadError, InvalidParameterError
+from test_build_gti_mosaic import last_task_states
 from stac_fixtures import _free_port, expected_median, s2_grid_bounds, s2_items, stac_config, write_aoi
 
 S2_BANDS = ["B02", "B03", "B04", "B08"]
@@ -82,6 +83,12 @@ def test_naip_most_recent_acquisition_on_top(stac_api, stac_sample, haiti, tmp_p
     np.testing.assert_array_equal(data.isel(time=1).values, as_of_2019)
     assert (as_of_2019 != render_window(grid, [newer, older], "uint8", 0, ResamplingMethod.NEAREST,
                                         mask_geometry=aoi)).any()
+
+    # The same call again lands on the same store, every partition served from the cache.
+    assert client.build_mosaic([DatasetEnum.NAIP_60CM], str(haiti / "aoi.geojson"), "2018-01-01", "2019-12-31",
+                               crs_epsg=32618, resolution=5.0, xy_chunksize=64) == index_uri
+    states = last_task_states("build-mosaic")
+    assert states and set(states) == {"Cached"}
 
 
 def test_nothing_found_fails_before_writing(stac_api, s2_aoi, tmp_path):
