@@ -124,6 +124,7 @@ def tile_index(spec: DatasetSpec, items: list[dict[str, Any]]) -> gpd.GeoDataFra
         })
     columns = ["id", "datetime", "cloud_cover", "baseline", "offset", *[f"href:{a}" for a in assets], "geometry"]
     frame = gpd.GeoDataFrame(rows, columns=columns, geometry="geometry", crs="EPSG:4326")
+    frame["datetime"] = pd.to_datetime(frame["datetime"])  # typed even when empty
     return frame.sort_values(["datetime", "id"], kind="stable").reset_index(drop=True)
 
 

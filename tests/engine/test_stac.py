@@ -70,6 +70,12 @@ def test_nothing_found_names_dataset_window_area_and_nearest_dates(stac_api, are
     assert stac_api in message
 
 
+def test_nothing_found_for_the_latest_rule_too(stac_api, area):
+    """NAIP has no acquisition over the Sentinel-2 area."""
+    with pytest.raises(InvalidParameterError, match=r"naip_30cm.*no usable scene over this area at any date"):
+        search_dataset(_spec(DatasetEnum.NAIP_30CM, stac_api), area, YEARS)
+
+
 def test_only_cloudy_scenes_is_an_error_saying_so(stac_api, area):
     spec = _spec(DatasetEnum.S2_MED_WINDOWED_PIXEL, stac_api)
     with pytest.raises(InvalidParameterError, match=r"1 item\(s\).*none usable \(eo:cloud_cover >= 75"):
