@@ -88,7 +88,7 @@ def search_catalog(params: BuildMosaicParams, overrides: dict[DatasetEnum, Datas
     for spec in specs:
         windows = _windows(spec, params.start, params.end, latitude)
         years.update(y for y, _, _ in windows)
-        found = search_dataset(spec, area, windows)
+        found = search_dataset(spec, area, windows, storage_options_for(spec.source.geoparquet or ""))
         scenes[spec.prefix] = {year: _scenes(spec, frame) for year, frame in found.items()}
         footprints[spec.prefix] = {
             row.id: row.geometry.wkb_hex for frame in found.values() for row in frame.itertuples()

@@ -42,10 +42,13 @@ def _item_time(item: dict[str, Any]) -> pd.Timestamp:
 
 
 def search_items(spec: DatasetSpec, bbox: tuple[float, float, float, float], first: date | None,
-                 last: date | None) -> list[dict[str, Any]]:
-    """Items of the dataset's source over ``bbox`` (EPSG:4326) and [first, last] (None: open)."""
+                 last: date | None, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Items of the dataset's source over ``bbox`` (EPSG:4326) and [first, last] (None: open).
+
+    ``storage_options`` are fsspec's, for a stac-geoparquet source.
+    """
     if spec.source.geoparquet:
-        return _geoparquet_items(spec.source.geoparquet, bbox, first, last)
+        return _geoparquet_items(spec.source.geoparquet, bbox, first, last, storage_options)
     return _api_items(spec, bbox, first, last)
 
 
@@ -67,10 +70,11 @@ def _api_items(spec: DatasetSpec, bbox, first: date | None, last: date | None) -
         ) from None
 
 
-def _geoparquet_items(uri: str, bbox, first: date | None, last: date | None) -> list[dict[str, Any]]:
+def _geoparquet_items(uri: str, bbox, first: date | None, last: date | None,
+                      storage_options: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Items of a stac-geoparquet file: properties are top-level columns, ``assets`` a struct."""
     try:
-        fs, path = uris.filesystem(uri)
+        fs, path = uris.filesystem(uri, storage_options)
         frame = gpd.read_parquet(path, filesystem=fs, bbox=bbox)
     except Exception as exc:
         raise InputReadError(uri, f"cannot read the stac-geoparquet file ({exc})") from None
@@ -128,7 +132,8 @@ def tile_index(spec: DatasetSpec, items: list[dict[str, Any]]) -> gpd.GeoDataFra
     return frame.sort_values(["datetime", "id"], kind="stable").reset_index(drop=True)
 
 
-def search_dataset(spec: DatasetSpec, area, windows: list[tuple[int, date, date]]) -> dict[int, gpd.GeoDataFrame]:
+def search_dataset(spec: DatasetSpec, area, windows: list[tuple[int, date, date]],
+                   storage_options: dict[str, Any] | None = None) -> dict[int, gpd.GeoDataFrame]:
     """Usable scenes touching ``area`` (shapely, EPSG:4326) for each (year, first, last) window.
 
     MEDIAN datasets search each window; LATEST datasets search [first, last]
@@ -138,7 +143,7 @@ def search_dataset(spec: DatasetSpec, area, windows: list[tuple[int, date, date]
     bbox = tuple(area.bounds)
 
     def found(first: date, last: date) -> tuple[gpd.GeoDataFrame, int]:
-        items = search_items(spec, bbox, first, last)
+        items = search_items(spec, bbox, first, last, storage_options)
         index = tile_index(spec, items)
         return index[index.intersects(area)].reset_index(drop=True), len(items)
 
@@ -153,11 +158,12 @@ def search_dataset(spec: DatasetSpec, area, windows: list[tuple[int, date, date]
             out[year], n = found(first, last)
             n_items += n
     if all(frame.empty for frame in out.values()):
-        raise nothing_found(spec, bbox, [(f, l) for _, f, l in windows], n_items)
+        raise nothing_found(spec, bbox, [(f, l) for _, f, l in windows], n_items, storage_options)
     return out
 
 
-def nothing_found(spec: DatasetSpec, bbox, windows: list[tuple[date, date]], n_items: int) -> InvalidParameterError:
+def nothing_found(spec: DatasetSpec, bbox, windows: list[tuple[date, date]], n_items: int,
+                  storage_options: dict[str, Any] | None = None) -> InvalidParameterError:
     """The error for an empty search, with the nearest dates the source has over the area."""
     where = f"area {[round(v, 5) for v in bbox]} (EPSG:4326)"
     when = ", ".join(f"{f}..{l}" for f, l in windows)
@@ -167,7 +173,7 @@ def nothing_found(spec: DatasetSpec, bbox, windows: list[tuple[date, date]], n_i
                    f"usable (eo:cloud_cover >= {spec.max_cloud_cover}, missing assets, or outside the AOI)")
         return InvalidParameterError("datasets", spec.prefix, problem, "a wider date range or area")
     try:
-        stamps = sorted(tile_index(spec, search_items(spec, bbox, None, None))["datetime"])
+        stamps = sorted(tile_index(spec, search_items(spec, bbox, None, None, storage_options))["datetime"])
     except Exception:  # a catalog that cannot list the area still gets the main message
         stamps = []
     before = [s for s in stamps if s.date() < first]
