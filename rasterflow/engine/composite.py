@@ -141,19 +141,30 @@ def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene, out: np.ndarra
     return out
 
 
+def stack_row_bytes(n_scenes: int, n_bands: int, width: int) -> int:
+    """Bytes of one row of the observation stack (float32, sorted in place)."""
+    return n_scenes * n_bands * width * 4
+
+
+def check_stack(spec: DatasetSpec, n_scenes: int, width: int, max_stack_bytes: int = MAX_STACK_BYTES) -> int:
+    """Rows of a strip within the cap; raises when not even one row fits."""
+    row_bytes = stack_row_bytes(n_scenes, len(spec.bands), width)
+    rows = max_stack_bytes // max(row_bytes, 1)
+    if rows < 1:
+        raise StackTooLargeError(
+            f"dataset {spec.prefix}: {n_scenes} observations of a {width}-pixel row need {row_bytes} bytes, "
+            f"above the compositing cap of {max_stack_bytes}; use a shorter period or smaller partitions "
+            "(shard_size_bytes)"
+        )
+    return rows
+
+
 def median_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene],
                      max_stack_bytes: int = MAX_STACK_BYTES) -> np.ndarray:
     """(bands + 1, rows, cols) float32: per-band medians, then N_VALID_PIXELS."""
     nb = len(spec.bands)
     out = np.full((nb + 1, grid.height, grid.width), np.nan, dtype=np.float32)
-    row_bytes = len(scenes) * nb * grid.width * 4  # the stack is sorted in place
-    rows = max_stack_bytes // max(row_bytes, 1)
-    if rows < 1:
-        raise StackTooLargeError(
-            f"dataset {spec.prefix}: {len(scenes)} observations of a {grid.width}-pixel row need "
-            f"{row_bytes} bytes, above the compositing cap of {max_stack_bytes}; use a shorter period "
-            "or smaller partitions (shard_size_bytes)"
-        )
+    rows = check_stack(spec, len(scenes), grid.width, max_stack_bytes)
     for r0 in range(0, grid.height, rows):
         r1 = min(r0 + rows, grid.height)
         strip = grid.window(r0, r1, 0, grid.width)

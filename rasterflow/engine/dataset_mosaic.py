@@ -27,8 +27,8 @@ from ..enums import DatasetEnum
 from ..errors import InvalidParameterError
 from ..params import BuildMosaicParams
 from . import uris
-from .catalog import DatasetSpec, dataset_spec, season_window, yearly_windows
-from .composite import CompositeJob, DatasetPart, Scene
+from .catalog import DatasetSpec, Rule, dataset_spec, season_window, yearly_windows
+from .composite import CompositeJob, DatasetPart, Scene, check_stack
 from .fingerprint import code_fingerprint, stable_hash
 from .grid import reproject_geometry, snapped_grid
 from .index import store_row
@@ -173,6 +173,8 @@ def plan_dataset_mosaic(
                     touching = [s for s in found.scenes[ds.prefix].get(year, [])
                                 if footprints[ds.prefix][s.id].intersects(wbox)]
                     if touching:
+                        if ds.rule is Rule.MEDIAN:
+                            check_stack(ds, len(touching), wgrid.width)  # fails here, before any store exists
                         parts.append(DatasetPart(spec=ds, scenes=touching, band_offset=offset))
                 if parts:
                     jobs.append(CompositeJob(
