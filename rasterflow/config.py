@@ -10,7 +10,9 @@ Keys
 output_uri       Root URI of every output (local path, file://, s3://, memory://).
 storage_options  fsspec options per URI scheme, e.g. ``{s3: {endpoint_url: ...}}``.
                  Never logged or written to provenance.
-execution        ``local``: flows run in the calling process.
+execution        ``local``: flows run in the calling process. ``deployment``: each call
+                 runs deployment ``<flow>/<runtime>`` on that size's work pool (see
+                 ``rasterflow deploy``) and waits for it, unless ``wait=False``.
 task_runner      ``threads`` (default) or ``dask``.
 dask_address     Scheduler address for ``dask``; None starts a local cluster.
 max_workers      Threads (or local Dask workers); None = number of CPUs.
@@ -46,7 +48,7 @@ class RasterflowConfig(BaseModel):
 
     output_uri: str = Field(default="rasterflow-output", validate_default=True)
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
-    execution: Literal["local"] = "local"
+    execution: Literal["local", "deployment"] = "local"
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
     max_workers: int | None = Field(default=None, ge=1)

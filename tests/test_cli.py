@@ -55,3 +55,15 @@ def test_env_option_must_be_key_value(landsat):
         "--band", "red", "--location-field", "location", "--env", "NOEQUALS",
     ])
     assert result.exit_code != 0 and "KEY=VALUE" in result.output
+
+
+def test_deploy_dry_run_lists_pools_and_deployments_without_an_api():
+    result = runner.invoke(app, ["deploy", "--dry-run", "--pool-type", "kubernetes", "-r", "gpu-small"])
+    assert result.exit_code == 0, result.output
+    assert "rasterflow-gpu-small" in result.output and "kubernetes" in result.output
+    assert "predict-mosaic/gpu-small" in result.output and "predict-mosaic/small" not in result.output
+
+
+def test_deploy_with_an_unknown_pool_type_is_a_clear_error():
+    result = runner.invoke(app, ["deploy", "--dry-run", "--pool-type", "ecs"])
+    assert result.exit_code == 2 and "pool_type='ecs'" in result.output
