@@ -19,6 +19,8 @@ max_workers      Threads (or local Dask workers); None = number of CPUs.
 retries          Retries of each I/O task on transient errors.
 retry_delay_seconds  First back-off delay; doubles on each retry, with jitter.
 work_pools       RuntimeEnum value -> Prefect work pool name.
+recipe_models    ModelRecipes value -> model URI (a mirror or a local .pt2) used instead
+                 of the recipe's public weights, e.g. ``{ftw: /models/ftw.pt2}``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .enums import RuntimeEnum
+from .enums import ModelRecipes, RuntimeEnum
 from .errors import ConfigError
 
 CONFIG_ENV_VAR = "RASTERFLOW_CONFIG_FILE"
@@ -55,6 +57,7 @@ class RasterflowConfig(BaseModel):
     retries: int = Field(default=3, ge=0, le=20)
     retry_delay_seconds: float = Field(default=2.0, ge=0)
     work_pools: dict[RuntimeEnum, str] = Field(default_factory=_default_work_pools)
+    recipe_models: dict[ModelRecipes, str] = Field(default_factory=dict)
 
     @field_validator("output_uri")
     @classmethod
