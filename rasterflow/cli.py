@@ -275,6 +275,40 @@ def vectorize_mosaic(
     _vector_summary(uri)
 
 
+@app.command()
+def deploy(
+    pool_type: str = typer.Option("process", help="Work pool type: process, docker or kubernetes."),
+    image: str = typer.Option("rasterflow:latest", help="Worker image (docker and kubernetes pools)."),
+    runtime: list[RuntimeEnum] = typer.Option([], "--runtime", "-r", help="Sizes to deploy (repeat; default all)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be registered; change nothing."),
+    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use (its work_pools names)."),
+) -> None:
+    """Create the work pools and register one deployment per (flow, runtime size).
+
+    Against the Prefect API in use (PREFECT_API_URL). Idempotent: what already
+    matches is left alone, so a second run reports everything unchanged.
+    """
+    from .config import load_config
+    from .deploy import apply_plan, deployment_plan, pool_plan
+
+    try:
+        settings = load_config(config)
+        pools = pool_plan(settings, pool_type, image, runtime or None)
+        deployments = deployment_plan(settings, runtime or None)
+        if dry_run:
+            rows = [("work pool", p.name, f"{p.type}: {p.description}") for p in pools]
+            rows += [("deployment", d.full_name, f"pool {d.work_pool_name}") for d in deployments]
+        else:
+            rows = [(a.kind, a.name, a.action) for a in apply_plan(pools, deployments)]
+    except RasterflowError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    table = Table("kind", "name", "would register" if dry_run else "action")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
 def sample_path(*parts: str) -> str:
     """A file of the bundled samples (rasterflow/samples)."""
     return str(resources.files("rasterflow").joinpath("samples", *parts))

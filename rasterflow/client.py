@@ -2,20 +2,24 @@
 
 The client does no raster work itself. Each method checks its parameters (so
 a wrong call fails here, before a flow run exists), then runs the workflow's
-flow in this process with the configured task runner, and returns what the
-flow returns: the URI of an index GeoParquet.
+flow, and returns what the flow returns: the URI of an index GeoParquet.
+With ``execution: local`` (the default) the flow runs in this process with the
+configured task runner; with ``execution: deployment`` it runs on the work pool
+of the call's ``runtime`` size, through the ``<flow>/<size>`` deployment that
+``rasterflow deploy`` registers.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import date
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 from .config import RasterflowConfig, load_config, using_config
 from .enums import DatasetEnum, InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
+from .errors import InvalidParameterError, RasterflowError
 from .params import (
     BuildGtiMosaicParams, BuildMosaicParams, BuildZarrMultiscalesParams, PredictMosaicParams, VectorizeMosaicParams, WorkflowParams,
 )
@@ -78,6 +82,7 @@ class RasterflowClient:
         resolution: float | None = None,
         nodata: float | None = None,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
+        wait: bool = True,
     ) -> str:
         """Mosaic the tiles of a GTI index over each AOI geometry into Zarr v3.
 
@@ -96,7 +101,7 @@ class RasterflowClient:
         )
         from .flows.build_gti_mosaic import build_gti_mosaic_flow
 
-        return self._run(build_gti_mosaic_flow, params)
+        return self._run(build_gti_mosaic_flow, params, wait)
 
     def build_mosaic(
         self,
@@ -111,6 +116,7 @@ class RasterflowClient:
         resolution: float | None = None,
         skip_xy_coords: bool = False,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
+        wait: bool = True,
     ) -> str:
         """Composite named datasets (Sentinel-2 medians, NAIP) from their STAC catalogs into Zarr v3.
 
@@ -130,7 +136,7 @@ class RasterflowClient:
         )
         from .flows.build_mosaic import build_mosaic_flow
 
-        return self._run(build_mosaic_flow, params)
+        return self._run(build_mosaic_flow, params, wait)
 
     def vectorize_mosaic(
         self,
@@ -143,6 +149,7 @@ class RasterflowClient:
         vector_crs: str | None = "EPSG:4326",
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         envs: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> str | None:
         """Threshold store bands into polygons, exactly as one whole-raster polygonize.
 
@@ -163,7 +170,7 @@ class RasterflowClient:
         )
         from .flows.vectorize_mosaic import vectorize_mosaic_flow
 
-        return self._run(vectorize_mosaic_flow, params)
+        return self._run(vectorize_mosaic_flow, params, wait)
 
     def build_zarr_multiscales(
         self,
@@ -172,6 +179,7 @@ class RasterflowClient:
         resampling: ResamplingMethod | dict[str, ResamplingMethod] | None = None,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         envs: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> str:
         """Add overview levels and band statistics to a store, in a new store.
 
@@ -191,7 +199,7 @@ class RasterflowClient:
         )
         from .flows.build_zarr_multiscales import build_zarr_multiscales_flow
 
-        return self._run(build_zarr_multiscales_flow, params)
+        return self._run(build_zarr_multiscales_flow, params, wait)
 
     def predict_mosaic(
         self,
@@ -210,6 +218,7 @@ class RasterflowClient:
         output_xy_chunksize: int | None = None,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         envs: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> str:
         """Run a PyTorch model over mosaic stores; one prediction store per input store.
 
@@ -233,9 +242,16 @@ class RasterflowClient:
         )
         from .flows.predict_mosaic import predict_mosaic_flow
 
-        return self._run(predict_mosaic_flow, params)
+        return self._run(predict_mosaic_flow, params, wait)
 
-    def _run(self, flow, params: WorkflowParams) -> str | None:
+    def _run(self, flow, params: WorkflowParams, wait: bool = True) -> str | None:
+        if self.config.execution == "deployment":
+            return self._run_deployment(flow, params, wait)
+        if not wait:
+            raise InvalidParameterError(
+                "wait", wait, "needs `execution: deployment` in the config: a local run runs in this process",
+                "True, or execution: deployment",
+            )
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         from .flows.runtime import make_task_runner
@@ -248,3 +264,52 @@ class RasterflowClient:
             {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
         ):
             return runnable(**params.flow_parameters())
+
+    def _run_deployment(self, flow, params: WorkflowParams, wait: bool) -> str | None:
+        """Run ``<flow>/<runtime>`` on its work pool; ``envs`` become the run's ``env`` job variable.
+
+        The pool, and so the infrastructure, follows from the runtime size (see
+        rasterflow/deploy.py). The flow's return value is read from its
+        persisted result, so the caller needs read access to the workers'
+        result storage (PREFECT_DEFAULT_RESULT_STORAGE_BLOCK, or a shared
+        PREFECT_HOME on one machine).
+        """
+        from prefect.deployments import run_deployment
+        from prefect.exceptions import MissingResult, ObjectNotFound
+
+        from .deploy import api_url, deployment_name
+
+        name = deployment_name(flow.name, params.runtime)
+        job_variables = {"env": dict(params.envs)} if params.envs else None
+        try:
+            flow_run = run_deployment(
+                name, parameters=params.flow_parameters(), job_variables=job_variables,
+                timeout=None if wait else 0, as_subflow=False,
+            )
+        except ObjectNotFound:
+            raise RasterflowError(
+                f"no deployment {name!r} on the Prefect API ({api_url()}): run `rasterflow deploy` "
+                "against it first, or use `execution: local`"
+            ) from None
+        if not wait:
+            return str(flow_run.id)
+        state = flow_run.state
+        where = f"flow run {flow_run.name!r} ({flow_run.id}) of {name}, {_run_url(flow_run.id)}"
+        if state is None or not state.is_completed():
+            ended = state.type.value if state is not None else "UNKNOWN"
+            message = state.message if state is not None else "no state"
+            raise RasterflowError(f"{where} ended {ended}: {message}")
+        try:
+            return state.result()
+        except MissingResult as exc:
+            raise RasterflowError(
+                f"{where} completed but its result is not readable here ({exc}); point "
+                "PREFECT_DEFAULT_RESULT_STORAGE_BLOCK at storage both workers and this process can read"
+            ) from None
+
+
+def _run_url(flow_run_id) -> str:
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"{ui}/runs/flow-run/{flow_run_id}" if ui else f"flow run id {flow_run_id}"

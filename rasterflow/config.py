@@ -10,7 +10,9 @@ Keys
 output_uri       Root URI of every output (local path, file://, s3://, memory://).
 storage_options  fsspec options per URI scheme, e.g. ``{s3: {endpoint_url: ...}}``.
                  Never logged or written to provenance.
-execution        ``local``: flows run in the calling process.
+execution        ``local``: flows run in the calling process. ``deployment``: each call
+                 runs deployment ``<flow>/<runtime>`` on that size's work pool (see
+                 ``rasterflow deploy``) and waits for it, unless ``wait=False``.
 task_runner      ``threads`` (default) or ``dask``.
 dask_address     Scheduler address for ``dask``; None starts a local cluster.
 max_workers      Threads (or local Dask workers); None = number of CPUs.
@@ -20,6 +22,8 @@ work_pools       RuntimeEnum value -> Prefect work pool name.
 datasets         DatasetEnum value -> where build_mosaic finds its items, replacing
                  the catalog's default: ``{stac_url: ..., collection: ...}`` (either
                  alone keeps the other) or ``{geoparquet: <stac-geoparquet URI>}``.
+recipe_models    ModelRecipes value -> model URI (a mirror or a local .pt2) used instead
+                 of the recipe's public weights, e.g. ``{ftw: /models/ftw.pt2}``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .enums import DatasetEnum, RuntimeEnum
+from .enums import DatasetEnum, ModelRecipes, RuntimeEnum
 from .errors import ConfigError
 
 CONFIG_ENV_VAR = "RASTERFLOW_CONFIG_FILE"
@@ -63,7 +67,7 @@ class RasterflowConfig(BaseModel):
 
     output_uri: str = Field(default="rasterflow-output", validate_default=True)
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
-    execution: Literal["local"] = "local"
+    execution: Literal["local", "deployment"] = "local"
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
     max_workers: int | None = Field(default=None, ge=1)
@@ -71,6 +75,7 @@ class RasterflowConfig(BaseModel):
     retry_delay_seconds: float = Field(default=2.0, ge=0)
     work_pools: dict[RuntimeEnum, str] = Field(default_factory=_default_work_pools)
     datasets: dict[DatasetEnum, DatasetSource] = Field(default_factory=dict)
+    recipe_models: dict[ModelRecipes, str] = Field(default_factory=dict)
 
     @field_validator("output_uri")
     @classmethod

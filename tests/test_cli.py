@@ -74,3 +74,13 @@ def test_build_mosaic_command(tmp_path, stac_api, stac_sample):
     (index_path,) = (tmp_path / "out").rglob("index.parquet")
     index = gpd.read_parquet(index_path)
     assert index.bands[0][-1] == "s2med_windowed_pixel:N_VALID_PIXELS" and index.res_x[0] == 10.0
+def test_deploy_dry_run_lists_pools_and_deployments_without_an_api():
+    result = runner.invoke(app, ["deploy", "--dry-run", "--pool-type", "kubernetes", "-r", "gpu-small"])
+    assert result.exit_code == 0, result.output
+    assert "rasterflow-gpu-small" in result.output and "kubernetes" in result.output
+    assert "predict-mosaic/gpu-small" in result.output and "predict-mosaic/small" not in result.output
+
+
+def test_deploy_with_an_unknown_pool_type_is_a_clear_error():
+    result = runner.invoke(app, ["deploy", "--dry-run", "--pool-type", "ecs"])
+    assert result.exit_code == 2 and "pool_type='ecs'" in result.output

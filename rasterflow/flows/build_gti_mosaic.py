@@ -24,7 +24,7 @@ from ..tasks.policy import io_task_options
 from .runtime import write_stores
 
 
-@flow(name="build-gti-mosaic", validate_parameters=True)
+@flow(name="build-gti-mosaic", validate_parameters=True, persist_result=True)
 def build_gti_mosaic_flow(
     gti: str,
     aoi: str,

@@ -22,7 +22,7 @@ from ..tasks.policy import io_task_options
 from .runtime import write_stores
 
 
-@flow(name="build-mosaic", validate_parameters=True)
+@flow(name="build-mosaic", validate_parameters=True, persist_result=True)
 def build_mosaic_flow(
     datasets: list[DatasetEnum],
     aoi: str,

@@ -29,7 +29,7 @@ from ..tasks.policy import io_task_options
 from .runtime import wait_reporting
 
 
-@flow(name="build-zarr-multiscales", validate_parameters=True)
+@flow(name="build-zarr-multiscales", validate_parameters=True, persist_result=True)
 def build_zarr_multiscales_flow(
     store: str,
     levels: int | None = None,

@@ -20,7 +20,7 @@ from ..tasks.predict import create_prediction_store_task, infer_block, plan_bloc
 from .runtime import wait_reporting
 
 
-@flow(name="predict-mosaic", validate_parameters=True)
+@flow(name="predict-mosaic", validate_parameters=True, persist_result=True)
 def predict_mosaic_flow(
     store: str,
     model_path: str,

@@ -20,7 +20,7 @@ from ..tasks.vectorize import create_output_task, merge_parquet, plan_blocks, po
 from .runtime import wait_reporting
 
 
-@flow(name="vectorize-mosaic", validate_parameters=True)
+@flow(name="vectorize-mosaic", validate_parameters=True, persist_result=True)
 def vectorize_mosaic_flow(
     store: str,
     features: list[str],
