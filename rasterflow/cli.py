@@ -18,7 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .enums import DatasetEnum, InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
+from .enums import (
+    DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum,
+)
 from .errors import RasterflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
@@ -148,6 +150,26 @@ def build_mosaic(
     index_uri = _run_with_progress(lambda: client.build_mosaic(
         dataset, aoi, start, end, crs_epsg=crs_epsg, xy_chunksize=xy_chunksize, shard_size_bytes=shard_size_bytes,
         envs=_parse_envs(env), resolution=resolution, skip_xy_coords=skip_xy_coords, runtime=runtime,
+    ))
+    _summary(index_uri)
+
+
+@app.command("build-and-predict-mosaic-recipe")
+def build_and_predict_mosaic_recipe(
+    aoi: str = typer.Argument(..., help="Area of interest; one prediction store per geometry."),
+    recipe: ModelRecipes = typer.Option(..., "--recipe", "-m", help="Model recipe."),
+    start: str = typer.Option(..., help="First day, YYYY-MM-DD."),
+    end: str = typer.Option(..., help="Last day, YYYY-MM-DD."),
+    crs_epsg: Optional[int] = typer.Option(None, help="EPSG code of the grid (default: native UTM zone)."),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the reading tasks (repeat)."),
+    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
+    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use (recipe_models, datasets)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Build a recipe's mosaic over an AOI and run its model: predictions from an area and dates."""
+    client = _client(config, verbose)
+    index_uri = _run_with_progress(lambda: client.build_and_predict_mosaic_recipe(
+        aoi, start, end, recipe, crs_epsg=crs_epsg, envs=_parse_envs(env), runtime=runtime,
     ))
     _summary(index_uri)
 

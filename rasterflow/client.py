@@ -14,14 +14,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from .config import RasterflowConfig, load_config, using_config
-from .enums import DatasetEnum, InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
+from .enums import (
+    DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum,
+)
 from .errors import InvalidParameterError, RasterflowError
 from .params import (
-    BuildGtiMosaicParams, BuildMosaicParams, BuildZarrMultiscalesParams, PredictMosaicParams, VectorizeMosaicParams, WorkflowParams,
+    BuildAndPredictMosaicRecipeParams, BuildGtiMosaicParams, BuildMosaicParams, BuildZarrMultiscalesParams,
+    PredictMosaicParams, VectorizeMosaicParams, WorkflowParams,
 )
 
 # Offline by default: no usage telemetry from the embedded server or the client.
@@ -243,6 +246,63 @@ class RasterflowClient:
         from .flows.predict_mosaic import predict_mosaic_flow
 
         return self._run(predict_mosaic_flow, params, wait)
+
+    def build_and_predict_mosaic_recipe(
+        self,
+        aoi: str,
+        start: datetime | date | str,
+        end: datetime | date | str,
+        model_recipe: ModelRecipes,
+        crs_epsg: int | None = None,
+        runtime: RuntimeEnum = RuntimeEnum.SMALL,
+        envs: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> str:
+        """Build a recipe's mosaic over ``aoi`` for [``start``, ``end``] and run its model on it.
+
+        A recipe (``ModelRecipes``) bundles datasets, feature bands in model
+        order, labels and inference settings (rasterflow/engine/recipes.py,
+        docs/workflows.md). ``crs_epsg=None`` keeps the datasets' native CRS:
+        the UTM zone of the AOI's centroid. The model's weights come from the
+        recipe's public URI unless the config's ``recipe_models`` names another
+        (a mirror, a local file); they are checked to be reachable before
+        anything runs. Returns the URI of an index GeoParquet whose
+        ``location`` column holds the prediction stores.
+        """
+        from .engine.recipes import recipe_spec
+
+        try:
+            recipe = ModelRecipes(model_recipe)
+        except ValueError:
+            raise InvalidParameterError("model_recipe", model_recipe, "is not a model recipe",
+                                        [r.value for r in ModelRecipes]) from None
+        model_path = self.config.recipe_models.get(recipe) or recipe_spec(recipe).model_uri
+        params = BuildAndPredictMosaicRecipeParams.parse(
+            aoi=aoi, start=start, end=end, model_recipe=recipe, model_path=model_path, crs_epsg=crs_epsg,
+            runtime=runtime, envs=envs,
+        )
+        self._check_recipe_model(recipe, model_path)
+        from .flows.build_and_predict_mosaic_recipe import build_and_predict_mosaic_recipe_flow
+
+        return self._run(build_and_predict_mosaic_recipe_flow, params, wait)
+
+    def _check_recipe_model(self, recipe: ModelRecipes, model_path: str) -> None:
+        """Fail before any work when the recipe's weights cannot be fetched, saying how to fix it."""
+        from .engine import uris
+        from .engine.recipes import recipe_spec
+
+        try:
+            found = uris.exists(model_path, self.config.storage_options_for(model_path))
+            reason = "no such file"
+        except Exception as exc:  # noqa: BLE001 - any failure to reach it is the same answer
+            found, reason = False, f"{type(exc).__name__}: {exc}"
+        if not found:
+            raise InvalidParameterError(
+                "model_recipe", recipe.value, f"cannot fetch its model from {model_path!r} ({reason})",
+                f"a reachable model: point the recipe at a mirror or a local copy in rasterflow.yaml with "
+                f"`recipe_models: {{{recipe.value}: <path or URL>}}`; offline, the bundled stand-in with the "
+                f"same contract is {recipe_spec(recipe).standin}",
+            )
 
     def _run(self, flow, params: WorkflowParams, wait: bool = True) -> str | None:
         if self.config.execution == "deployment":

@@ -330,3 +330,40 @@ class BuildMosaicParams(WorkflowParams):
         if start is not None and value < start:
             raise ValueError(f"must not be before start={start.isoformat()}")
         return value
+
+
+from datetime import datetime  # noqa: E402
+
+from .enums import ModelRecipes  # noqa: E402
+
+
+def _day(value: Any) -> Any:
+    """A datetime stands for the day it falls on (RasterFlow's API takes datetimes)."""
+    return value.date() if isinstance(value, datetime) else value
+
+
+class BuildAndPredictMosaicRecipeParams(WorkflowParams):
+    aoi: str = Field(min_length=1)
+    start: date
+    end: date
+    model_recipe: ModelRecipes
+    model_path: str = Field(min_length=1)  # the recipe's weights, or the config's recipe_models entry
+    crs_epsg: int | None = None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> Any:
+        return _day(value)
+
+    @field_validator("crs_epsg")
+    @classmethod
+    def _epsg(cls, value: int | None) -> int | None:
+        return None if value is None else _check_epsg(value)
+
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, value: date, info) -> date:
+        start = info.data.get("start")
+        if start is not None and value < start:
+            raise ValueError(f"must not be before start={start.isoformat()}")
+        return value

@@ -162,7 +162,14 @@ def write_window(
 
 
 def commit_store(uri: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Consolidate metadata, then mark the store complete (the last write)."""
+    """Consolidate metadata, then mark the store complete (the last write).
+
+    Committing a complete store changes nothing: it was adopted with the same
+    fingerprint, so its content is what it was, and keeping ``completed``
+    keeps the identity that downstream workflows' cache keys are built on.
+    """
+    if (read_marker(uri, storage_options) or {}).get("status") == COMPLETE:
+        return
     store = zarr_store(uri, storage_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ZarrUserWarning)  # consolidated metadata is not in the v3 spec yet
