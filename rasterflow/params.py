@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -17,7 +18,9 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from .engine.query import validate_query_syntax
-from .enums import ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
+from .enums import (
+    DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum,
+)
 from .errors import InvalidParameterError
 
 # Parameters that are about where a run executes or its secrets, not what it
@@ -48,6 +51,17 @@ class WorkflowParams(BaseModel):
     def flow_parameters(self) -> dict[str, Any]:
         """JSON-safe parameters of the flow run (no envs, no runtime)."""
         return self.model_dump(mode="json", exclude=set(NON_COMPUTING))
+
+
+def _day(value: Any) -> Any:
+    """A datetime stands for the day it falls on (RasterFlow's API takes datetimes)."""
+    return value.date() if isinstance(value, datetime) else value
+
+
+def _not_before_start(end: date, start: date | None) -> date:
+    if start is not None and end < start:
+        raise ValueError(f"must not be before start={start.isoformat()}")
+    return end
 
 
 def _check_epsg(value: int) -> int:
@@ -193,9 +207,6 @@ class VectorizeMosaicParams(WorkflowParams):
         return value
 
 
-from .enums import InferenceActorEnum, MergeModeEnum  # noqa: E402  (beside its user: edits here stay additive)
-
-
 def _unique_names(value: list[str], what: str) -> list[str]:
     dupes = sorted({v for v in value if value.count(v) > 1})
     if dupes:
@@ -294,11 +305,6 @@ class BuildZarrMultiscalesParams(WorkflowParams):
         return value
 
 
-from datetime import date  # noqa: E402  (beside its user: edits here stay additive)
-
-from .enums import DatasetEnum  # noqa: E402
-
-
 class BuildMosaicParams(WorkflowParams):
     datasets: list[DatasetEnum] = Field(min_length=1)
     aoi: str = Field(min_length=1)
@@ -323,23 +329,15 @@ class BuildMosaicParams(WorkflowParams):
     def _epsg(cls, value: int) -> int:
         return _check_epsg(value)
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> Any:
+        return _day(value)
+
     @field_validator("end")
     @classmethod
     def _ordered(cls, value: date, info) -> date:
-        start = info.data.get("start")
-        if start is not None and value < start:
-            raise ValueError(f"must not be before start={start.isoformat()}")
-        return value
-
-
-from datetime import datetime  # noqa: E402
-
-from .enums import ModelRecipes  # noqa: E402
-
-
-def _day(value: Any) -> Any:
-    """A datetime stands for the day it falls on (RasterFlow's API takes datetimes)."""
-    return value.date() if isinstance(value, datetime) else value
+        return _not_before_start(value, info.data.get("start"))
 
 
 class BuildAndPredictMosaicRecipeParams(WorkflowParams):
@@ -363,7 +361,4 @@ class BuildAndPredictMosaicRecipeParams(WorkflowParams):
     @field_validator("end")
     @classmethod
     def _ordered(cls, value: date, info) -> date:
-        start = info.data.get("start")
-        if start is not None and value < start:
-            raise ValueError(f"must not be before start={start.isoformat()}")
-        return value
+        return _not_before_start(value, info.data.get("start"))
