@@ -132,7 +132,9 @@ def test_work_pools_override_keeps_other_sizes():
 
 def test_storage_options_for_scheme():
     config = parse_config({"storage_options": {"s3": {"anon": True}, "file": {"auto_mkdir": True}, "gs": {"token": "x"}}})
-    assert config.storage_options_for("s3://bucket/key.zarr") == {"anon": True}
+    assert config.storage_options_for("s3://bucket/key.zarr") == {
+        "anon": True, "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}},
+    }
     assert config.storage_options_for("gs://bucket/key") == {"token": "x"}
     assert config.storage_options_for("/local/path") == {"auto_mkdir": True}
     assert config.storage_options_for("relative/path") == {"auto_mkdir": True}
@@ -165,3 +167,11 @@ def test_home_output_uri_expanded(tmp_path):
 @pytest.mark.parametrize("uri", ["s3://bucket/prefix/", "memory://out", "file:///data/out/"])
 def test_url_output_uri_kept(uri):
     assert parse_config({"output_uri": uri}).output_uri == uri.rstrip("/")
+
+
+def test_s3_retries_default_but_configured_ones_win():
+    config = parse_config({"storage_options": {"s3": {"config_kwargs": {
+        "retries": {"max_attempts": 3}, "connect_timeout": 5}}}})
+    assert config.storage_options_for("s3://b/k")["config_kwargs"] == {"retries": {"max_attempts": 3}, "connect_timeout": 5}
+    assert RasterflowConfig().storage_options_for("s3://b/k") == {
+        "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}}

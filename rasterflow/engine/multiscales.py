@@ -464,6 +464,7 @@ def plan_multiscales(
     storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {},
 ) -> MultiscalesPlan:
     """Every check that needs the inputs, then the levels and partitions; writes nothing."""
+    uris.check_output_root(output_root, storage_options_for(output_root))
     stores = input_stores(params.store, storage_options_for)
     sources = [inspect_source(uri, storage_options_for(uri)) for uri in stores]
     shapes = [level_shapes(s.grid.height, s.grid.width, s.chunk, params.levels, s.uri) for s in sources]

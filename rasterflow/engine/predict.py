@@ -197,6 +197,7 @@ def plan_predict_mosaic(
     output_root: str,
     storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {},
 ) -> PredictPlan:
+    uris.check_output_root(output_root, storage_options_for(output_root))
     sources = input_store_uris(params.store, storage_options_for)
     device = resolve_device(params.device)
     local = fetch_model(params.model_path, storage_options_for(params.model_path))

@@ -156,9 +156,16 @@ def create_store(
 def write_window(
     uri: str, time_index: int, window: Window, data: np.ndarray, storage_options: dict[str, Any] | None = None
 ) -> None:
-    """Write whole shards: ``window`` must be shard aligned (see partitions)."""
-    array = zarr.open_array(zarr_store(uri, storage_options), path=DATA_VAR, mode="r+")
-    array[time_index, :, window.row0 : window.row1, window.col0 : window.col1] = data
+    """Write whole shards: ``window`` must be shard aligned (see partitions).
+
+    Storage failures come out as a ``StorageError`` naming the store, transient
+    or not (a refused write is not worth retrying, a throttled one is).
+    """
+    try:
+        array = zarr.open_array(zarr_store(uri, storage_options), path=DATA_VAR, mode="r+")
+        array[time_index, :, window.row0 : window.row1, window.col0 : window.col1] = data
+    except OSError as exc:  # what fsspec raises for every storage failure
+        raise uris.storage_error(uri, exc) from exc
 
 
 def commit_store(uri: str, storage_options: dict[str, Any] | None = None) -> None:

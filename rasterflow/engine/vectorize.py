@@ -171,6 +171,7 @@ def plan_vectorize(
     storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {},
 ) -> VectorizePlan:
     """Check the inputs and lay out every block; writes nothing."""
+    uris.check_output_root(output_root, storage_options_for(output_root))
     store_uris = stores_of(params.store, storage_options_for(params.store))
     stores = [
         _source_store(u, params.features, params.xy_block_multiplier, storage_options_for(u)) for u in store_uris
