@@ -21,6 +21,7 @@ work_pools       RuntimeEnum value -> Prefect work pool name.
 
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -76,11 +77,10 @@ class RasterflowConfig(BaseModel):
         shed load with 503 SlowDown, and a run should ride that out.
         """
         scheme = uri.split("://", 1)[0] if "://" in uri else "file"
-        options = dict(self.storage_options.get(scheme, {}))
+        options = copy.deepcopy(self.storage_options.get(scheme, {}))
         if scheme in ("s3", "s3a"):
-            config_kwargs = dict(options.get("config_kwargs") or {})
-            config_kwargs.setdefault("retries", dict(S3_RETRIES))
-            options["config_kwargs"] = config_kwargs
+            options["config_kwargs"] = options.get("config_kwargs") or {}
+            options["config_kwargs"].setdefault("retries", dict(S3_RETRIES))
         return options
 
 
