@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from rasterio.errors import RasterioError
 from rasterio.session import Session
 
-from ..errors import InputReadError, InvalidParameterError
+from ..errors import InputReadError, InvalidParameterError, is_transient
 from . import uris
 
 VECTOR_FORMATS = "a GeoParquet, GeoPackage, GeoJSON, Shapefile or other file geopandas reads"
@@ -167,8 +167,8 @@ def inspect_tile(uri: str, storage_options: dict[str, Any] | None = None, reques
 def _read_error(uri: str, exc: Exception, storage_options: dict[str, Any] | None) -> InputReadError:
     try:
         present = uris.exists(uri, storage_options)
-    except Exception:
-        return InputReadError(uri, f"cannot open tile ({exc})", transient=True)
+    except Exception as probe:  # a refused stat (403) is as permanent as a refused read
+        return InputReadError(uri, f"cannot open tile ({exc}; {probe})", transient=is_transient(probe))
     if not present:
         return InputReadError(uri, "tile file does not exist")
     # The object is there but GDAL failed: corrupt locally; remotely it may be a blip.

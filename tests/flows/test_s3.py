@@ -224,3 +224,17 @@ def test_refused_write_fails_fast_without_retries(inputs, s3_proxy):
     states = task_states("build-gti-mosaic", "build-shard")
     assert states == ["Failed"] * len(states) and len(states) >= 4
     assert s3_proxy.counts["denied"] - denied_before == len(states)
+
+
+def test_refused_tile_read_fails_naming_the_tile(inputs, s3_proxy):
+    """403 on the tiles (GDAL's reads and s3fs' stat alike): permanent, so the plan stops at once."""
+    fs = s3fs.S3FileSystem(**s3_options(s3_proxy))
+    fs.copy("inputs/landsat/", "inputs/forbidden/", recursive=True)
+    client = RasterflowClient(s3_config(s3_proxy, "s3://outputs/forbidden"))
+    s3_proxy.deny = lambda method, path: path.startswith("/inputs/forbidden/LC08")
+    try:
+        with pytest.raises(InputReadError, match=r"s3://inputs/forbidden/LC08_\S+\.tif: cannot open tile") as info:
+            client.build_gti_mosaic("s3://inputs/forbidden/tiles.parquet", inputs["s3"]["aoi"], RGB, "location")
+    finally:
+        s3_proxy.deny = None
+    assert not info.value.transient
