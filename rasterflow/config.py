@@ -28,6 +28,7 @@ recipe_models    ModelRecipes value -> model URI (a mirror or a local .pt2) used
 
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -42,6 +43,7 @@ from .errors import ConfigError
 
 CONFIG_ENV_VAR = "RASTERFLOW_CONFIG_FILE"
 DEFAULT_CONFIG_PATH = Path("~/.config/rasterflow.yaml")
+S3_RETRIES = {"max_attempts": 10, "mode": "standard"}  # botocore's retry config
 
 
 def _default_work_pools() -> dict[RuntimeEnum, str]:
@@ -91,9 +93,18 @@ class RasterflowConfig(BaseModel):
         return _default_work_pools() | value
 
     def storage_options_for(self, uri: str) -> dict[str, Any]:
-        """fsspec options for ``uri``'s scheme (``file`` for local paths)."""
+        """fsspec options for ``uri``'s scheme (``file`` for local paths).
+
+        For s3, botocore retries throttling and 5xx answers in its "standard"
+        mode up to 10 attempts unless the config says otherwise: object stores
+        shed load with 503 SlowDown, and a run should ride that out.
+        """
         scheme = uri.split("://", 1)[0] if "://" in uri else "file"
-        return dict(self.storage_options.get(scheme, {}))
+        options = copy.deepcopy(self.storage_options.get(scheme, {}))
+        if scheme in ("s3", "s3a"):
+            options["config_kwargs"] = options.get("config_kwargs") or {}
+            options["config_kwargs"].setdefault("retries", dict(S3_RETRIES))
+        return options
 
 
 def config_path() -> Path | None:

@@ -132,7 +132,9 @@ def test_work_pools_override_keeps_other_sizes():
 
 def test_storage_options_for_scheme():
     config = parse_config({"storage_options": {"s3": {"anon": True}, "file": {"auto_mkdir": True}, "gs": {"token": "x"}}})
-    assert config.storage_options_for("s3://bucket/key.zarr") == {"anon": True}
+    assert config.storage_options_for("s3://bucket/key.zarr") == {
+        "anon": True, "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}},
+    }
     assert config.storage_options_for("gs://bucket/key") == {"token": "x"}
     assert config.storage_options_for("/local/path") == {"auto_mkdir": True}
     assert config.storage_options_for("relative/path") == {"auto_mkdir": True}
@@ -143,7 +145,9 @@ def test_storage_options_for_scheme():
 def test_storage_options_for_returns_a_copy():
     config = parse_config({"storage_options": {"s3": {"anon": True}}})
     config.storage_options_for("s3://b/k")["anon"] = False
-    assert config.storage_options_for("s3://b/k") == {"anon": True}
+    config.storage_options_for("s3://b/k")["config_kwargs"]["retries"]["max_attempts"] = 1
+    assert config.storage_options_for("s3://b/k") == {
+        "anon": True, "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}}
 
 
 def test_storage_options_not_in_repr():
@@ -176,3 +180,9 @@ def test_dataset_sources_are_checked():
         parse_config({"datasets": {"s2med_harvest": {"url": "http://mirror"}}})
     with pytest.raises(ConfigError, match="datasets.landsat"):
         parse_config({"datasets": {"landsat": {"stac_url": "http://mirror"}}})
+def test_s3_retries_default_but_configured_ones_win():
+    config = parse_config({"storage_options": {"s3": {"config_kwargs": {
+        "retries": {"max_attempts": 3}, "connect_timeout": 5}}}})
+    assert config.storage_options_for("s3://b/k")["config_kwargs"] == {"retries": {"max_attempts": 3}, "connect_timeout": 5}
+    assert RasterflowConfig().storage_options_for("s3://b/k") == {
+        "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}}

@@ -29,7 +29,7 @@ from rasterio.vrt import WarpedVRT
 
 from ..enums import ResamplingMethod
 from .grid import Grid
-from .tileindex import _read_error, gdal_env
+from .tileindex import _read_error, tile_env
 from . import uris
 
 EXACT_TOLERANCE = 1e-9
@@ -83,13 +83,14 @@ def render_window(
     """Pixels of ``grid`` (bands, rows, cols) from ``tiles`` in ascending priority.
 
     Pixels whose centre falls outside ``mask_geometry`` (in the grid's CRS) are
-    nodata, as are pixels no tile covers.
+    nodata, as are pixels no tile covers. ``storage_options`` are the tiles'
+    (s3fs options, also turned into GDAL's /vsis3/ configuration).
     """
     shape = (len(tiles[0].band_indexes) if tiles else 0, grid.height, grid.width)
     out = np.full(shape, nodata, dtype=dtype)
     scratch = np.empty_like(out)
     kernel = gdal_resampling(resampling)
-    with rasterio.Env(**gdal_env(requester_pays)):
+    with tile_env(requester_pays, storage_options):
         for tile in tiles:
             try:
                 with rasterio.open(uris.rasterio_path(tile.uri)) as src, WarpedVRT(
