@@ -19,11 +19,12 @@ progress_log = logging.getLogger("rasterflow.progress")
 def make_task_runner(config: RasterflowConfig):
     workers = config.max_workers or os.cpu_count() or 1
     if config.task_runner == "dask":
-        from prefect_dask import DaskTaskRunner
+        from .dask_runner import ConfiguredDaskTaskRunner
 
         if config.dask_address:
-            return DaskTaskRunner(address=config.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+            return ConfiguredDaskTaskRunner(config, address=config.dask_address)
+        cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
+        return ConfiguredDaskTaskRunner(config, cluster_kwargs=cluster)
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
