@@ -8,7 +8,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName,
 )
-from prefect.client.schemas.objects import FlowRun, TaskRun
+from prefect.client.schemas.objects import Artifact, FlowRun, TaskRun
 from prefect.client.schemas.sorting import FlowRunSort
 
 
@@ -27,3 +27,13 @@ def task_runs(flow_run_id: UUID, name_prefix: str) -> list[TaskRun]:
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
             task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=name_prefix)),
         )
+
+
+def artifacts(flow_run_id: UUID) -> dict[str, list[Artifact]]:
+    """The flow run's artifacts (its tasks' included) by type: table, markdown, progress."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    by_type: dict[str, list[Artifact]] = {}
+    for artifact in found:
+        by_type.setdefault(artifact.type, []).append(artifact)
+    return by_type

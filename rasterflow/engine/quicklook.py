@@ -24,6 +24,7 @@ from rasterio.io import MemoryFile
 from rasterio.transform import from_bounds
 
 from . import uris
+from .outputs import parquet_bounds
 from .store import DATA_VAR, zarr_store
 
 MAX_SIZE = 512
@@ -99,6 +100,10 @@ def _ramp(band: np.ndarray) -> np.ndarray:
 
 
 def _bounds(parquet: pq.ParquetFile) -> tuple[float, float, float, float]:
+    """From the bbox column's statistics when the file has them, else from the geometries."""
+    known = parquet_bounds(parquet)
+    if known is not None:
+        return known
     bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])
     for geoms in _geometry_batches(parquet):
         if len(geoms):
