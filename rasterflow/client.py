@@ -201,15 +201,12 @@ class RasterflowClient:
         return self._run(predict_mosaic_flow, params)
 
     def _run(self, flow, params: WorkflowParams) -> str | None:
-        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+        from prefect.settings import temporary_settings
 
-        from .flows.runtime import make_task_runner
+        from .flows.runtime import make_task_runner, run_settings
 
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
-        # Heartbeats are for workers; in-process they only add a ~1 s shutdown wait.
         # No runtime tag: tags make every task run look up tag concurrency limits,
         # an API call per task that the embedded SQLite server pays for in stalls.
-        with using_config(self.config), _environment(params.envs), temporary_settings(
-            {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-        ):
+        with using_config(self.config), _environment(params.envs), temporary_settings(run_settings(self.config)):
             return runnable(**params.flow_parameters())
