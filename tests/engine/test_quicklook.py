@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import geopandas as gpd
 import numpy as np
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.io import MemoryFile
+from pictures import pixels
 from shapely.geometry import box
 
 from rasterflow.engine.grid import Grid
@@ -27,20 +24,12 @@ def _store(tmp_path, bands: list[str], data: np.ndarray) -> str:
     return spec.uri
 
 
-def _decode(png: bytes) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with MemoryFile(png) as memory, memory.open() as dataset:
-            assert dataset.driver == "PNG"
-            return dataset.read()
-
-
 def test_three_bands_are_rgb_sampled_to_max_size_with_nodata_transparent(tmp_path):
     data = np.ones((3, 64, 96), dtype="uint16")
     data[0, :, 48:] = 1000  # red on the right half
     data[1:, :, :48] = 500  # green + blue on the left half
     data[:, :16, :] = 0  # top rows nodata
-    picture = _decode(store_png(_store(tmp_path, ["r", "g", "b"], data), max_size=32))
+    picture = pixels(store_png(_store(tmp_path, ["r", "g", "b"], data), max_size=32))
 
     assert picture.shape == (4, 22, 32)  # every 3rd pixel: ceil(64/3) x ceil(96/3)
     assert (picture[3, :6] == 0).all() and (picture[3, 6:] == 255).all()
@@ -51,7 +40,7 @@ def test_three_bands_are_rgb_sampled_to_max_size_with_nodata_transparent(tmp_pat
 
 def test_one_band_is_drawn_with_a_colour_ramp(tmp_path):
     data = np.tile(np.arange(1, 97, dtype="uint16"), (1, 64, 1))
-    picture = _decode(store_png(_store(tmp_path, ["ndvi"], data)))
+    picture = pixels(store_png(_store(tmp_path, ["ndvi"], data)))
 
     assert picture.shape == (4, 64, 96)
     dark, bright = picture[:3, 0, 0].astype(int), picture[:3, 0, -1].astype(int)
@@ -63,7 +52,7 @@ def test_polygons_are_filled_on_a_transparent_ground(tmp_path):
     uri = str(tmp_path / "p.parquet")
     gpd.GeoDataFrame({"label": ["a", "b"]}, geometry=[box(0, 0, 4, 4), box(6, 6, 10, 10)],
                      crs="EPSG:4326").to_parquet(uri)
-    picture = _decode(polygons_png(uri, max_size=100))
+    picture = pixels(polygons_png(uri, max_size=100))
 
     assert picture.shape == (4, 100, 100)
     assert picture[3, 80, 20] == 255 and picture[3, 20, 80] == 255  # inside both squares (rows run south)
@@ -73,4 +62,4 @@ def test_polygons_are_filled_on_a_transparent_ground(tmp_path):
 def test_no_polygons_give_an_empty_picture(tmp_path):
     uri = str(tmp_path / "p.parquet")
     gpd.GeoDataFrame({"label": []}, geometry=[], crs="EPSG:4326").to_parquet(uri)
-    assert (_decode(polygons_png(uri))[3] == 0).all()
+    assert (pixels(polygons_png(uri))[3] == 0).all()

@@ -6,18 +6,20 @@ from __future__ import annotations
 import base64
 import json
 import re
-import warnings
 
 import geopandas as gpd
 import numpy as np
 import pytest
+import zarr
 from predict_fixtures import SHIPPED_MODEL
+from pictures import pixels
 from prefect_runs import artifacts, latest_flow_run
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.io import MemoryFile
 
+from rasterflow import RasterflowClient
+from rasterflow.config import RasterflowConfig
 from rasterflow.enums import InferenceActorEnum, MergeModeEnum
 from rasterflow.engine.index import stores_of
+from rasterflow.engine.quicklook import MAX_SIZE, store_png
 
 DATA_URI = re.compile(r"!\[quicklook\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
 
@@ -25,9 +27,6 @@ DATA_URI = re.compile(r"!\[quicklook\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\
 @pytest.fixture(scope="module")
 def chain(landsat, tmp_path_factory):
     """Each workflow once on the Landsat sample: {flow name: (its answer, its flow run's artifacts)}."""
-    from rasterflow import RasterflowClient
-    from rasterflow.config import RasterflowConfig
-
     client = RasterflowClient(RasterflowConfig(output_uri=str(tmp_path_factory.mktemp("out")), max_workers=2))
     runs = {}
 
@@ -53,11 +52,7 @@ def chain(landsat, tmp_path_factory):
 def _quicklook(markdown: str) -> np.ndarray:
     match = DATA_URI.search(markdown)
     assert match, "the summary has no inlined quicklook"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with MemoryFile(base64.b64decode(match.group(1))) as memory, memory.open() as png:
-            assert png.driver == "PNG"
-            return png.read()
+    return pixels(base64.b64decode(match.group(1)))
 
 
 def _only(found: dict, kind: str):
@@ -82,7 +77,7 @@ def test_store_workflows_publish_their_index_with_a_quicklook_and_progress(chain
     summary = _only(found, "markdown")
     assert summary.key == f"{name}-summary" and index_uri in summary.data
     picture = _quicklook(summary.data)
-    assert picture.shape[0] == 4 and 16 <= max(picture.shape[1:]) <= 512
+    assert picture.shape[0] == 4 and 16 <= max(picture.shape[1:]) <= MAX_SIZE
     assert (picture[3] == 255).mean() > 0.3  # mostly data, not nodata
     assert np.ptp(picture[:3][:, picture[3] == 255]) > 50  # stretched, not flat
     assert found["progress"] and all(p.data == 100 for p in found["progress"])
@@ -99,3 +94,12 @@ def test_vectorize_publishes_its_geoparquet_with_its_polygons_drawn(chain):
     picture = _quicklook(_only(found, "markdown").data)
     assert 0 < (picture[3] == 255).mean() < 1  # polygons drawn, ground left transparent
     assert found["progress"] and all(p.data == 100 for p in found["progress"])
+
+
+def test_a_multiscales_store_is_drawn_from_its_coarsest_level_wide_enough(chain):
+    root = stores_of(chain["build-zarr-multiscales"][0])[0]
+    shapes = [item["spatial:shape"] for item in zarr.open_group(root, mode="r").attrs["multiscales"]["layout"]]
+    assert len(shapes) >= 2
+
+    picture = pixels(store_png(root, max_size=max(shapes[-2])))
+    assert list(picture.shape[1:]) == shapes[-2]  # that level, whole: no sampling step, no finer level read

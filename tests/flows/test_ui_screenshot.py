@@ -11,14 +11,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import warnings
 
 import httpx
 import numpy as np
 import pytest
 from loopback import child_env, free_port, process, wait_until
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.io import MemoryFile
+from pictures import pixels
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WINDOW = (1500, 1100)
@@ -63,10 +61,7 @@ def _screenshot(url: str, out, profile) -> np.ndarray:
          f"--screenshot={out}", url],
         check=True, timeout=120, capture_output=True,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with MemoryFile(out.read_bytes()) as memory, memory.open() as png:
-            return png.read()
+    return pixels(out.read_bytes())
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium) to take screenshots")
