@@ -43,7 +43,7 @@ def store_png(uri: str, storage_options: dict[str, Any] | None = None, max_size:
     array = (group[level] if level else group)[DATA_VAR]
     _, n_bands, height, width = array.shape
     step = max(1, math.ceil(max(height, width) / max_size))
-    bands = 3 if n_bands >= 3 else 1
+    bands = len(drawn_bands(range(n_bands)))
     data = np.asarray(array[0, :bands, ::step, ::step], dtype="float64")
     valid = np.isfinite(data)
     if not np.isnan(array.fill_value):
@@ -51,6 +51,11 @@ def store_png(uri: str, storage_options: dict[str, Any] | None = None, max_size:
     rgb = _stretch(data, valid) if bands == 3 else _ramp(_stretch(data, valid)[0])
     alpha = np.where(valid.any(axis=0), 255, 0).astype("uint8")
     return _png(np.concatenate([rgb, alpha[None]]))
+
+
+def drawn_bands(bands):
+    """The bands a store's quicklook shows: the first three as RGB, else the first one."""
+    return list(bands)[:3] if len(bands) >= 3 else list(bands)[:1]
 
 
 def polygons_png(uri: str, storage_options: dict[str, Any] | None = None, max_size: int = MAX_SIZE) -> bytes:

@@ -25,8 +25,10 @@ def publish_stores(workflow: str, index_uri: str, summary: str) -> list[dict[str
     config = current_config()
     rows = outputs.store_rows(index_uri, config.storage_options_for)
     create_table_artifact(rows, key=f"{workflow}-outputs", description=f"Stores written by this run ({index_uri})")
-    first = rows[0]["location"] if rows else None
-    picture = _picture(quicklook.store_png, first, f"{first}: first band(s) of the first time slot")
+    first = rows[0] if rows else {"location": None, "bands": ""}
+    shown = quicklook.drawn_bands(first["bands"].split(", "))
+    caption = f"{first['location']}: {', '.join(shown)} as {'RGB' if len(shown) == 3 else 'a colour ramp'}"
+    picture = _picture(quicklook.store_png, first["location"], f"{caption}, first time slot")
     create_markdown_artifact(f"{summary}\n\n{picture}", key=f"{workflow}-summary", description=f"{workflow} summary")
     return rows
 

@@ -76,6 +76,8 @@ def test_store_workflows_publish_their_index_with_a_quicklook_and_progress(chain
         assert re.fullmatch(r"\d+(\.\d)? (B|kB|MB|GB)", row["size"]) and not row["size"].startswith("0 ")
     summary = _only(found, "markdown")
     assert summary.key == f"{name}-summary" and index_uri in summary.data
+    shown = ", ".join(index.bands[0][:3] if len(index.bands[0]) >= 3 else index.bands[0][:1])
+    assert f"{rows[0]['location']}: {shown} as" in summary.data  # the caption says what is drawn
     picture = _quicklook(summary.data)
     assert picture.shape[0] == 4 and 16 <= max(picture.shape[1:]) <= MAX_SIZE
     assert (picture[3] == 255).mean() > 0.3  # mostly data, not nodata
