@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
-from prefect.settings.legacy import Setting
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ..config import RasterflowConfig
@@ -33,7 +33,7 @@ def make_task_runner(config: RasterflowConfig):
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
-def run_settings(config: RasterflowConfig) -> dict[Setting, object]:
+def run_settings(config: RasterflowConfig) -> dict[Any, Any]:
     """Prefect settings for one flow run in this process.
 
     Heartbeats are for workers; in-process they only add a ~1 s shutdown wait.
@@ -44,7 +44,7 @@ def run_settings(config: RasterflowConfig) -> dict[Setting, object]:
     cannot reach this loopback URL: clusters on other machines need a real
     server (``PREFECT_API_URL``).
     """
-    settings: dict[Setting, object] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    settings: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}  # Setting -> value
     if config.task_runner == "dask" and not PREFECT_API_URL.value():
         from prefect.server.api.server import SubprocessASGIServer
 
