@@ -312,17 +312,14 @@ class RasterflowClient:
                 "wait", wait, "needs `execution: deployment` in the config: a local run runs in this process",
                 "True, or execution: deployment",
             )
-        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+        from prefect.settings import temporary_settings
 
-        from .flows.runtime import make_task_runner
+        from .flows.runtime import make_task_runner, run_settings
 
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
-        # Heartbeats are for workers; in-process they only add a ~1 s shutdown wait.
         # No runtime tag: tags make every task run look up tag concurrency limits,
         # an API call per task that the embedded SQLite server pays for in stalls.
-        with using_config(self.config), _environment(params.envs), temporary_settings(
-            {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-        ):
+        with using_config(self.config), _environment(params.envs), temporary_settings(run_settings(self.config)):
             return runnable(**params.flow_parameters())
 
     def _run_deployment(self, flow, params: WorkflowParams, wait: bool) -> str | None:
