@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import date
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 
 from ..engine.recipes import recipe_spec
 from ..enums import ModelRecipes
+from ..tasks.publish import publish_stores
 from ..tasks.recipe import choose_crs
 from .build_mosaic import build_mosaic_flow
 from .predict_mosaic import predict_mosaic_flow
@@ -42,10 +42,10 @@ def build_and_predict_mosaic_recipe_flow(
         device="auto", features=list(recipe.features), labels=list(recipe.labels), actor=recipe.actor,
         max_batch_size=recipe.max_batch_size, merge_mode=recipe.merge_mode,
     )
-    create_markdown_artifact(
+    publish_stores(
+        "build-and-predict-mosaic-recipe", predictions,
         f"# {recipe.recipe.value}\n\n{recipe.public_model.name} ({recipe.public_model.source}).\n\n"
         f"- model: `{model_path}`\n- mosaic index: `{mosaic}` (EPSG:{epsg})\n"
         f"- predictions index: `{predictions}`\n- labels: {', '.join(recipe.labels)}\n",
-        key="recipe-summary",
     )
     return predictions

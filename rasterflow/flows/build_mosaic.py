@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import date
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from ..config import current_config
 from ..enums import DatasetEnum
@@ -19,6 +18,7 @@ from ..params import BuildMosaicParams
 from ..tasks.build_mosaic import build_shard, plan_partitions, search_catalog, write_index_task
 from ..tasks.mosaic import commit_store_task, create_store_task
 from ..tasks.policy import io_task_options
+from ..tasks.publish import publish_stores
 from .runtime import write_stores
 
 
@@ -49,27 +49,13 @@ def build_mosaic_flow(
 
     write_stores(plan, build_shard.with_options(**io_task_options(config)), create_store_task, commit_store_task)
     index_uri = write_index_task(plan)
-    _publish(plan, found, index_uri)
-    return index_uri
-
-
-def _publish(plan, found, index_uri: str) -> None:
-    """Artifacts for people in the Prefect UI: what was written from which scenes."""
-    rows = [
-        {
-            "location": s.spec.uri, "bands": ", ".join(s.spec.bands), "years": ", ".join(map(str, found.years)),
-            "shape": f"{s.spec.grid.height} x {s.spec.grid.width}", "crs": s.spec.grid.rio_crs.to_string(),
-            "partitions": len(s.jobs),
-        }
-        for s in plan.stores
-    ]
-    create_table_artifact(rows, key="build-mosaic-outputs", description="Stores written by this run")
     scenes = "\n".join(
         f"- {prefix}: " + ", ".join(f"{y}: {len(s)}" for y, s in by_year.items())
         for prefix, by_year in found.scenes.items()
     )
-    create_markdown_artifact(
+    publish_stores(
+        "build-mosaic", index_uri,
         f"# build-mosaic\n\nIndex: `{index_uri}`\n\n{len(plan.stores)} store(s), {plan.n_jobs} partition(s).\n\n"
         f"Scenes per year:\n{scenes}\n",
-        key="build-mosaic-summary",
     )
+    return index_uri
