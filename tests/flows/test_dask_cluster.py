@@ -32,7 +32,9 @@ def dask_cluster(tmp_path):
     """(scheduler address, worker log files) of a scheduler and two single-thread workers."""
     distributed = pytest.importorskip("distributed")
     address = f"tcp://127.0.0.1:{free_port()}"
-    env = child_env(PREFECT_API_URL=PREFECT_API_URL.value(), RASTERFLOW_CONFIG_FILE=str(tmp_path / "missing.yaml"))
+    # INFO on the workers' console whatever this session set (the CLI tests quiet it): the logs are the evidence.
+    env = child_env(PREFECT_API_URL=PREFECT_API_URL.value(), RASTERFLOW_CONFIG_FILE=str(tmp_path / "missing.yaml"),
+                    PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="INFO", PREFECT_LOGGING_LEVEL="INFO")
     dask = [sys.executable, "-m", "dask"]
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
     with process([*dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
