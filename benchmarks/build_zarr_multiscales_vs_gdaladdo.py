@@ -121,14 +121,9 @@ def run_engine(store: str, output_uri: Path, workers: int = 2) -> float:
     start = time.perf_counter()
     plan = ms.plan_multiscales(BuildZarrMultiscalesParams.parse(store=store), str(output_uri))
     with ThreadPoolExecutor(workers) as pool:
-        (p,) = plan.pyramids
-        ms.create_pyramid(p, plan.provenance)
-        stats = ms.merge_moments(p, list(pool.map(ms.build_level_shard, p.levels[0].jobs)))
-        counts = list(pool.map(lambda job: ms.build_level_shard(job, stats.bins), p.levels[1].jobs))
-        for lvl in p.levels[2:]:
-            list(pool.map(ms.build_level_shard, lvl.jobs))
-        ms.commit_pyramid(p, ms.band_statistics(p, stats, counts))
-        write_index(ms.index_rows(plan), plan.index_uri)
+        for pyramid in plan.pyramids:
+            ms.build_pyramid(pyramid, plan.provenance, pool.map)
+    write_index(ms.index_rows(plan), plan.index_uri)
     return time.perf_counter() - start
 
 

@@ -20,7 +20,9 @@ shards); a partition reads the 2x window of level L under it, so memory is
 bounded by a partition, never by the size of the area. Level 0 copies the
 input (its shard objects byte for byte when ``create_store`` would write the
 same array layout, else decoded and re-encoded); level 1 then reads the input
-itself (the same bytes), so it need not wait for the copy. The last levels,
+itself (the same bytes), so it need not wait for the copy, and where nothing
+else waits for level 0 (see statistics) each level-1 task also copies the
+level-0 shards under it: a file copy is not worth a task. The last levels,
 each one partition, are one chain: one read of the level before them, every
 further level halved in memory (``LevelChain``).
 
@@ -38,6 +40,7 @@ or an index GeoParquet of stores (its ``location`` column).
 
 from __future__ import annotations
 
+import bisect
 import math
 import shutil
 import uuid
@@ -129,6 +132,8 @@ class LevelJob(BaseModel):
     source: SourceSpec | None = None  # level 0 reads the input...
     previous_uri: str | None = None  # ...other levels the level before (level 1 may read the input),
     source_window: Window | None = None  # in this window of it
+    # Level-0 copies inside source_window, done first: a file copy is not worth a task of its own.
+    copies: list[LevelJob] = []
 
 
 class LevelChain(BaseModel):
@@ -180,6 +185,11 @@ class PyramidPlan(BaseModel):
     @property
     def tail_start(self) -> int:
         return self.tail[0].jobs[0].level if self.tail else len(self.levels)
+
+    @property
+    def level0_folded(self) -> bool:
+        """Level 1's partitions copy level 0's shards: level 0 has no tasks of its own."""
+        return len(self.levels) > 1 and bool(self.levels[1].jobs[0].copies)
 
     @property
     def level1_reads_input(self) -> bool:
@@ -582,10 +592,33 @@ def _plan_pyramid(source: _Source, shapes: list[tuple[int, int]], methods: list[
                         col0=2 * window.col0, col1=min(2 * window.col1, previous.width),
                     )
                 jobs.append(LevelJob(**job))
+        if level == 1 and tally and levels[0].jobs[0].copy_shards:  # level 1 need not wait for level 0
+            jobs = _fold_copies(levels[0].jobs, jobs)
         levels.append(LevelPlan(level=level, spec=spec, fingerprint=level_fp, jobs=jobs))
     return PyramidPlan(uri=uri, fingerprint=fingerprint, input_uri=source.uri, methods=methods, levels=levels,
                        tail=_tail(levels, len(source.times), fingerprint),
                        footprint_wkb=source.grid.footprint("EPSG:4326").wkb_hex)
+
+
+def _fold_copies(copies: list[LevelJob], jobs: list[LevelJob]) -> list[LevelJob]:
+    """Level-1 jobs that also copy the level-0 partitions under them, when each lies under exactly one."""
+    rows = sorted({j.source_window.row0 for j in jobs})
+    cols = sorted({j.source_window.col0 for j in jobs})
+    by_corner = {(j.time_index, j.source_window.row0, j.source_window.col0): j for j in jobs}
+    folded: dict[str, list[LevelJob]] = {j.key: [] for j in jobs}
+    for c in copies:
+        corner = (c.time_index, rows[bisect.bisect_right(rows, c.window.row0) - 1],
+                  cols[bisect.bisect_right(cols, c.window.col0) - 1])
+        owner = by_corner.get(corner)
+        if owner is None or not _inside(c.window, owner.source_window):
+            return jobs
+        folded[owner.key].append(c)
+    return [job.model_copy(update={"copies": folded[job.key]}) for job in jobs]
+
+
+def _inside(inner: Window, outer: Window) -> bool:
+    return (outer.row0 <= inner.row0 and inner.row1 <= outer.row1
+            and outer.col0 <= inner.col0 and inner.col1 <= outer.col1)
 
 
 def _tail(levels: list[LevelPlan], n_times: int, fingerprint: str) -> list[LevelChain]:
@@ -611,6 +644,8 @@ def build_level_shard(job: LevelJob, bins: list[Bins | None] | None = None,
     histogram counts into ``bins`` when given (level 1). Windows without data
     are not written: they read as the fill value, which is nodata.
     """
+    for copy in job.copies:
+        build_level_shard(copy, None, storage_options_for)
     result: dict[str, Any] = {"key": job.key, "time_index": job.time_index}
     out_options = storage_options_for(job.store_uri)
     # A copied level 0 of 8- or 16-bit integers is tallied by whoever reads it next (level 1, or
@@ -813,6 +848,30 @@ def band_statistics(
             "time_slices": slices,
         })
     return bands
+
+
+def build_pyramid(pyramid: PyramidPlan, provenance: dict[str, Any], map_: Callable = map,
+                  storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {}) -> None:
+    """The whole pyramid without an orchestrator, in the flow's order.
+
+    ``map_`` runs the partitions of each step (``map``, or a thread pool's
+    ``map``); the flow does the same with Prefect tasks, retries and cache.
+    """
+    build = lambda job, bins=None: build_level_shard(job, bins, storage_options_for)  # noqa: E731
+    create_pyramid(pyramid, provenance, storage_options_for(pyramid.uri))
+    first = [] if pyramid.level0_folded else list(pyramid.levels[0].jobs)
+    beside = pyramid.level1_reads_input and not pyramid.needs_bins
+    results = list(map_(build, first + (pyramid.levels[1].jobs if beside else [])))
+    bins = merge_moments(pyramid, results).bins if pyramid.needs_bins else None
+    if len(pyramid.levels) > 1 and not beside:
+        results += map_(lambda job: build(job, bins), pyramid.levels[1].jobs)
+    if pyramid.needs_count_pass:
+        results += map_(lambda job: count_level_shard(job, bins, storage_options_for), pyramid.levels[0].jobs)
+    for lvl in pyramid.levels[2 : pyramid.tail_start]:
+        list(map_(build, lvl.jobs))
+    list(map_(lambda chain: build_level_chain(chain, storage_options_for), pyramid.tail))
+    bands = band_statistics(pyramid, merge_moments(pyramid, results), results)
+    commit_pyramid(pyramid, bands, storage_options_for(pyramid.uri))
 
 
 # --- the root group: creation, multiscales metadata, commit ----------------------------------

@@ -1,11 +1,13 @@
 """build-zarr-multiscales: a store (or an index of stores) to overview pyramids.
 
 plan-partitions -> create-store (the root group, then one store per level) ->
-build-shard for level 0 (a copy, or a decode; when it copies, level 1 reads
-the input and runs beside it) -> build-shard for the other levels of several
-partitions, each from the level before -> build-levels for the last levels of
-one partition each (a chain: one read, every level halved in memory) ->
+build-shard for level 0 (a copy, or a decode) and level 1 (from level 0, or
+from the input when level 0 is its copy: then beside it, each level-1 task
+copying the level-0 shards under it) -> build-shard for the other levels of
+several partitions, each from the level before -> build-levels for the last
+levels of one partition each (a chain: one read, halved in memory) ->
 commit-store (statistics merged; levels, then the root, last) -> write-index.
+engine.multiscales.build_pyramid is the same order without Prefect.
 
 Statistics come with the reads above for 8- and 16-bit integers (per-value
 counts). Other types take two passes: level 0's moments fix the histogram bins
@@ -64,14 +66,19 @@ def build_zarr_multiscales_flow(
         for uri, future in submissions:
             results[uri].append(future.result())
 
+    def generation(job) -> str:
+        """Of every store the job writes: a level 0 replaced under a cached level 1 is copied again."""
+        return "+".join(generations[j.store_uri] for j in [job, *job.copies])
+
     def level_jobs(level: int, pyramids) -> list[tuple[str, Any]]:
         """Submit a level's partitions; level 1 counts level 0 into the bins, where there are any."""
-        return [(p.uri, shard_task.submit(job, generations[job.store_uri], bins.get(p.uri) if level == 1 else None))
+        return [(p.uri, shard_task.submit(job, generation(job), bins.get(p.uri) if level == 1 else None))
                 for p in pyramids for job in p.levels[level].jobs]
 
-    # Level 0, with level 1 beside it where level 1 needs neither level 0's copy nor its bins.
+    # Level 0 (unless level 1 copies it), with level 1 beside it where level 1 needs neither
+    # level 0's copy nor its bins.
     beside = [p for p in plan.pyramids if p.level1_reads_input and not p.needs_bins]
-    run("level 0", level_jobs(0, plan.pyramids) + level_jobs(1, beside))
+    run("level 0", level_jobs(0, [p for p in plan.pyramids if not p.level0_folded]) + level_jobs(1, beside))
     after = [p for p in plan.pyramids if len(p.levels) > 1 and p.uri not in {b.uri for b in beside}]
     for p in plan.pyramids:
         if p.needs_bins:

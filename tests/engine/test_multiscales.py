@@ -1,9 +1,7 @@
 """Multiscales pyramids from the engine alone (no Prefect): real Landsat pixels, real Zarr.
 
-``build`` drives the engine in the order the flow does (root and level stores,
-level 0, statistics bins where the type needs two passes, level 1 with
-statistics, further levels, the last levels as chains, commit), one partition
-at a time.
+``build`` runs the engine's ``build_pyramid``: the flow's steps in the flow's
+order, one partition at a time.
 """
 
 from __future__ import annotations
@@ -39,20 +37,7 @@ CHUNK = 64
 def build(store: str, out: Path, **params) -> ms.MultiscalesPlan:
     plan = ms.plan_multiscales(BuildZarrMultiscalesParams.parse(store=store, **params), str(out))
     for p in plan.pyramids:
-        ms.create_pyramid(p, plan.provenance)
-    for p in plan.pyramids:
-        results = [ms.build_level_shard(job) for job in p.levels[0].jobs]
-        bins = ms.merge_moments(p, results).bins if p.needs_bins else None
-        if len(p.levels) > 1:
-            results += [ms.build_level_shard(job, bins) for job in p.levels[1].jobs]
-        if p.needs_count_pass:
-            results += [ms.count_level_shard(job, bins) for job in p.levels[0].jobs]
-        for lvl in p.levels[2 : p.tail_start]:
-            for job in lvl.jobs:
-                ms.build_level_shard(job)
-        for chain in p.tail:
-            ms.build_level_chain(chain)
-        ms.commit_pyramid(p, ms.band_statistics(p, ms.merge_moments(p, results), results))
+        ms.build_pyramid(p, plan.provenance)
     return plan
 
 
@@ -127,6 +112,8 @@ def test_level_zero_is_the_input_and_every_level_is_a_georeferenced_store(pyrami
 def test_each_level_is_the_level_before_halved_whatever_the_partitions(pyramid):
     assert len(pyramid.levels[1].jobs) > 1  # several partitions per level
     assert pyramid.level1_reads_input  # level 1 halves the input, beside level 0's copy of it
+    assert pyramid.level0_folded and sum(len(job.copies) for job in pyramid.levels[1].jobs) == len(
+        pyramid.levels[0].jobs)  # each level-0 copy done by the one level-1 task over it
     assert 2 <= pyramid.tail_start < len(pyramid.levels) - 1  # the last levels: one chain, one read
     for n in range(1, len(pyramid.levels)):
         before = level(pyramid, n - 1).values[0]
