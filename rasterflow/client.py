@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import RasterflowConfig, load_config, using_config
 from .enums import InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
+from .errors import ConfigError
 from .params import (
     BuildGtiMosaicParams, BuildZarrMultiscalesParams, PredictMosaicParams, VectorizeMosaicParams, WorkflowParams,
 )
@@ -203,8 +204,14 @@ class RasterflowClient:
     def _run(self, flow, params: WorkflowParams) -> str | None:
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+        from .engine.processes import importing_main
         from .flows.runtime import make_task_runner
 
+        if importing_main():  # a worker process importing an unguarded script: never run a flow there
+            raise ConfigError(
+                'rasterflow was called while a worker process imported your script: put the calls under '
+                '`if __name__ == "__main__":`, or set process_pool: false in rasterflow.yaml'
+            )
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
         # Heartbeats are for workers; in-process they only add a ~1 s shutdown wait.
         # No runtime tag: tags make every task run look up tag concurrency limits,
