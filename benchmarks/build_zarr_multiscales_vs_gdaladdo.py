@@ -33,7 +33,9 @@ What runs, on the same pixels:
 
 Rounds are interleaved so background load hits all contenders alike; medians
 are reported, with the ratio gdaladdo / rasterflow (above 1: rasterflow is
-faster). Run from the repository root (outputs go to ``benchmarks/out/``)::
+faster), and each contender's median CPU seconds (its processes and their
+children, Prefect's server included: ``cputime.py``), which other load on a
+shared machine sways much less than wall time. Run from the repository root (outputs go to ``benchmarks/out/``)::
 
     python benchmarks/build_zarr_multiscales_vs_gdaladdo.py [--runs 3] [--resolution 5]
 """
@@ -49,6 +51,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from cputime import cpu_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "rasterflow" / "samples" / "landsat8_iguazu"
@@ -168,16 +172,20 @@ def main() -> None:
         "rasterflow engine only, no Prefect (2 threads)": lambda r: run_engine(store, OUT / "engine" / f"run{r}"),
     }
     times: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     for r in range(args.runs):
         for name, run in contenders.items():
+            before = cpu_seconds()
             times[name].append(run(r))
+            cpu[name].append(cpu_seconds() - before)
     medians = {name: statistics.median(t) for name, t in times.items()}
     ours = medians["rasterflow build_zarr_multiscales"]
     print(f"\nmedian of {args.runs} runs (seconds), ratio = contender / rasterflow (above 1: rasterflow faster)")
     width = max(map(len, medians))
     for name, median in medians.items():
         runs = ", ".join(f"{t:.2f}" for t in times[name])
-        print(f"  {name:<{width}}  {median:6.2f}   ratio {median / ours:5.2f}   runs [{runs}]")
+        print(f"  {name:<{width}}  {median:6.2f}   ratio {median / ours:5.2f}   "
+              f"CPU {statistics.median(cpu[name]):5.2f} s   runs [{runs}]")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -37,8 +37,11 @@ What runs:
 * ``--resolution 2.5`` makes the raster 4x larger (9604 x 12002 px) from the
   same sample: a user's area is bigger than the bundled sample, and Prefect's
   fixed cost per run (about a second here) weighs less.
-* Rounds are interleaved so background load hits both alike; medians are
-  reported, with the ratio gdal / rasterflow (above 1: rasterflow is faster).
+* Rounds are interleaved so background load hits all alike; medians are
+  reported, with the ratio gdal / rasterflow (above 1: rasterflow is faster),
+  and each contender's median CPU seconds (its processes and their children,
+  Prefect's server and the worker processes included: ``cputime.py``), which
+  other load on a shared machine sways much less than wall time.
 * Identity: rasterflow's polygons against gdal_polygonize's (made valid: GDAL
   writes 8-connected corner contacts as self-touching rings): same count, a
   one-to-one matching, and zero-area symmetric differences.
@@ -59,6 +62,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from cputime import cpu_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "rasterflow" / "samples" / "landsat8_iguazu"
@@ -227,9 +232,12 @@ def main() -> None:
             store, args.threshold, args.connectivity, OUT / "engine" / f"run{k}").values()),
     }
     times: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     for k in range(args.runs):  # interleaved: background load hits every contender alike
         for name, run in contenders.items():
+            before = cpu_seconds()
             times[name].append(run(k))
+            cpu[name].append(cpu_seconds() - before)
 
     uri = str(next((OUT / "rasterflow" / f"run{args.runs - 1}").rglob("polygons.parquet")))
     identical, detail = same_polygons(uri, gpkg)
@@ -239,8 +247,8 @@ def main() -> None:
     print(f"\nmedian of {args.runs} interleaved runs (seconds); ratio = contender / rasterflow (above 1: rasterflow "
           "is faster)")
     for name, median in medians.items():
-        print(f"  {name:<{width}}  {median:6.2f}   ratio {median / ours:5.2f}   runs "
-              f"[{', '.join(f'{t:.2f}' for t in times[name])}]")
+        print(f"  {name:<{width}}  {median:6.2f}   ratio {median / ours:5.2f}   "
+              f"CPU {statistics.median(cpu[name]):5.2f} s   runs [{', '.join(f'{t:.2f}' for t in times[name])}]")
     print(f"ratio gdal_polygonize / rasterflow: {medians['gdal_polygonize (GPKG, 1 process)'] / ours:.2f} "
           "(goal: at least 2)")
     print(f"identical polygon sets: {'yes' if identical else 'NO'} ({detail})")

@@ -67,7 +67,7 @@ from .fingerprint import code_fingerprint, stable_hash
 from .grid import Grid
 from .index import is_zarr_group, store_row, stores_of
 from .partitions import ShardShape, Window, partition_windows, shard_shape
-from .stats import Bins, Moments, ValueCounts, band_counts, band_moments, summarize
+from .stats import Bins, Moments, ValueCounts, band_counts, band_moments, pack_counts, summarize, unpack_counts
 from .store import (
     ATTR, COMPLETE, DATA_VAR, PROJ_CONVENTION, SPATIAL_CONVENTION, WRITING, StoreSpec, commit_store, create_store,
     read_marker, write_window, zarr_store,
@@ -681,7 +681,7 @@ def _summary(job: LevelJob, data: np.ndarray) -> dict[str, Any]:
     """Level-0 pixels summarized per band: per-value counts (``job.tally``) or moments."""
     if job.tally:
         values = [ValueCounts.of(band, job.nodata) for band in data]
-        return {"values": [v.model_dump() for v in values], "valid_values": sum(sum(v.counts) for v in values)}
+        return {"values": [v.model_dump() for v in values], "valid_values": sum(v.total for v in values)}
     moments = [band_moments(band, job.nodata) for band in data]
     return {"moments": [m.model_dump() for m in moments], "valid_values": sum(m.count for m in moments)}
 
@@ -770,8 +770,9 @@ def count_level_shard(job: LevelJob, bins: list[Bins | None] | None,
     return result | {"counts": _count(data, job.nodata, bins)}
 
 
-def _count(data: np.ndarray, nodata: float, bins: list[Bins | None]) -> list[list[int] | None]:
-    return [band_counts(band, nodata, b).tolist() if b is not None else None for band, b in zip(data, bins)]
+def _count(data: np.ndarray, nodata: float, bins: list[Bins | None]) -> list[str | None]:
+    """Histogram counts per band, packed (``pack_counts``)."""
+    return [pack_counts(band_counts(band, nodata, b)) if b is not None else None for band, b in zip(data, bins)]
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -824,7 +825,7 @@ def band_statistics(
     for result in results:
         for b, c in enumerate(result.get("counts") or []):
             if c is not None:
-                counts[result["time_index"]][b] += np.asarray(c, dtype=np.int64)
+                counts[result["time_index"]][b] += unpack_counts(c)
     for t, per_band in enumerate(stats.values):
         for b, v in enumerate(per_band):
             if stats.bins[b] is not None:

@@ -78,7 +78,8 @@ def build_zarr_multiscales_flow(
     # Level 0 (unless level 1 copies it), with level 1 beside it where level 1 needs neither
     # level 0's copy nor its bins.
     beside = [p for p in plan.pyramids if p.level1_reads_input and not p.needs_bins]
-    run("level 0", level_jobs(0, [p for p in plan.pyramids if not p.level0_folded]) + level_jobs(1, beside))
+    run("levels 0 and 1" if beside else "level 0",
+        level_jobs(0, [p for p in plan.pyramids if not p.level0_folded]) + level_jobs(1, beside))
     after = [p for p in plan.pyramids if len(p.levels) > 1 and p.uri not in {b.uri for b in beside}]
     for p in plan.pyramids:
         if p.needs_bins:
