@@ -18,7 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .enums import InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
+from .enums import (
+    DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum,
+)
 from .errors import RasterflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
@@ -123,6 +125,51 @@ def build_gti_mosaic(
         skip_xy_coords=skip_xy_coords, xy_chunksize=xy_chunksize, shard_size_bytes=shard_size_bytes,
         query=query, requester_pays=requester_pays, envs=_parse_envs(env), sort_field=sort_field,
         resampling=resampling, resolution=resolution, nodata=nodata, runtime=runtime,
+    ))
+    _summary(index_uri)
+
+
+@app.command("build-mosaic")
+def build_mosaic(
+    aoi: str = typer.Argument(..., help="Area of interest; one store per geometry."),
+    dataset: list[DatasetEnum] = typer.Option(..., "--dataset", "-d", help="Named dataset (repeat; one grid)."),
+    start: str = typer.Option(..., help="First day, YYYY-MM-DD."),
+    end: str = typer.Option(..., help="Last day, YYYY-MM-DD (one time slice per calendar year)."),
+    crs_epsg: int = typer.Option(3857, help="EPSG code of the output grid."),
+    xy_chunksize: int = typer.Option(512, help="Zarr chunk size in x and y (pixels)."),
+    shard_size_bytes: int = typer.Option(3_500_000_000, help="Uncompressed size budget of one shard."),
+    resolution: Optional[float] = typer.Option(None, help="Pixel size in CRS units (default: finest native)."),
+    skip_xy_coords: bool = typer.Option(False, help="Write no x/y coordinate arrays."),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the reading tasks (repeat)."),
+    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
+    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Composite named datasets (Sentinel-2 medians, NAIP) from STAC catalogs into Zarr v3 stores."""
+    client = _client(config, verbose)
+    index_uri = _run_with_progress(lambda: client.build_mosaic(
+        dataset, aoi, start, end, crs_epsg=crs_epsg, xy_chunksize=xy_chunksize, shard_size_bytes=shard_size_bytes,
+        envs=_parse_envs(env), resolution=resolution, skip_xy_coords=skip_xy_coords, runtime=runtime,
+    ))
+    _summary(index_uri)
+
+
+@app.command("build-and-predict-mosaic-recipe")
+def build_and_predict_mosaic_recipe(
+    aoi: str = typer.Argument(..., help="Area of interest; one prediction store per geometry."),
+    recipe: ModelRecipes = typer.Option(..., "--recipe", "-m", help="Model recipe."),
+    start: str = typer.Option(..., help="First day, YYYY-MM-DD."),
+    end: str = typer.Option(..., help="Last day, YYYY-MM-DD."),
+    crs_epsg: Optional[int] = typer.Option(None, help="EPSG code of the grid (default: native UTM zone)."),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the reading tasks (repeat)."),
+    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
+    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use (recipe_models, datasets)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Build a recipe's mosaic over an AOI and run its model: predictions from an area and dates."""
+    client = _client(config, verbose)
+    index_uri = _run_with_progress(lambda: client.build_and_predict_mosaic_recipe(
+        aoi, start, end, recipe, crs_epsg=crs_epsg, envs=_parse_envs(env), runtime=runtime,
     ))
     _summary(index_uri)
 
@@ -248,6 +295,40 @@ def vectorize_mosaic(
         vector_crs=None if vector_crs.lower() == "none" else vector_crs, runtime=runtime, envs=_parse_envs(env),
     ))
     _vector_summary(uri)
+
+
+@app.command()
+def deploy(
+    pool_type: str = typer.Option("process", help="Work pool type: process, docker or kubernetes."),
+    image: str = typer.Option("rasterflow:latest", help="Worker image (docker and kubernetes pools)."),
+    runtime: list[RuntimeEnum] = typer.Option([], "--runtime", "-r", help="Sizes to deploy (repeat; default all)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be registered; change nothing."),
+    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use (its work_pools names)."),
+) -> None:
+    """Create the work pools and register one deployment per (flow, runtime size).
+
+    Against the Prefect API in use (PREFECT_API_URL). Idempotent: what already
+    matches is left alone, so a second run reports everything unchanged.
+    """
+    from .config import load_config
+    from .deploy import apply_plan, deployment_plan, pool_plan
+
+    try:
+        settings = load_config(config)
+        pools = pool_plan(settings, pool_type, image, runtime or None)
+        deployments = deployment_plan(settings, runtime or None)
+        if dry_run:
+            rows = [("work pool", p.name, f"{p.type}: {p.description}") for p in pools]
+            rows += [("deployment", d.full_name, f"pool {d.work_pool_name}") for d in deployments]
+        else:
+            rows = [(a.kind, a.name, a.action) for a in apply_plan(pools, deployments)]
+    except RasterflowError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    table = Table("kind", "name", "would register" if dry_run else "action")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
 
 
 def sample_path(*parts: str) -> str:

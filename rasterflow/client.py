@@ -2,8 +2,11 @@
 
 The client does no raster work itself. Each method checks its parameters (so
 a wrong call fails here, before a flow run exists), then runs the workflow's
-flow in this process with the configured task runner, and returns what the
-flow returns: the URI of an index GeoParquet.
+flow, and returns what the flow returns: the URI of an index GeoParquet.
+With ``execution: local`` (the default) the flow runs in this process with the
+configured task runner; with ``execution: deployment`` it runs on the work pool
+of the call's ``runtime`` size, through the ``<flow>/<size>`` deployment that
+``rasterflow deploy`` registers.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
 
 from .config import RasterflowConfig, load_config, using_config
-from .enums import InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
-from .errors import ConfigError
+from .enums import (
+    DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum,
+)
+from .errors import ConfigError, InvalidParameterError, RasterflowError
 from .params import (
-    BuildGtiMosaicParams, BuildZarrMultiscalesParams, PredictMosaicParams, VectorizeMosaicParams, WorkflowParams,
+    BuildAndPredictMosaicRecipeParams, BuildGtiMosaicParams, BuildMosaicParams, BuildZarrMultiscalesParams,
+    PredictMosaicParams, VectorizeMosaicParams, WorkflowParams,
 )
 
 # Offline by default: no usage telemetry from the embedded server or the client.
@@ -78,6 +85,7 @@ class RasterflowClient:
         resolution: float | None = None,
         nodata: float | None = None,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
+        wait: bool = True,
     ) -> str:
         """Mosaic the tiles of a GTI index over each AOI geometry into Zarr v3.
 
@@ -96,7 +104,42 @@ class RasterflowClient:
         )
         from .flows.build_gti_mosaic import build_gti_mosaic_flow
 
-        return self._run(build_gti_mosaic_flow, params)
+        return self._run(build_gti_mosaic_flow, params, wait)
+
+    def build_mosaic(
+        self,
+        datasets: list[DatasetEnum],
+        aoi: str,
+        start: datetime | date | str,
+        end: datetime | date | str,
+        crs_epsg: int = 3857,
+        xy_chunksize: int = 512,
+        shard_size_bytes: int = 3_500_000_000,
+        envs: dict[str, str] | None = None,
+        resolution: float | None = None,
+        skip_xy_coords: bool = False,
+        runtime: RuntimeEnum = RuntimeEnum.SMALL,
+        wait: bool = True,
+    ) -> str:
+        """Composite named datasets (Sentinel-2 medians, NAIP) from their STAC catalogs into Zarr v3.
+
+        One store per AOI geometry, one time slice per calendar year in
+        [``start``, ``end``] (a planting or harvest season within each year for
+        ``S2_MED_PLANTING`` / ``S2_MED_HARVEST``, chosen from the AOI's
+        latitude), bands ``<dataset>:<band>`` of every dataset on one grid
+        (``resolution`` in CRS units; default the finest native one). Catalogs
+        can be replaced per dataset in the config (``datasets``). Returns the
+        URI of a GeoParquet index like build_gti_mosaic's. See
+        docs/workflows.md for the datasets, the season rule and the memory cap.
+        """
+        params = BuildMosaicParams.parse(
+            datasets=list(datasets), aoi=aoi, start=start, end=end, crs_epsg=crs_epsg, xy_chunksize=xy_chunksize,
+            shard_size_bytes=shard_size_bytes, envs=envs, resolution=resolution, skip_xy_coords=skip_xy_coords,
+            runtime=runtime,
+        )
+        from .flows.build_mosaic import build_mosaic_flow
+
+        return self._run(build_mosaic_flow, params, wait)
 
     def vectorize_mosaic(
         self,
@@ -109,6 +152,7 @@ class RasterflowClient:
         vector_crs: str | None = "EPSG:4326",
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         envs: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> str | None:
         """Threshold store bands into polygons, exactly as one whole-raster polygonize.
 
@@ -129,7 +173,7 @@ class RasterflowClient:
         )
         from .flows.vectorize_mosaic import vectorize_mosaic_flow
 
-        return self._run(vectorize_mosaic_flow, params)
+        return self._run(vectorize_mosaic_flow, params, wait)
 
     def build_zarr_multiscales(
         self,
@@ -138,6 +182,7 @@ class RasterflowClient:
         resampling: ResamplingMethod | dict[str, ResamplingMethod] | None = None,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         envs: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> str:
         """Add overview levels and band statistics to a store, in a new store.
 
@@ -157,7 +202,7 @@ class RasterflowClient:
         )
         from .flows.build_zarr_multiscales import build_zarr_multiscales_flow
 
-        return self._run(build_zarr_multiscales_flow, params)
+        return self._run(build_zarr_multiscales_flow, params, wait)
 
     def predict_mosaic(
         self,
@@ -176,6 +221,7 @@ class RasterflowClient:
         output_xy_chunksize: int | None = None,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         envs: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> str:
         """Run a PyTorch model over mosaic stores; one prediction store per input store.
 
@@ -199,13 +245,77 @@ class RasterflowClient:
         )
         from .flows.predict_mosaic import predict_mosaic_flow
 
-        return self._run(predict_mosaic_flow, params)
+        return self._run(predict_mosaic_flow, params, wait)
 
-    def _run(self, flow, params: WorkflowParams) -> str | None:
-        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    def build_and_predict_mosaic_recipe(
+        self,
+        aoi: str,
+        start: datetime | date | str,
+        end: datetime | date | str,
+        model_recipe: ModelRecipes,
+        crs_epsg: int | None = None,
+        runtime: RuntimeEnum = RuntimeEnum.SMALL,
+        envs: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> str:
+        """Build a recipe's mosaic over ``aoi`` for [``start``, ``end``] and run its model on it.
+
+        A recipe (``ModelRecipes``) bundles datasets, feature bands in model
+        order, labels and inference settings (rasterflow/engine/recipes.py,
+        docs/workflows.md). ``crs_epsg=None`` keeps the datasets' native CRS:
+        the UTM zone of the AOI's centroid. The model's weights come from the
+        recipe's public URI unless the config's ``recipe_models`` names another
+        (a mirror, a local file); they are checked to be reachable before
+        anything runs. Returns the URI of an index GeoParquet whose
+        ``location`` column holds the prediction stores.
+        """
+        from .engine.recipes import recipe_spec
+
+        try:
+            recipe = ModelRecipes(model_recipe)
+        except ValueError:
+            raise InvalidParameterError("model_recipe", model_recipe, "is not a model recipe",
+                                        [r.value for r in ModelRecipes]) from None
+        model_path = self.config.recipe_models.get(recipe) or recipe_spec(recipe).model_uri
+        params = BuildAndPredictMosaicRecipeParams.parse(
+            aoi=aoi, start=start, end=end, model_recipe=recipe, model_path=model_path, crs_epsg=crs_epsg,
+            runtime=runtime, envs=envs,
+        )
+        self._check_recipe_model(recipe, model_path)
+        from .flows.build_and_predict_mosaic_recipe import build_and_predict_mosaic_recipe_flow
+
+        return self._run(build_and_predict_mosaic_recipe_flow, params, wait)
+
+    def _check_recipe_model(self, recipe: ModelRecipes, model_path: str) -> None:
+        """Fail before any work when the recipe's weights cannot be fetched, saying how to fix it."""
+        from .engine import uris
+        from .engine.recipes import recipe_spec
+
+        try:
+            found = uris.exists(model_path, self.config.storage_options_for(model_path))
+            reason = "no such file"
+        except Exception as exc:  # noqa: BLE001 - any failure to reach it is the same answer
+            found, reason = False, f"{type(exc).__name__}: {exc}"
+        if not found:
+            raise InvalidParameterError(
+                "model_recipe", recipe.value, f"cannot fetch its model from {model_path!r} ({reason})",
+                f"a reachable model: point the recipe at a mirror or a local copy in rasterflow.yaml with "
+                f"`recipe_models: {{{recipe.value}: <path or URL>}}`; offline, the bundled stand-in with the "
+                f"same contract is {recipe_spec(recipe).standin}",
+            )
+
+    def _run(self, flow, params: WorkflowParams, wait: bool = True) -> str | None:
+        if self.config.execution == "deployment":
+            return self._run_deployment(flow, params, wait)
+        if not wait:
+            raise InvalidParameterError(
+                "wait", wait, "needs `execution: deployment` in the config: a local run runs in this process",
+                "True, or execution: deployment",
+            )
+        from prefect.settings import temporary_settings
 
         from .engine.processes import importing_main
-        from .flows.runtime import make_task_runner
+        from .flows.runtime import make_task_runner, run_settings
 
         if importing_main():  # a worker process importing an unguarded script: never run a flow there
             raise ConfigError(
@@ -213,10 +323,56 @@ class RasterflowClient:
                 '`if __name__ == "__main__":`, or set process_pool: false in rasterflow.yaml'
             )
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
-        # Heartbeats are for workers; in-process they only add a ~1 s shutdown wait.
         # No runtime tag: tags make every task run look up tag concurrency limits,
         # an API call per task that the embedded SQLite server pays for in stalls.
-        with using_config(self.config), _environment(params.envs), temporary_settings(
-            {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-        ):
+        with using_config(self.config), _environment(params.envs), temporary_settings(run_settings(self.config)):
             return runnable(**params.flow_parameters())
+
+    def _run_deployment(self, flow, params: WorkflowParams, wait: bool) -> str | None:
+        """Run ``<flow>/<runtime>`` on its work pool; ``envs`` become the run's ``env`` job variable.
+
+        The pool, and so the infrastructure, follows from the runtime size (see
+        rasterflow/deploy.py). The flow's return value is read from its
+        persisted result, so the caller needs read access to the workers'
+        result storage (PREFECT_DEFAULT_RESULT_STORAGE_BLOCK, or a shared
+        PREFECT_HOME on one machine).
+        """
+        from prefect.deployments import run_deployment
+        from prefect.exceptions import MissingResult, ObjectNotFound
+
+        from .deploy import api_url, deployment_name
+
+        name = deployment_name(flow.name, params.runtime)
+        job_variables = {"env": dict(params.envs)} if params.envs else None
+        try:
+            flow_run = run_deployment(
+                name, parameters=params.flow_parameters(), job_variables=job_variables,
+                timeout=None if wait else 0, as_subflow=False,
+            )
+        except ObjectNotFound:
+            raise RasterflowError(
+                f"no deployment {name!r} on the Prefect API ({api_url()}): run `rasterflow deploy` "
+                "against it first, or use `execution: local`"
+            ) from None
+        if not wait:
+            return str(flow_run.id)
+        state = flow_run.state
+        where = f"flow run {flow_run.name!r} ({flow_run.id}) of {name}, {_run_url(flow_run.id)}"
+        if state is None or not state.is_completed():
+            ended = state.type.value if state is not None else "UNKNOWN"
+            message = state.message if state is not None else "no state"
+            raise RasterflowError(f"{where} ended {ended}: {message}")
+        try:
+            return state.result()
+        except MissingResult as exc:
+            raise RasterflowError(
+                f"{where} completed but its result is not readable here ({exc}); point "
+                "PREFECT_DEFAULT_RESULT_STORAGE_BLOCK at storage both workers and this process can read"
+            ) from None
+
+
+def _run_url(flow_run_id) -> str:
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"{ui}/runs/flow-run/{flow_run_id}" if ui else f"flow run id {flow_run_id}"

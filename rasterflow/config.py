@@ -10,7 +10,9 @@ Keys
 output_uri       Root URI of every output (local path, file://, s3://, memory://).
 storage_options  fsspec options per URI scheme, e.g. ``{s3: {endpoint_url: ...}}``.
                  Never logged or written to provenance.
-execution        ``local``: flows run in the calling process.
+execution        ``local``: flows run in the calling process. ``deployment``: each call
+                 runs deployment ``<flow>/<runtime>`` on that size's work pool (see
+                 ``rasterflow deploy``) and waits for it, unless ``wait=False``.
 task_runner      ``threads`` (default) or ``dask``.
 dask_address     Scheduler address for ``dask``; None starts a local cluster.
 max_workers      Threads (or local Dask workers); None = number of CPUs.
@@ -19,10 +21,16 @@ process_pool     With ``threads``: run steps that hold the GIL (polygonize) in t
 retries          Retries of each I/O task on transient errors.
 retry_delay_seconds  First back-off delay; doubles on each retry, with jitter.
 work_pools       RuntimeEnum value -> Prefect work pool name.
+datasets         DatasetEnum value -> where build_mosaic finds its items, replacing
+                 the catalog's default: ``{stac_url: ..., collection: ...}`` (either
+                 alone keeps the other) or ``{geoparquet: <stac-geoparquet URI>}``.
+recipe_models    ModelRecipes value -> model URI (a mirror or a local .pt2) used instead
+                 of the recipe's public weights, e.g. ``{ftw: /models/ftw.pt2}``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -32,15 +40,30 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .enums import RuntimeEnum
+from .enums import DatasetEnum, ModelRecipes, RuntimeEnum
 from .errors import ConfigError
 
 CONFIG_ENV_VAR = "RASTERFLOW_CONFIG_FILE"
 DEFAULT_CONFIG_PATH = Path("~/.config/rasterflow.yaml")
+S3_RETRIES = {"max_attempts": 10, "mode": "standard"}  # botocore's retry config
 
 
 def _default_work_pools() -> dict[RuntimeEnum, str]:
     return {size: f"rasterflow-{size.value}" for size in RuntimeEnum}
+
+
+class DatasetSource(BaseModel):
+    """Where a named dataset's STAC items come from: an API and collection, or a stac-geoparquet file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stac_url: str | None = None
+    collection: str | None = None
+    geoparquet: str | None = None
+
+    def describe(self) -> str:
+        return f"stac-geoparquet {self.geoparquet}" if self.geoparquet else \
+            f"STAC API {self.stac_url} (collection {self.collection!r})"
 
 
 class RasterflowConfig(BaseModel):
@@ -48,7 +71,7 @@ class RasterflowConfig(BaseModel):
 
     output_uri: str = Field(default="rasterflow-output", validate_default=True)
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
-    execution: Literal["local"] = "local"
+    execution: Literal["local", "deployment"] = "local"
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
     max_workers: int | None = Field(default=None, ge=1)
@@ -56,6 +79,8 @@ class RasterflowConfig(BaseModel):
     retries: int = Field(default=3, ge=0, le=20)
     retry_delay_seconds: float = Field(default=2.0, ge=0)
     work_pools: dict[RuntimeEnum, str] = Field(default_factory=_default_work_pools)
+    datasets: dict[DatasetEnum, DatasetSource] = Field(default_factory=dict)
+    recipe_models: dict[ModelRecipes, str] = Field(default_factory=dict)
 
     @field_validator("output_uri")
     @classmethod
@@ -71,9 +96,18 @@ class RasterflowConfig(BaseModel):
         return _default_work_pools() | value
 
     def storage_options_for(self, uri: str) -> dict[str, Any]:
-        """fsspec options for ``uri``'s scheme (``file`` for local paths)."""
+        """fsspec options for ``uri``'s scheme (``file`` for local paths).
+
+        For s3, botocore retries throttling and 5xx answers in its "standard"
+        mode up to 10 attempts unless the config says otherwise: object stores
+        shed load with 503 SlowDown, and a run should ride that out.
+        """
         scheme = uri.split("://", 1)[0] if "://" in uri else "file"
-        return dict(self.storage_options.get(scheme, {}))
+        options = copy.deepcopy(self.storage_options.get(scheme, {}))
+        if scheme in ("s3", "s3a"):
+            options["config_kwargs"] = options.get("config_kwargs") or {}
+            options["config_kwargs"].setdefault("retries", dict(S3_RETRIES))
+        return options
 
 
 def config_path() -> Path | None:

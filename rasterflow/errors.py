@@ -54,3 +54,37 @@ class InputReadError(RasterflowError):
 
 class StoreError(RasterflowError):
     """A Zarr store is missing, incomplete, or not a rasterflow store."""
+
+
+class StorageError(RasterflowError):
+    """Reading or writing ``uri`` on a storage system failed; ``transient`` says if a retry may help."""
+
+    def __init__(self, uri: str, problem: str, *, transient: bool = False):
+        self.uri = uri
+        self.transient = transient
+        super().__init__(f"{uri}: {problem}")
+
+
+# HTTP statuses object stores answer when a retry may succeed (throttling, overload, timeouts).
+TRANSIENT_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying what raised ``exc`` may succeed.
+
+    A missing object or bucket and a refused permission are permanent: retrying
+    them only delays the error a user has to fix. Other I/O failures (s3fs turns
+    exhausted 5xx retries into plain ``OSError``s; connections drop, time out)
+    are transient, as is anything we cannot classify, so an unknown failure costs
+    a few retries rather than a lost run.
+    """
+    if isinstance(exc, RasterflowError):
+        return exc.transient
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    response = getattr(exc, "response", None)  # botocore ClientError that no layer translated
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int):
+            return status in TRANSIENT_HTTP_STATUS
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -17,7 +18,9 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from .engine.query import validate_query_syntax
-from .enums import ResamplingMethod, RuntimeEnum, VectorizeMethodEnum
+from .enums import (
+    DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum,
+)
 from .errors import InvalidParameterError
 
 # Parameters that are about where a run executes or its secrets, not what it
@@ -48,6 +51,17 @@ class WorkflowParams(BaseModel):
     def flow_parameters(self) -> dict[str, Any]:
         """JSON-safe parameters of the flow run (no envs, no runtime)."""
         return self.model_dump(mode="json", exclude=set(NON_COMPUTING))
+
+
+def _day(value: Any) -> Any:
+    """A datetime stands for the day it falls on (RasterFlow's API takes datetimes)."""
+    return value.date() if isinstance(value, datetime) else value
+
+
+def _not_before_start(end: date, start: date | None) -> date:
+    if start is not None and end < start:
+        raise ValueError(f"must not be before start={start.isoformat()}")
+    return end
 
 
 def _check_epsg(value: int) -> int:
@@ -193,9 +207,6 @@ class VectorizeMosaicParams(WorkflowParams):
         return value
 
 
-from .enums import InferenceActorEnum, MergeModeEnum  # noqa: E402  (beside its user: edits here stay additive)
-
-
 def _unique_names(value: list[str], what: str) -> list[str]:
     dupes = sorted({v for v in value if value.count(v) > 1})
     if dupes:
@@ -292,3 +303,62 @@ class BuildZarrMultiscalesParams(WorkflowParams):
             raise ValueError(f"{unsupported} cannot build overviews; use average, near or mode "
                              "(one method, or a mapping band -> method)")
         return value
+
+
+class BuildMosaicParams(WorkflowParams):
+    datasets: list[DatasetEnum] = Field(min_length=1)
+    aoi: str = Field(min_length=1)
+    start: date
+    end: date
+    crs_epsg: int = 3857
+    xy_chunksize: int = Field(default=512, ge=16, le=16384)
+    shard_size_bytes: int = Field(default=3_500_000_000, gt=0)
+    resolution: float | None = Field(default=None, gt=0)
+    skip_xy_coords: bool = False
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique_datasets(cls, value: list[DatasetEnum]) -> list[DatasetEnum]:
+        dupes = sorted({d.value for d in value if value.count(d) > 1})
+        if dupes:
+            raise ValueError(f"each dataset once; repeated: {dupes}")
+        return value
+
+    @field_validator("crs_epsg")
+    @classmethod
+    def _epsg(cls, value: int) -> int:
+        return _check_epsg(value)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> Any:
+        return _day(value)
+
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, value: date, info) -> date:
+        return _not_before_start(value, info.data.get("start"))
+
+
+class BuildAndPredictMosaicRecipeParams(WorkflowParams):
+    aoi: str = Field(min_length=1)
+    start: date
+    end: date
+    model_recipe: ModelRecipes
+    model_path: str = Field(min_length=1)  # the recipe's weights, or the config's recipe_models entry
+    crs_epsg: int | None = None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> Any:
+        return _day(value)
+
+    @field_validator("crs_epsg")
+    @classmethod
+    def _epsg(cls, value: int | None) -> int | None:
+        return None if value is None else _check_epsg(value)
+
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, value: date, info) -> date:
+        return _not_before_start(value, info.data.get("start"))

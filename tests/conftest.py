@@ -41,3 +41,26 @@ def prefect_server():
     # The default 30 s start-up timeout is tight on a loaded 2-core machine.
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1, for the session."""
+    from s3_server import MotoServer
+
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_proxy(moto_server):
+    """The fault-injecting proxy in front of ``moto_server`` (faults off until a test turns them on)."""
+    from s3_server import FaultProxy
+
+    proxy = FaultProxy(moto_server.port, rate=0.2, seed=6)
+    yield proxy
+    proxy.stop()
+
+
+from stac_fixtures import stac_api, stac_sample  # noqa: E402,F401  (session fixtures of the build_mosaic tests)

@@ -55,3 +55,32 @@ def test_env_option_must_be_key_value(landsat):
         "--band", "red", "--location-field", "location", "--env", "NOEQUALS",
     ])
     assert result.exit_code != 0 and "KEY=VALUE" in result.output
+
+
+def test_build_mosaic_command(tmp_path, stac_api, stac_sample):
+    """Catalog override from rasterflow.yaml, a real STAC API, one yearly median."""
+    from stac_fixtures import s2_grid_bounds, write_aoi
+
+    x0, y0, x1, y1 = s2_grid_bounds(stac_sample)
+    aoi = write_aoi(tmp_path / "aoi.geojson", (x0 + 1000, y0 + 1000, x1 - 1000, y1 - 1000), "EPSG:32621")
+    config = tmp_path / "rasterflow.yaml"
+    config.write_text(f"output_uri: {tmp_path / 'out'}\nmax_workers: 2\n"
+                      f"datasets:\n  s2med_windowed_pixel: {{stac_url: '{stac_api}'}}\n")
+    args = ["build-mosaic", aoi, "--dataset", "s2med_windowed_pixel", "--crs-epsg", "32621", "--config", str(config)]
+    result = runner.invoke(app, [*args, "--start", "2021-06-01", "--end", "2021-01-01"])
+    assert result.exit_code == 2 and "end=" in result.output
+    result = runner.invoke(app, [*args, "--start", "2021-01-01", "--end", "2021-12-31"])
+    assert result.exit_code == 0, result.output
+    (index_path,) = (tmp_path / "out").rglob("index.parquet")
+    index = gpd.read_parquet(index_path)
+    assert index.bands[0][-1] == "s2med_windowed_pixel:N_VALID_PIXELS" and index.res_x[0] == 10.0
+def test_deploy_dry_run_lists_pools_and_deployments_without_an_api():
+    result = runner.invoke(app, ["deploy", "--dry-run", "--pool-type", "kubernetes", "-r", "gpu-small"])
+    assert result.exit_code == 0, result.output
+    assert "rasterflow-gpu-small" in result.output and "kubernetes" in result.output
+    assert "predict-mosaic/gpu-small" in result.output and "predict-mosaic/small" not in result.output
+
+
+def test_deploy_with_an_unknown_pool_type_is_a_clear_error():
+    result = runner.invoke(app, ["deploy", "--dry-run", "--pool-type", "ecs"])
+    assert result.exit_code == 2 and "pool_type='ecs'" in result.output

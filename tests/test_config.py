@@ -139,7 +139,9 @@ def test_work_pools_override_keeps_other_sizes():
 
 def test_storage_options_for_scheme():
     config = parse_config({"storage_options": {"s3": {"anon": True}, "file": {"auto_mkdir": True}, "gs": {"token": "x"}}})
-    assert config.storage_options_for("s3://bucket/key.zarr") == {"anon": True}
+    assert config.storage_options_for("s3://bucket/key.zarr") == {
+        "anon": True, "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}},
+    }
     assert config.storage_options_for("gs://bucket/key") == {"token": "x"}
     assert config.storage_options_for("/local/path") == {"auto_mkdir": True}
     assert config.storage_options_for("relative/path") == {"auto_mkdir": True}
@@ -150,7 +152,9 @@ def test_storage_options_for_scheme():
 def test_storage_options_for_returns_a_copy():
     config = parse_config({"storage_options": {"s3": {"anon": True}}})
     config.storage_options_for("s3://b/k")["anon"] = False
-    assert config.storage_options_for("s3://b/k") == {"anon": True}
+    config.storage_options_for("s3://b/k")["config_kwargs"]["retries"]["max_attempts"] = 1
+    assert config.storage_options_for("s3://b/k") == {
+        "anon": True, "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}}
 
 
 def test_storage_options_not_in_repr():
@@ -172,3 +176,20 @@ def test_home_output_uri_expanded(tmp_path):
 @pytest.mark.parametrize("uri", ["s3://bucket/prefix/", "memory://out", "file:///data/out/"])
 def test_url_output_uri_kept(uri):
     assert parse_config({"output_uri": uri}).output_uri == uri.rstrip("/")
+
+
+def test_dataset_sources_are_checked():
+    from rasterflow.enums import DatasetEnum
+
+    config = parse_config({"datasets": {"s2med_harvest": {"stac_url": "http://mirror", "collection": "s2"}}})
+    assert config.datasets[DatasetEnum.S2_MED_HARVEST].stac_url == "http://mirror"
+    with pytest.raises(ConfigError, match="datasets.s2med_harvest.url"):
+        parse_config({"datasets": {"s2med_harvest": {"url": "http://mirror"}}})
+    with pytest.raises(ConfigError, match="datasets.landsat"):
+        parse_config({"datasets": {"landsat": {"stac_url": "http://mirror"}}})
+def test_s3_retries_default_but_configured_ones_win():
+    config = parse_config({"storage_options": {"s3": {"config_kwargs": {
+        "retries": {"max_attempts": 3}, "connect_timeout": 5}}}})
+    assert config.storage_options_for("s3://b/k")["config_kwargs"] == {"retries": {"max_attempts": 3}, "connect_timeout": 5}
+    assert RasterflowConfig().storage_options_for("s3://b/k") == {
+        "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}}

@@ -116,7 +116,12 @@ def plan_gti_mosaic(
     output_root: str,
     storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {},
 ) -> MosaicPlan:
-    gti = read_vector(params.gti, "gti", storage_options_for(params.gti))
+    uris.check_output_root(output_root, storage_options_for(output_root))
+
+    def reading(uri: str) -> dict[str, Any]:
+        return uris.with_requester_pays(uri, storage_options_for(uri), params.requester_pays)
+
+    gti = read_vector(params.gti, "gti", reading(params.gti))
     _require_column(gti, params.location_field, "location_field")
     _require_column(gti, params.time_column, "time_column")
     _require_column(gti, params.sort_field, "sort_field")
@@ -125,7 +130,7 @@ def plan_gti_mosaic(
         if gti.empty:
             raise InvalidParameterError("query", params.query, "selects no tiles from the index")
 
-    aoi = read_vector(params.aoi, "aoi", storage_options_for(params.aoi))
+    aoi = read_vector(params.aoi, "aoi", reading(params.aoi))
     aoi_in_index = aoi.to_crs(gti.crs)
     hits = gti.geometry.intersects(aoi_in_index.union_all())
     if not hits.any():
@@ -139,7 +144,7 @@ def plan_gti_mosaic(
 
     base = uris.parent(params.gti)
     locations = [uris.resolve_location(str(loc), base) for loc in gti[params.location_field]]
-    infos = inspect_tiles(locations, storage_options_for(locations[0]), params.requester_pays)
+    infos = inspect_tiles(locations, reading(locations[0]), params.requester_pays)
     reads: list[TileRead] = []
     for info in infos:
         idx = band_indexes(info, params.bands)
@@ -232,18 +237,22 @@ def _segment(geom) -> float:
     return max(maxx - minx, maxy - miny, 1e-9) / 64
 
 
-def build_shard(job: ShardJob, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_shard(
+    job: ShardJob, storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {}
+) -> dict[str, Any]:
     """Render one partition and write it whole; returns a small summary."""
     from .store import write_window
     from .warp import render_window
     from ..enums import ResamplingMethod
 
     mask = wkb.loads(bytes.fromhex(job.mask_wkb)) if job.mask_wkb else None
+    tile_options = uris.with_requester_pays(job.tiles[0].uri, storage_options_for(job.tiles[0].uri),
+                                            job.requester_pays)
     data = render_window(
         job.grid, job.tiles, job.dtype, job.nodata, ResamplingMethod(job.resampling),
-        mask_geometry=mask, requester_pays=job.requester_pays, storage_options=storage_options,
+        mask_geometry=mask, requester_pays=job.requester_pays, storage_options=tile_options,
     )
-    write_window(job.store_uri, job.time_index, job.window, data, storage_options)
+    write_window(job.store_uri, job.time_index, job.window, data, storage_options_for(job.store_uri))
     valid = int(np.count_nonzero(data != job.nodata if not math.isnan(job.nodata) else ~np.isnan(data)))
     return {"key": job.key, "rows": job.window.shape[0], "cols": job.window.shape[1], "valid_values": valid}
 

@@ -70,7 +70,7 @@ from .partitions import ShardShape, Window, partition_windows, shard_shape
 from .stats import Bins, Moments, ValueCounts, band_counts, band_moments, pack_counts, summarize, unpack_counts
 from .store import (
     ATTR, COMPLETE, DATA_VAR, PROJ_CONVENTION, SPATIAL_CONVENTION, WRITING, StoreSpec, commit_store, create_store,
-    read_marker, write_window, zarr_store,
+    open_data_array, read_marker, write_window, zarr_store,
 )
 
 WORKFLOW = "build-zarr-multiscales"
@@ -263,7 +263,7 @@ def read_source(source: SourceSpec, time_index: int, window: Window,
 
 
 def _read_level(uri: str, time_index: int, window: Window, storage_options: dict[str, Any] | None) -> np.ndarray:
-    array = zarr.open_array(zarr_store(uri, storage_options, read_only=True), path=DATA_VAR, mode="r")
+    array = open_data_array(uri, storage_options)
     return array[time_index, :, window.row0 : window.row1, window.col0 : window.col1]
 
 
@@ -526,6 +526,7 @@ def plan_multiscales(
     storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {},
 ) -> MultiscalesPlan:
     """Every check that needs the inputs, then the levels and partitions; writes nothing."""
+    uris.check_output_root(output_root, storage_options_for(output_root))
     stores = input_stores(params.store, storage_options_for)
     sources = [inspect_source(uri, storage_options_for(uri)) for uri in stores]
     shapes = [level_shapes(s.grid.height, s.grid.width, s.chunk, params.levels, s.uri) for s in sources]
@@ -720,7 +721,7 @@ def _copy_shards(job: LevelJob, storage_options_for: Callable[[str], dict[str, A
     src_uri, dst_uri = job.source.uri, job.store_uri
     src_options, dst_options = storage_options_for(src_uri), storage_options_for(dst_uri)
     src = zarr.open_array(zarr_store(src_uri, src_options, read_only=True), path=DATA_VAR, mode="r")
-    dst = zarr.open_array(zarr_store(dst_uri, dst_options), path=DATA_VAR, mode="r")
+    dst = open_data_array(dst_uri, dst_options)
     if _layout(src) != _layout(dst):
         return False
     rows, cols = dst.shards[-2:]
@@ -949,7 +950,7 @@ def commit_pyramid(pyramid: PyramidPlan, bands: list[dict[str, Any]],
     them) and on the root (where a multiscales reader looks first).
     """
     level0 = pyramid.base.uri
-    zarr.open_array(zarr_store(level0, storage_options), path=DATA_VAR, mode="r+").attrs["bands"] = bands
+    open_data_array(level0, storage_options, mode="r+").attrs["bands"] = bands
     for lvl in pyramid.levels:
         commit_store(lvl.spec.uri, storage_options)
     level0_attrs = dict(zarr.open_group(zarr_store(level0, storage_options, read_only=True), mode="r").attrs)

@@ -55,10 +55,21 @@ def zarr_store(uri: str, storage_options: dict[str, Any] | None = None, read_onl
     return zarr.storage.FsspecStore.from_url(uri, storage_options=storage_options or {}, read_only=read_only)
 
 
+def open_data_array(uri: str, storage_options: dict[str, Any] | None = None, mode: str = "r") -> zarr.Array:
+    """The ``variables`` array of a rasterflow store.
+
+    Our stores are Zarr v3: saying so spares object stores zarr's probes for v2
+    metadata (.zarray, .zattrs, ...), each a HEAD and a LIST with s3fs.
+    """
+    return zarr.open_array(zarr_store(uri, storage_options, read_only=mode == "r"), path=DATA_VAR, mode=mode,
+                           zarr_format=3)
+
+
 def read_marker(uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The store's ``rasterflow`` attribute, or None if there is no such store."""
     try:
-        group = zarr.open_group(zarr_store(uri, storage_options, read_only=True), mode="r")
+        # v3 only: rasterflow writes no other, so a v2 group is "not ours" (None), unprobed.
+        group = zarr.open_group(zarr_store(uri, storage_options, read_only=True), mode="r", zarr_format=3)
     except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError,
             zarr.errors.NodeTypeValidationError):
         return None  # nothing there, an array, or unreadable metadata (JSONDecodeError is a ValueError)
@@ -156,18 +167,32 @@ def create_store(
 def write_window(
     uri: str, time_index: int, window: Window, data: np.ndarray, storage_options: dict[str, Any] | None = None
 ) -> None:
-    """Write whole shards: ``window`` must be shard aligned (see partitions)."""
-    array = zarr.open_array(zarr_store(uri, storage_options), path=DATA_VAR, mode="r+")
-    array[time_index, :, window.row0 : window.row1, window.col0 : window.col1] = data
+    """Write whole shards: ``window`` must be shard aligned (see partitions).
+
+    Storage failures come out as a ``StorageError`` naming the store, transient
+    or not (a refused write is not worth retrying, a throttled one is).
+    """
+    try:
+        array = open_data_array(uri, storage_options, mode="r+")
+        array[time_index, :, window.row0 : window.row1, window.col0 : window.col1] = data
+    except OSError as exc:  # what fsspec raises for every storage failure
+        raise uris.storage_error(uri, exc) from exc
 
 
 def commit_store(uri: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Consolidate metadata, then mark the store complete (the last write)."""
+    """Consolidate metadata, then mark the store complete (the last write).
+
+    Committing a complete store changes nothing: it was adopted with the same
+    fingerprint, so its content is what it was, and keeping ``completed``
+    keeps the identity that downstream workflows' cache keys are built on.
+    """
+    if (read_marker(uri, storage_options) or {}).get("status") == COMPLETE:
+        return
     store = zarr_store(uri, storage_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ZarrUserWarning)  # consolidated metadata is not in the v3 spec yet
         zarr.consolidate_metadata(store)
-    group = zarr.open_group(store, mode="r+")
+    group = zarr.open_group(store, mode="r+", zarr_format=3)
     marker = dict(group.attrs[ATTR])
     marker.update(status=COMPLETE, completed=datetime.now(timezone.utc).isoformat())
     group.attrs[ATTR] = marker
@@ -183,4 +208,4 @@ def open_store(uri: str, storage_options: dict[str, Any] | None = None) -> xr.Da
             f"{uri}: store is incomplete (status {marker.get('status')!r}); its workflow did not "
             "finish. Re-run the same call to resume it."
         )
-    return xr.open_zarr(zarr_store(uri, storage_options, read_only=True), consolidated=True)
+    return xr.open_zarr(zarr_store(uri, storage_options, read_only=True), consolidated=True, zarr_format=3)

@@ -9,15 +9,18 @@ reported before anything is written.
 from __future__ import annotations
 
 import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 import geopandas as gpd
 import rasterio
 from pydantic import BaseModel, ConfigDict
 from rasterio.errors import RasterioError
+from rasterio.session import Session
 
-from ..errors import InputReadError, InvalidParameterError
+from ..errors import InputReadError, InvalidParameterError, is_transient
 from . import uris
 
 VECTOR_FORMATS = "a GeoParquet, GeoPackage, GeoJSON, Shapefile or other file geopandas reads"
@@ -39,8 +42,18 @@ class TileInfo(BaseModel):
     fingerprint: str
 
 
-def gdal_env(requester_pays: bool = False) -> dict[str, str]:
-    """GDAL config options for reading tiles."""
+# /vsis3/ retries (GDAL doubles the delay, with jitter, on 429/5xx and dropped
+# connections); environment variables of the same names win, so ``envs`` can tune them.
+GDAL_RETRY_DEFAULTS = {"GDAL_HTTP_MAX_RETRY": "5", "GDAL_HTTP_RETRY_DELAY": "0.5"}
+
+
+def gdal_env(requester_pays: bool = False, storage_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """GDAL config options for reading tiles, credentials excepted (see ``gdal_credentials``).
+
+    ``storage_options`` are the s3fs options of the tiles' URI scheme, so an
+    endpoint, region or requester-pays setting configured once in rasterflow.yaml
+    applies to GDAL's /vsis3/ as it does to s3fs.
+    """
     env = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         # GDAL >= 3.9 reads several bands of a warped VRT through a dataset-level
@@ -48,9 +61,65 @@ def gdal_env(requester_pays: bool = False) -> dict[str, str]:
         # same pixels (measured: benchmarks/build_gti_mosaic_vs_gdalwarp.py).
         "GDAL_VRT_WARP_USE_DATASET_RASTERIO": "NO",
     }
-    if requester_pays:
+    env |= {k: v for k, v in GDAL_RETRY_DEFAULTS.items() if k not in os.environ}
+    options = storage_options or {}
+    client_kwargs = options.get("client_kwargs") or {}
+    endpoint = options.get("endpoint_url") or client_kwargs.get("endpoint_url")
+    if endpoint:
+        parts = urlsplit(endpoint)
+        env["AWS_S3_ENDPOINT"] = parts.netloc + parts.path.rstrip("/")
+        env["AWS_HTTPS"] = "NO" if parts.scheme == "http" else "YES"
+        # Path-style unless the config asks boto for virtual hosting, as s3fs
+        # does against custom endpoints (MinIO, Ceph, moto have no bucket DNS).
+        style = ((options.get("config_kwargs") or {}).get("s3") or {}).get("addressing_style")
+        env["AWS_VIRTUAL_HOSTING"] = "TRUE" if style == "virtual" else "FALSE"
+    region = client_kwargs.get("region_name") or options.get("region_name")
+    if region:
+        env["AWS_REGION"] = region
+    if options.get("profile"):
+        env["AWS_PROFILE"] = options["profile"]
+    if options.get("anon"):
+        env["AWS_NO_SIGN_REQUEST"] = "YES"
+    if requester_pays or options.get("requester_pays"):
         env["AWS_REQUEST_PAYER"] = "requester"
     return env
+
+
+def gdal_credentials(storage_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """GDAL's AWS credential options from s3fs' ``key``/``secret``/``token``, if configured."""
+    options = storage_options or {}
+    names = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY", "token": "AWS_SESSION_TOKEN"}
+    return {names[k]: str(options[k]) for k in names if options.get(k)}
+
+
+class _ConfiguredCredentials(Session):
+    """Credentials from the rasterflow config, handed to GDAL as config options.
+
+    rasterio refuses AWS credentials as plain ``Env`` options and builds its
+    ``AWSSession`` from boto3's default chain, which knows nothing of our
+    config; a session is the channel it offers for explicit ones.
+    """
+
+    def __init__(self, options: dict[str, str]):
+        self._options = options
+
+    @classmethod
+    def hascreds(cls, config: dict[str, Any]) -> bool:
+        return True
+
+    def get_credential_options(self) -> dict[str, str]:
+        return dict(self._options)
+
+
+def tile_env(requester_pays: bool = False, storage_options: dict[str, Any] | None = None) -> rasterio.Env:
+    """The rasterio/GDAL environment tiles are opened in.
+
+    Without configured keys GDAL (and rasterio's boto3 session) find credentials
+    themselves: environment variables, ~/.aws, instance roles.
+    """
+    credentials = gdal_credentials(storage_options)
+    session = _ConfiguredCredentials(credentials) if credentials else None
+    return rasterio.Env(session=session, **gdal_env(requester_pays, storage_options))
 
 
 def read_vector(uri: str, param: str, storage_options: dict[str, Any] | None = None) -> gpd.GeoDataFrame:
@@ -78,7 +147,7 @@ def read_vector(uri: str, param: str, storage_options: dict[str, Any] | None = N
 
 def inspect_tile(uri: str, storage_options: dict[str, Any] | None = None, requester_pays: bool = False) -> TileInfo:
     try:
-        with rasterio.Env(**gdal_env(requester_pays)), rasterio.open(uris.rasterio_path(uri)) as src:
+        with tile_env(requester_pays, storage_options), rasterio.open(uris.rasterio_path(uri)) as src:
             if src.crs is None:
                 raise InputReadError(uri, "tile has no CRS")
             info = dict(
@@ -98,8 +167,8 @@ def inspect_tile(uri: str, storage_options: dict[str, Any] | None = None, reques
 def _read_error(uri: str, exc: Exception, storage_options: dict[str, Any] | None) -> InputReadError:
     try:
         present = uris.exists(uri, storage_options)
-    except Exception:
-        return InputReadError(uri, f"cannot open tile ({exc})", transient=True)
+    except Exception as probe:  # a refused stat (403) is as permanent as a refused read
+        return InputReadError(uri, f"cannot open tile ({exc}; {probe})", transient=is_transient(probe))
     if not present:
         return InputReadError(uri, "tile file does not exist")
     # The object is there but GDAL failed: corrupt locally; remotely it may be a blip.

@@ -13,6 +13,8 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
+from ..errors import InvalidParameterError, StorageError, is_transient
+
 GDAL_SCHEMES = {"s3", "gs", "gcs", "az", "abfs", "http", "https", "file"}
 
 
@@ -50,6 +52,47 @@ def resolve_location(location: str, base_dir: str) -> str:
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None):
     """(fsspec filesystem, path) for ``uri``."""
     return url_to_fs(uri, **(storage_options or {}))
+
+
+def with_requester_pays(uri: str, storage_options: dict[str, Any], requester_pays: bool) -> dict[str, Any]:
+    """``storage_options`` for reading ``uri`` from a requester-pays bucket when asked (s3fs' own option)."""
+    if requester_pays and protocol(uri) == "s3":
+        return storage_options | {"requester_pays": True}
+    return storage_options
+
+
+# Schemes whose first path element is a bucket (container) that we never create.
+BUCKET_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+
+
+def check_output_root(uri: str, storage_options: dict[str, Any] | None = None, param: str = "output_uri") -> None:
+    """Fail before anything is written when ``uri``'s bucket is missing or refused.
+
+    Without this, a typo in the bucket name surfaces as a failed write deep in
+    the first task, after planning; here it is one clear error naming the URI.
+    """
+    if protocol(uri) not in BUCKET_SCHEMES:
+        return
+    fs, path = filesystem(uri, storage_options)
+    bucket = path.split("/", 1)[0]
+    try:
+        fs.info(bucket)
+    except FileNotFoundError:
+        raise InvalidParameterError(param, uri, f"bucket {bucket!r} does not exist",
+                                    "a URI in an existing bucket (buckets are not created by rasterflow)") from None
+    except Exception as exc:
+        raise storage_error(uri, exc) from None
+
+
+def storage_error(uri: str, exc: BaseException) -> StorageError:
+    """``exc`` (raised by fsspec, botocore, ...) on ``uri`` as a ``StorageError`` naming it."""
+    if isinstance(exc, FileNotFoundError):
+        problem = "no such file or object"
+    elif isinstance(exc, PermissionError):
+        problem = f"access denied ({exc}); check the credentials in storage_options or the environment"
+    else:
+        problem = f"{type(exc).__name__}: {exc}"
+    return StorageError(uri, problem, transient=is_transient(exc))
 
 
 def exists(uri: str, storage_options: dict[str, Any] | None = None) -> bool:

@@ -42,7 +42,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
-import zarr
 from affine import Affine
 from pydantic import BaseModel, ConfigDict
 from pyproj import CRS, Transformer
@@ -59,7 +58,7 @@ from .fingerprint import code_fingerprint, stable_hash
 from .grid import Grid
 from .index import stores_of
 from .partitions import Window
-from .store import DATA_VAR, open_store, read_marker, zarr_store
+from .store import DATA_VAR, open_data_array, open_store, read_marker
 
 WORKFLOW = "vectorize-mosaic"
 RESULT_NAME = "polygons.parquet"
@@ -172,6 +171,7 @@ def plan_vectorize(
     storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {},
 ) -> VectorizePlan:
     """Check the inputs and lay out every block; writes nothing."""
+    uris.check_output_root(output_root, storage_options_for(output_root))
     store_uris = stores_of(params.store, storage_options_for(params.store))
     stores = [
         _source_store(u, params.features, params.xy_block_multiplier, storage_options_for(u)) for u in store_uris
@@ -463,7 +463,7 @@ def polygonize_array(
 
 def read_block(job: BlockJob, storage_options: dict[str, Any] | None = None) -> np.ndarray:
     """The job's features over its window (features x rows x cols): whole chunks, one read."""
-    array = zarr.open_array(zarr_store(job.store.uri, storage_options, read_only=True), path=DATA_VAR, mode="r")
+    array = open_data_array(job.store.uri, storage_options)
     w = job.window
     block = array[job.time_index, :, w.row0 : w.row1, w.col0 : w.col1]
     return block[job.store.feature_indexes]

@@ -29,7 +29,7 @@ from rasterio.vrt import WarpedVRT
 
 from ..enums import ResamplingMethod
 from .grid import Grid
-from .tileindex import _read_error, gdal_env
+from .tileindex import _read_error, tile_env
 from . import uris
 
 EXACT_TOLERANCE = 1e-9
@@ -83,13 +83,14 @@ def render_window(
     """Pixels of ``grid`` (bands, rows, cols) from ``tiles`` in ascending priority.
 
     Pixels whose centre falls outside ``mask_geometry`` (in the grid's CRS) are
-    nodata, as are pixels no tile covers.
+    nodata, as are pixels no tile covers. ``storage_options`` are the tiles'
+    (s3fs options, also turned into GDAL's /vsis3/ configuration).
     """
     shape = (len(tiles[0].band_indexes) if tiles else 0, grid.height, grid.width)
     out = np.full(shape, nodata, dtype=dtype)
     scratch = np.empty_like(out)
     kernel = gdal_resampling(resampling)
-    with rasterio.Env(**gdal_env(requester_pays)):
+    with tile_env(requester_pays, storage_options):
         for tile in tiles:
             try:
                 with rasterio.open(uris.rasterio_path(tile.uri)) as src, WarpedVRT(
@@ -106,3 +107,66 @@ def render_window(
         outside = geometry_mask([mask_geometry], out_shape=shape[1:], transform=grid.affine)
         out[:, outside] = nodata
     return out
+
+
+def _whole(value: float) -> int | None:
+    nearest = round(value)
+    return nearest if abs(value - nearest) < 1e-6 else None
+
+
+def read_aligned(
+    grid: Grid,
+    tile: TileRead,
+    dtype: str,
+    nodata: float,
+    requester_pays: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> np.ndarray | None:
+    """``render_window(grid, [tile], ..., NEAREST)`` without a warp, or None when it needs one.
+
+    When the tile is north-up in the grid's CRS, its pixels are whole multiples
+    of the grid's (10, 20, 60 m bands onto a 10 m grid) and their edges fall
+    on grid edges, nearest neighbour is a window read and a repeat: each grid
+    pixel centre lies in exactly one tile pixel. Same pixels as the warp
+    (tests/engine/test_warp.py), at a fraction of its cost (no per-pixel
+    coordinate transformation). Tiles with masks other than nodata are left to
+    the warp, which honours them.
+    """
+    from rasterio.enums import MaskFlags
+
+    with rasterio.Env(**gdal_env(requester_pays)):
+        try:
+            with rasterio.open(uris.rasterio_path(tile.uri)) as src:
+                st, gt = src.transform, grid.affine
+                if src.crs is None or src.crs != grid.rio_crs or st.b or st.d or gt.b or gt.d or st.e > 0:
+                    return None
+                kx, ky = _whole(st.a / gt.a), _whole(st.e / gt.e)
+                ox, oy = _whole((gt.c - st.c) / gt.a), _whole((gt.f - st.f) / gt.e)
+                if None in (kx, ky, ox, oy) or kx < 1 or ky < 1:
+                    return None
+                if any(set(src.mask_flag_enums[i - 1]) - {MaskFlags.all_valid, MaskFlags.nodata}
+                       for i in tile.band_indexes):
+                    return None
+                # Tile pixels holding grid rows oy .. oy+height-1 (in grid pixels from the tile's origin).
+                r0, r1 = oy // ky, (oy + grid.height - 1) // ky + 1
+                c0, c1 = ox // kx, (ox + grid.width - 1) // kx + 1
+                rr0, rr1 = max(r0, 0), min(r1, src.height)
+                cc0, cc1 = max(c0, 0), min(c1, src.width)
+                inside = (rr0, rr1, cc0, cc1) == (r0, r1, c0, c1)
+                if inside:
+                    raw = src.read(list(tile.band_indexes), window=((r0, r1), (c0, c1)))
+                    block = raw.astype(dtype, copy=False)
+                else:
+                    block = np.full((len(tile.band_indexes), r1 - r0, c1 - c0), nodata, dtype=dtype)
+                    if rr0 < rr1 and cc0 < cc1:
+                        raw = src.read(list(tile.band_indexes), window=((rr0, rr1), (cc0, cc1)))
+                        block[:, rr0 - r0: rr1 - r0, cc0 - c0: cc1 - c0] = raw
+                if tile.nodata is not None and rr0 < rr1 and cc0 < cc1:
+                    part = block[:, rr0 - r0: rr1 - r0, cc0 - c0: cc1 - c0]
+                    part[raw == tile.nodata] = nodata
+        except RasterioError as exc:
+            raise _read_error(tile.uri, exc, storage_options) from None
+    if kx > 1 or ky > 1:
+        block = block.repeat(ky, axis=1).repeat(kx, axis=2)
+    top, left = oy - r0 * ky, ox - c0 * kx
+    return block[:, top: top + grid.height, left: left + grid.width]

@@ -8,7 +8,6 @@ after all its partitions succeeded; the index is written last.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from ..config import current_config
 from ..enums import ResamplingMethod
@@ -21,10 +20,11 @@ from ..tasks.mosaic import (
     write_index_task,
 )
 from ..tasks.policy import io_task_options
-from .runtime import wait_reporting
+from ..tasks.publish import publish_stores
+from .runtime import write_stores
 
 
-@flow(name="build-gti-mosaic", validate_parameters=True)
+@flow(name="build-gti-mosaic", validate_parameters=True, persist_result=True)
 def build_gti_mosaic_flow(
     gti: str,
     aoi: str,
@@ -54,31 +54,11 @@ def build_gti_mosaic_flow(
     plan = plan_partitions(params, config.output_uri)
     logger.info("%d store(s), %d partition(s) under %s", len(plan.stores), plan.n_jobs, plan.output_dir)
 
-    generations = {s.spec.uri: create_store_task(s, plan.provenance) for s in plan.stores}
-    shard_task = build_shard.with_options(**io_task_options(config))
-    futures = [shard_task.submit(job, generations[s.spec.uri]) for s in plan.stores for job in s.jobs]
-    wait_reporting(futures, "partitions")
-
-    for store in plan.stores:
-        commit_store_task(store.spec.uri)
+    write_stores(plan, build_shard.with_options(**io_task_options(config)), create_store_task, commit_store_task)
     index_uri = write_index_task(plan)
-    _publish(plan, index_uri)
-    return index_uri
-
-
-def _publish(plan, index_uri: str) -> None:
-    """Artifacts for people in the Prefect UI: what was written, where."""
-    rows = [
-        {
-            "location": s.spec.uri, "bands": ", ".join(s.spec.bands), "time slots": len(s.spec.times),
-            "shape": f"{s.spec.grid.height} x {s.spec.grid.width}", "crs": s.spec.grid.rio_crs.to_string(),
-            "partitions": len(s.jobs),
-        }
-        for s in plan.stores
-    ]
-    create_table_artifact(rows, key="build-gti-mosaic-outputs", description="Stores written by this run")
-    create_markdown_artifact(
+    publish_stores(
+        "build-gti-mosaic", index_uri,
         f"# build-gti-mosaic\n\nIndex: `{index_uri}`\n\n{len(plan.stores)} store(s), "
-        f"{plan.n_jobs} partition(s), bands {plan.stores[0].spec.bands if plan.stores else []}.",
-        key="build-gti-mosaic-summary",
+        f"{plan.n_jobs} partition(s), bands {', '.join(plan.stores[0].spec.bands) if plan.stores else '-'}.",
     )
+    return index_uri

@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from ..config import current_config
 from ..enums import ResamplingMethod
@@ -36,10 +35,11 @@ from ..tasks.multiscales import (
     write_index_task,
 )
 from ..tasks.policy import io_task_options
+from ..tasks.publish import publish_stores
 from .runtime import wait_reporting
 
 
-@flow(name="build-zarr-multiscales", validate_parameters=True)
+@flow(name="build-zarr-multiscales", validate_parameters=True, persist_result=True)
 def build_zarr_multiscales_flow(
     store: str,
     levels: int | None = None,
@@ -101,25 +101,10 @@ def build_zarr_multiscales_flow(
     for pyramid in plan.pyramids:
         commit_pyramid_task.with_options(**options)(pyramid, results[pyramid.uri])
     index_uri = write_index_task.with_options(**options)(plan)
-    _publish(plan, index_uri)
-    return index_uri
-
-
-def _publish(plan, index_uri: str) -> None:
-    """Artifacts for people in the Prefect UI: what was written, where."""
-    rows = [
-        {
-            "location": p.uri, "source": p.input_uri, "levels": len(p.levels),
-            "shapes": ", ".join(f"{lvl.spec.grid.height} x {lvl.spec.grid.width}" for lvl in p.levels),
-            "bands": ", ".join(p.base.bands), "resampling": ", ".join(m.value for m in p.methods),
-        }
-        for p in plan.pyramids
-    ]
-    create_table_artifact(rows, key="build-zarr-multiscales-outputs",
-                          description="Multiscales stores written by this run")
     jobs = sum(len(lvl.jobs) for p in plan.pyramids for lvl in p.levels)
-    create_markdown_artifact(
+    publish_stores(
+        "build-zarr-multiscales", index_uri,
         f"# build-zarr-multiscales\n\nIndex: `{index_uri}`\n\n{len(plan.pyramids)} store(s), "
         f"up to {plan.n_levels} level(s), {jobs} partition(s).",
-        key="build-zarr-multiscales-summary",
     )
+    return index_uri

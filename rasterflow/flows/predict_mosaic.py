@@ -9,7 +9,6 @@ is committed only after all its blocks succeeded; the index is written last.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from ..config import current_config
 from ..enums import InferenceActorEnum, MergeModeEnum
@@ -17,10 +16,11 @@ from ..params import PredictMosaicParams
 from ..tasks.mosaic import commit_store_task
 from ..tasks.policy import io_task_options
 from ..tasks.predict import create_prediction_store_task, infer_block, plan_blocks, write_prediction_index
+from ..tasks.publish import publish_stores
 from .runtime import wait_reporting
 
 
-@flow(name="predict-mosaic", validate_parameters=True)
+@flow(name="predict-mosaic", validate_parameters=True, persist_result=True)
 def predict_mosaic_flow(
     store: str,
     model_path: str,
@@ -57,25 +57,11 @@ def predict_mosaic_flow(
     for s in plan.stores:
         commit_store_task(s.spec.uri)
     index_uri = write_prediction_index(plan)
-    _publish(plan, index_uri)
-    return index_uri
-
-
-def _publish(plan, index_uri: str) -> None:
-    """Artifacts for people in the Prefect UI: what was written, from what, where."""
-    rows = [
-        {
-            "location": s.spec.uri, "source": s.source, "bands": ", ".join(s.spec.bands),
-            "time slots": len(s.spec.times), "shape": f"{s.spec.grid.height} x {s.spec.grid.width}",
-            "blocks": len(s.jobs),
-        }
-        for s in plan.stores
-    ]
-    create_table_artifact(rows, key="predict-mosaic-outputs", description="Prediction stores written by this run")
     inputs = plan.provenance["inputs"]
-    create_markdown_artifact(
+    publish_stores(
+        "predict-mosaic", index_uri,
         f"# predict-mosaic\n\nIndex: `{index_uri}`\n\nModel `{inputs['model_path']}` "
         f"(sha256 `{inputs['model_sha256'][:12]}`, {inputs['model_format']}) on `{inputs['device']}`; "
         f"{len(plan.stores)} store(s), {plan.n_jobs} block(s).",
-        key="predict-mosaic-summary",
     )
+    return index_uri

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from typing import Any
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
+from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ..config import RasterflowConfig
@@ -14,17 +17,41 @@ from ..config import RasterflowConfig
 # Progress for people watching a local run (the CLI attaches a handler);
 # the Prefect UI gets the same numbers as a progress artifact.
 progress_log = logging.getLogger("rasterflow.progress")
+# Each artifact update is an API call from the flow's thread: at most one a second, and the last.
+PROGRESS_INTERVAL_SECONDS = 1.0
 
 
 def make_task_runner(config: RasterflowConfig):
     workers = config.max_workers or os.cpu_count() or 1
     if config.task_runner == "dask":
-        from prefect_dask import DaskTaskRunner
+        from .dask_runner import ConfiguredDaskTaskRunner
 
         if config.dask_address:
-            return DaskTaskRunner(address=config.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+            return ConfiguredDaskTaskRunner(config, address=config.dask_address)
+        cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
+        return ConfiguredDaskTaskRunner(config, cluster_kwargs=cluster)
     return ThreadPoolTaskRunner(max_workers=workers)
+
+
+def run_settings(config: RasterflowConfig) -> dict[Any, Any]:
+    """Prefect settings for one flow run in this process.
+
+    Heartbeats are for workers; in-process they only add a ~1 s shutdown wait.
+    With Dask and no ``PREFECT_API_URL``, the embedded server is started here and
+    its URL set for the run: Prefect ships the run's settings with every task,
+    and a worker process without an API URL starts an embedded server of its own
+    (about 10 s per worker per run, all on one SQLite file). Remote workers
+    cannot reach this loopback URL: clusters on other machines need a real
+    server (``PREFECT_API_URL``).
+    """
+    settings: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}  # Setting -> value
+    if config.task_runner == "dask" and not PREFECT_API_URL.value():
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        server.start()
+        settings[PREFECT_API_URL] = server.api_url
+    return settings
 
 
 def wait_reporting(futures: list, label: str) -> list:
@@ -36,6 +63,7 @@ def wait_reporting(futures: list, label: str) -> list:
     total = len(futures)
     artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: 0/{total}") if total else None
     results, failures = [], []
+    reported = time.monotonic()
     for done, future in enumerate(as_completed(futures), start=1):
         state = future.state
         if state.is_failed() or state.is_crashed():
@@ -43,8 +71,21 @@ def wait_reporting(futures: list, label: str) -> list:
         else:
             results.append(future.result())
         progress_log.info("%s %d/%d", label, done, total, extra={"done": done, "total": total, "label": label})
-        if artifact_id is not None:
+        if artifact_id is not None and (done == total or time.monotonic() - reported >= PROGRESS_INTERVAL_SECONDS):
+            reported = time.monotonic()
             update_progress_artifact(artifact_id, progress=100.0 * done / total, description=f"{label}: {done}/{total}")
     if failures:
         failures[0].result()  # raises the task's own exception
     return results
+
+
+def write_stores(plan, shard_task, create_store_task, commit_store_task) -> None:
+    """Create every store of ``plan``, build its partitions with ``shard_task``, then commit.
+
+    A store is committed only after all its partitions succeeded.
+    """
+    generations = {s.spec.uri: create_store_task(s, plan.provenance) for s in plan.stores}
+    futures = [shard_task.submit(job, generations[s.spec.uri]) for s in plan.stores for job in s.jobs]
+    wait_reporting(futures, "partitions")
+    for store in plan.stores:
+        commit_store_task(store.spec.uri)

@@ -10,17 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from ..config import current_config
 from ..enums import VectorizeMethodEnum
 from ..params import VectorizeMosaicParams
 from ..tasks.policy import io_task_options
+from ..tasks.publish import publish_polygons
 from ..tasks.vectorize import create_output_task, merge_parquet, plan_blocks, polygonize
 from .runtime import wait_reporting
 
 
-@flow(name="vectorize-mosaic", validate_parameters=True)
+@flow(name="vectorize-mosaic", validate_parameters=True, persist_result=True)
 def vectorize_mosaic_flow(
     store: str,
     features: list[str],
@@ -51,20 +51,16 @@ def vectorize_mosaic_flow(
 
 
 def _publish(plan, summaries: list[dict[str, Any]], result: dict[str, Any]) -> None:
-    """Artifacts for people in the Prefect UI: what was found, where."""
+    """Artifacts for people in the Prefect UI: what was found, where, from which stores."""
     finished = sum(s["finished"] for s in summaries)
     border = sum(s["border"] for s in summaries)
-    rows = [
-        {"store": s.uri, "shape": f"{s.grid.height} x {s.grid.width}", "time slots": len(s.times),
-         "blocks per slot": sum(1 for j in plan.jobs if j.store.uri == s.uri and j.time_index == 0)}
-        for s in plan.stores
-    ]
-    create_table_artifact(rows, key="vectorize-mosaic-inputs", description="Stores vectorized by this run")
     where = f"`{result['uri']}`" if result["uri"] else "nothing (no polygon passed the threshold and min_area)"
-    create_markdown_artifact(
+    stores = "".join(f"\n- `{s.uri}` ({s.grid.height} x {s.grid.width}, {len(s.times)} time slot(s))"
+                     for s in plan.stores)
+    summary = (
         f"# vectorize-mosaic\n\nResult: {where}\n\n{result['polygons']} polygon(s) of "
         f"{', '.join(plan.settings.features)} at threshold {plan.settings.threshold}, "
         f"{plan.settings.connectivity}-connected; {len(plan.jobs)} block(s), {finished} piece(s) finished "
-        f"in their block, {border} joined across block edges.",
-        key="vectorize-mosaic-summary",
+        f"in their block, {border} joined across block edges.\n\nStores vectorized:{stores}"
     )
+    publish_polygons("vectorize-mosaic", result["uri"], list(plan.settings.features), summary)

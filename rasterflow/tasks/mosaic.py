@@ -47,7 +47,7 @@ def _shard_cache_key(context, parameters: dict[str, Any]) -> str:
 )
 def build_shard(job: engine.ShardJob, generation: str) -> dict[str, Any]:
     config = current_config()
-    return engine.build_shard(job, config.storage_options_for(job.store_uri))
+    return engine.build_shard(job, config.storage_options_for)
 
 
 @task(name="commit-store", persist_result=False)

@@ -175,3 +175,32 @@ def test_reprojected_nearest_matches_proj_per_pixel(landsat_tile, web_mercator_g
 
     assert inside.mean() > 0.9
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("res, col_off, row_off", [(30, -5, 400), (10, 7, -11), (10, -40, 25), (15, 3, -5), (5, -1, 2)])
+@pytest.mark.parametrize("dtype, nodata", [("uint16", 0), ("float32", float("nan"))])
+def test_read_aligned_equals_the_warp(landsat_tile, res, col_off, row_off, dtype, nodata):
+    """Grids whose pixels divide the tile's, edges on its edges, some partly outside it."""
+    from rasterflow.engine.warp import read_aligned
+
+    with rasterio.open(landsat_tile) as src:
+        t = src.transform
+        grid = Grid(crs=src.crs.to_wkt(), transform=(res, 0.0, t.c + col_off * res, 0.0, -res, t.f - row_off * res),
+                    width=300, height=200)
+    tile = _tile(landsat_tile)
+    got = read_aligned(grid, tile, dtype, nodata)
+    expected = _render(grid, [tile], dtype=dtype, nodata=nodata)
+    np.testing.assert_array_equal(got, expected)
+    assert (np.isnan(got) if dtype == "float32" else got == 0).any()  # reaches past the tile's edge
+
+
+def test_read_aligned_declines_what_needs_a_warp(landsat_tile, web_mercator_grid):
+    from rasterflow.engine.warp import read_aligned
+
+    with rasterio.open(landsat_tile) as src:
+        t, crs = src.transform, src.crs.to_wkt()
+    tile = _tile(landsat_tile)
+    shifted = Grid(crs=crs, transform=(10.0, 0.0, t.c + 5, 0.0, -10.0, t.f), width=50, height=50)
+    coarser = Grid(crs=crs, transform=(45.0, 0.0, t.c, 0.0, -45.0, t.f), width=50, height=50)
+    for grid in (web_mercator_grid, shifted, coarser):
+        assert read_aligned(grid, tile, "uint16", 0) is None

@@ -113,6 +113,30 @@ def test_regression_model(client, mosaics, tmp_path):
     assert got.shape[0] == 1 and np.abs(got[:, valid] - expected[:, valid]).max() <= 1e-4
 
 
+def test_change_detection_through_the_client(client, haiti, tmp_path):
+    """Two dates of the Haiti sample: one time slice out, at the later date, with its time_delta."""
+    import pandas as pd
+
+    bands = ["red", "green", "blue", "nir"]
+    mosaic = client.build_gti_mosaic(str(haiti / "tiles.parquet"), str(haiti / "aoi.geojson"), bands, "location",
+                                     crs_epsg=32618, time_column="datetime", xy_chunksize=64)
+    net = Fcn(8, 2, seed=5, scale=100.0)
+    index = gpd.read_parquet(predict(
+        client, mosaic, export(net, tmp_path / "change.pt2", 8), features=bands, labels=["same", "changed"],
+        actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_CHANGE_DETECTION_PYTORCH, patch_size=32, clip_size=3,
+    ))
+    got = xr.open_zarr(index.location[0])
+    src = xr.open_zarr(gpd.read_parquet(mosaic).location[0])["variables"].values.astype(np.float32)
+    assert got["variables"].shape[0] == 1 and pd.Timestamp(got.time.values[0]) == pd.Timestamp("2016-04-01")
+    assert got["time_delta"].values[0] == np.timedelta64(91, "D")
+    both = (src[0] != 0).any(axis=0) & (src[1] != 0).any(axis=0)
+    logits = whole_image(net, np.concatenate([src[0], src[1]]))
+    expected = np.exp(logits - logits.max(axis=0)) / np.exp(logits - logits.max(axis=0)).sum(axis=0)
+    values = got["variables"].values[0]
+    assert np.abs(values[:, both] - expected[:, both]).max() <= 1e-5
+    assert np.isnan(values[:, ~both]).all()  # a change needs both dates
+
+
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bad-models")

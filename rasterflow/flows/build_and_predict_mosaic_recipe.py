@@ -1,0 +1,51 @@
+"""build-and-predict-mosaic-recipe: one call from an area and dates to predictions.
+
+choose-crs (unless given) -> build-mosaic (subflow: the recipe's datasets over
+the AOI) -> predict-mosaic (subflow: the recipe's model over every store of
+that mosaic's index). Both subflows are ordinary runs of those flows, shown
+nested under this one in the Prefect UI, with their own caching: an identical
+call lands on the same content-addressed stores and its cached tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from prefect import flow
+
+from ..engine.recipes import recipe_spec
+from ..enums import ModelRecipes
+from ..tasks.publish import publish_stores
+from ..tasks.recipe import choose_crs
+from .build_mosaic import build_mosaic_flow
+from .predict_mosaic import predict_mosaic_flow
+
+
+@flow(name="build-and-predict-mosaic-recipe", validate_parameters=True, persist_result=True)
+def build_and_predict_mosaic_recipe_flow(
+    aoi: str,
+    start: date,
+    end: date,
+    model_recipe: ModelRecipes,
+    model_path: str,
+    crs_epsg: int | None = None,
+) -> str:
+    """Mosaic the recipe's datasets and run its model; returns the prediction index URI."""
+    recipe = recipe_spec(model_recipe)
+    epsg = crs_epsg if crs_epsg is not None else choose_crs(aoi)
+    mosaic = build_mosaic_flow(
+        datasets=list(recipe.datasets), aoi=aoi, start=start, end=end, crs_epsg=epsg,
+        resolution=recipe.resolution,
+    )
+    predictions = predict_mosaic_flow(
+        store=mosaic, model_path=model_path, patch_size=recipe.patch_size, clip_size=recipe.clip_size,
+        device="auto", features=list(recipe.features), labels=list(recipe.labels), actor=recipe.actor,
+        max_batch_size=recipe.max_batch_size, merge_mode=recipe.merge_mode,
+    )
+    publish_stores(
+        "build-and-predict-mosaic-recipe", predictions,
+        f"# {recipe.recipe.value}\n\n{recipe.public_model.name} ({recipe.public_model.source}).\n\n"
+        f"- model: `{model_path}`\n- mosaic index: `{mosaic}` (EPSG:{epsg})\n"
+        f"- predictions index: `{predictions}`\n- labels: {', '.join(recipe.labels)}\n",
+    )
+    return predictions

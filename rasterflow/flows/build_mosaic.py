@@ -1,0 +1,61 @@
+"""build-mosaic: named datasets (Sentinel-2 median composites, NAIP) from STAC catalogs to Zarr v3.
+
+search-catalog -> plan-partitions -> create-store (one per AOI geometry) ->
+build-shard (one per partition and year, cached; reads only the scenes touching
+its partition) -> commit-store -> write-index. The same stores, index and
+artifacts as build-gti-mosaic.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from prefect import flow, get_run_logger
+
+from ..config import current_config
+from ..enums import DatasetEnum
+from ..params import BuildMosaicParams
+from ..tasks.build_mosaic import build_shard, plan_partitions, search_catalog, write_index_task
+from ..tasks.mosaic import commit_store_task, create_store_task
+from ..tasks.policy import io_task_options
+from ..tasks.publish import publish_stores
+from .runtime import write_stores
+
+
+@flow(name="build-mosaic", validate_parameters=True, persist_result=True)
+def build_mosaic_flow(
+    datasets: list[DatasetEnum],
+    aoi: str,
+    start: date,
+    end: date,
+    crs_epsg: int = 3857,
+    xy_chunksize: int = 512,
+    shard_size_bytes: int = 3_500_000_000,
+    resolution: float | None = None,
+    skip_xy_coords: bool = False,
+) -> str:
+    """Composite the datasets over each AOI geometry, one time slice per year; returns the index URI."""
+    params = BuildMosaicParams.parse(
+        datasets=datasets, aoi=aoi, start=start, end=end, crs_epsg=crs_epsg, xy_chunksize=xy_chunksize,
+        shard_size_bytes=shard_size_bytes, resolution=resolution, skip_xy_coords=skip_xy_coords,
+    )
+    config = current_config()
+    logger = get_run_logger()
+    found = search_catalog.with_options(**io_task_options(config))(params)
+    for prefix, by_year in found.scenes.items():
+        logger.info("%s: %s scene(s) by year", prefix, {y: len(s) for y, s in by_year.items()})
+    plan = plan_partitions(params, found, config.output_uri)
+    logger.info("%d store(s), %d partition(s) under %s", len(plan.stores), plan.n_jobs, plan.output_dir)
+
+    write_stores(plan, build_shard.with_options(**io_task_options(config)), create_store_task, commit_store_task)
+    index_uri = write_index_task(plan)
+    scenes = "\n".join(
+        f"- {prefix}: " + ", ".join(f"{y}: {len(s)}" for y, s in by_year.items())
+        for prefix, by_year in found.scenes.items()
+    )
+    publish_stores(
+        "build-mosaic", index_uri,
+        f"# build-mosaic\n\nIndex: `{index_uri}`\n\n{len(plan.stores)} store(s), {plan.n_jobs} partition(s).\n\n"
+        f"Scenes per year:\n{scenes}\n",
+    )
+    return index_uri

@@ -1,0 +1,60 @@
+"""publish-outputs: artifacts for people in the Prefect UI.
+
+Every flow ends with one: a table of what it wrote (one row per output: URI,
+footprint, bands, size) and a markdown summary with a quicklook of the first
+output. The picture is a PNG inlined as a data: URI, so the UI shows it with
+no access to the outputs' storage and offline. Progress artifacts come from
+``flows.runtime.wait_reporting`` while the partitions run.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from ..config import current_config
+from ..engine import outputs, quicklook
+
+
+@task(name="publish-outputs", persist_result=False)
+def publish_stores(workflow: str, index_uri: str, summary: str) -> list[dict[str, Any]]:
+    """Table of the stores an index lists; summary with a quicklook of the first."""
+    config = current_config()
+    rows = outputs.store_rows(index_uri, config.storage_options_for)
+    create_table_artifact(rows, key=f"{workflow}-outputs", description=f"Stores written by this run ({index_uri})")
+    first = rows[0] if rows else {"location": None, "bands": ""}
+    shown = quicklook.drawn_bands(first["bands"].split(", "))
+    caption = f"{first['location']}: {', '.join(shown)} as {'RGB' if len(shown) == 3 else 'a colour ramp'}"
+    picture = _picture(quicklook.store_png, first["location"], f"{caption}, first time slot")
+    create_markdown_artifact(f"{summary}\n\n{picture}", key=f"{workflow}-summary", description=f"{workflow} summary")
+    return rows
+
+
+@task(name="publish-outputs", persist_result=False)
+def publish_polygons(workflow: str, uri: str | None, features: list[str], summary: str) -> list[dict[str, Any]]:
+    """Table of the GeoParquet written (none when no polygon passed); summary with its polygons drawn."""
+    config = current_config()
+    rows = [outputs.polygons_row(uri, features, config.storage_options_for(uri))] if uri else []
+    create_table_artifact(rows, key=f"{workflow}-outputs", description="GeoParquet written by this run")
+    picture = _picture(quicklook.polygons_png, uri, f"{uri}: polygons")
+    create_markdown_artifact(f"{summary}\n\n{picture}", key=f"{workflow}-summary", description=f"{workflow} summary")
+    return rows
+
+
+def _picture(render, uri: str | None, caption: str) -> str:
+    """Markdown of an inlined quicklook of ``uri``; a picture never fails a finished run."""
+    if uri is None:
+        return ""
+    try:
+        png = render(uri, current_config().storage_options_for(uri))
+    except Exception as exc:  # the outputs are committed; a broken picture is only a warning
+        get_run_logger().warning("no quicklook of %s: %s", uri, exc)
+        return f"_No quicklook: {exc}_"
+    return f"![quicklook]({_data_uri(png)})\n\n_{caption}_"
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

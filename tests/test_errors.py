@@ -1,0 +1,37 @@
+"""Which failures are worth a retry: the rule every I/O task's retry condition applies."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+from rasterflow.engine.uris import storage_error
+from rasterflow.errors import InputReadError, InvalidParameterError, is_transient
+
+
+def client_error(status: int, code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+
+@pytest.mark.parametrize("exc, transient", [
+    (OSError("SlowDown: Please reduce your request rate"), True),  # s3fs after its own retries
+    (ConnectionResetError(), True),
+    (TimeoutError(), True),
+    (client_error(503, "SlowDown"), True),
+    (client_error(500, "InternalError"), True),
+    (client_error(403, "AccessDenied"), False),
+    (client_error(404, "NoSuchBucket"), False),
+    (FileNotFoundError("bucket/key"), False),
+    (PermissionError("Access Denied"), False),
+    (InvalidParameterError("bands", ["x"], "not in the tiles"), False),
+    (InputReadError("s3://b/t.tif", "cannot read tile", transient=True), True),
+])
+def test_is_transient(exc, transient):
+    assert is_transient(exc) is transient
+
+
+def test_storage_error_names_the_uri_and_keeps_the_classification():
+    denied = storage_error("s3://b/out.zarr", PermissionError("Access Denied"))
+    assert str(denied).startswith("s3://b/out.zarr: access denied") and not denied.transient
+    throttled = storage_error("s3://b/out.zarr", OSError("SlowDown"))
+    assert throttled.transient and "s3://b/out.zarr" in str(throttled)
