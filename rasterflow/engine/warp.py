@@ -28,9 +28,9 @@ from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 
 from ..enums import ResamplingMethod
+from . import uris
 from .grid import Grid
 from .tileindex import _read_error, tile_env
-from . import uris
 
 EXACT_TOLERANCE = 1e-9
 
@@ -134,7 +134,7 @@ def read_aligned(
     """
     from rasterio.enums import MaskFlags
 
-    with rasterio.Env(**gdal_env(requester_pays)):
+    with tile_env(requester_pays, storage_options):
         try:
             with rasterio.open(uris.rasterio_path(tile.uri)) as src:
                 st, gt = src.transform, grid.affine
