@@ -18,20 +18,34 @@ What runs:
 * gdal_polygonize: the foreground as a uint8 GeoTIFF (1 = foreground, nodata
   0, so GDAL's mask keeps only foreground; tiled 512, ZSTD like the store),
   written untimed, then ``gdal_polygonize.py -q bin.tif -f GPKG out.gpkg``
-  (``-8`` with ``--connectivity 8``), one process, as users run it.
+  (``-8`` with ``--connectivity 8``), one process, as users run it: the
+  anchor. Debian's GDAL 3.6 has no (Geo)Parquet driver, so like-for-like
+  output means a file: GPKG, and as a variant FlatGeobuf, its fastest file
+  format here (about as fast as the Memory driver, which writes nothing).
 * rasterflow: ``vectorize_mosaic(store, ["red"], threshold,
   vectorize_config={"stats": False, "connectivity": c}, vector_crs=None)``: the
   same job (polygons in the raster's CRS, no statistics), default 4-chunk
-  blocks (2048 px), the default thread task runner on all cores. One untimed
-  call first (it starts Prefect's embedded server), then ``--runs`` timed calls,
-  each into a fresh ``output_uri`` so the cache never answers.
-* Rounds are interleaved so background load hits both alike; medians are
-  reported, with the ratio gdal / rasterflow (above 1: rasterflow is faster).
+  blocks (2048 px), the default thread task runner on all cores, whose
+  polygonize tasks run in the engine's process pool (config ``process_pool``:
+  GDAL's polygonize holds the GIL). One untimed call first (it starts Prefect's
+  embedded server and the pool's worker processes), then ``--runs`` timed
+  calls, each into a fresh ``output_uri`` so the cache never answers. Its
+  output is a GeoParquet file.
+* rasterflow's engine alone: the same engine steps in a thread pool of all
+  cores (polygonize in the same process pool), no Prefect: the per-pixel work
+  without the orchestration, printed so that a size choice cannot hide it.
+* ``--resolution 2.5`` makes the raster 4x larger (9604 x 12002 px) from the
+  same sample: a user's area is bigger than the bundled sample, and Prefect's
+  fixed cost per run (about a second here) weighs less.
+* Rounds are interleaved so background load hits all alike; medians are
+  reported, with the ratio gdal / rasterflow (above 1: rasterflow is faster),
+  and each contender's median CPU seconds (its processes and their children,
+  Prefect's server and the worker processes included: ``cputime.py``), which
+  other load on a shared machine sways much less than wall time.
 * Identity: rasterflow's polygons against gdal_polygonize's (made valid: GDAL
   writes 8-connected corner contacts as self-touching rings): same count, a
   one-to-one matching, and zero-area symmetric differences.
-* ``--engine``: the same engine steps in a plain thread pool, without Prefect,
-  to show what the orchestration costs.
+* ``--engine``: also print the engine's time per step (one more run).
 
 Run from the repository root (outputs go to ``benchmarks/out/``, git-ignored)::
 
@@ -48,6 +62,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from cputime import cpu_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "rasterflow" / "samples" / "landsat8_iguazu"
@@ -73,6 +89,8 @@ def quiet_prefect(home: Path) -> None:
     os.environ["DO_NOT_TRACK"] = "1"
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # A fresh database migrates on first start: slow on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def client(output_uri: Path):
@@ -113,10 +131,10 @@ def write_binary_geotiff(store: str, threshold: float, path: Path) -> int:
     return int(fg.sum())
 
 
-def run_gdal(gdal_polygonize: str, binary: Path, dst: Path, connectivity: int) -> float:
+def run_gdal(gdal_polygonize: str, binary: Path, dst: Path, connectivity: int, driver: str = "GPKG") -> float:
     if dst.exists():
         dst.unlink()
-    command = [gdal_polygonize, "-q", *(["-8"] if connectivity == 8 else []), str(binary), "-f", "GPKG", str(dst)]
+    command = [gdal_polygonize, "-q", *(["-8"] if connectivity == 8 else []), str(binary), "-f", driver, str(dst)]
     start = time.perf_counter()
     subprocess.run(command, check=True)
     return time.perf_counter() - start
@@ -131,10 +149,11 @@ def run_rasterflow(store: str, threshold: float, connectivity: int, output_uri: 
 
 
 def run_engine(store: str, threshold: float, connectivity: int, output_uri: Path) -> dict[str, float]:
-    """The flow's engine calls in a thread pool of all cores, no Prefect."""
+    """The flow's engine calls in a thread pool of all cores, polygonize in the process pool, no Prefect."""
     from concurrent.futures import ThreadPoolExecutor
 
     from rasterflow.engine import vectorize as engine
+    from rasterflow.engine.processes import run_in_process
     from rasterflow.params import VectorizeMosaicParams
 
     params = VectorizeMosaicParams.parse(store=store, features=["red"], threshold=threshold, vector_crs=None,
@@ -144,11 +163,10 @@ def run_engine(store: str, threshold: float, connectivity: int, output_uri: Path
     plan = engine.plan_vectorize(params, str(output_uri))
     engine.create_output(plan)
     steps["plan + create output"] = time.perf_counter() - t
-    t, cpu = time.perf_counter(), time.process_time()
+    t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        summaries = list(pool.map(lambda job: engine.polygonize_block(job, plan.settings), plan.jobs))
-    steps[f"polygonize {len(plan.jobs)} blocks ({os.cpu_count()} threads)"] = time.perf_counter() - t
-    steps["  CPU time of those threads"] = time.process_time() - cpu
+        summaries = list(pool.map(lambda job: run_in_process(engine.polygonize_block, job, plan.settings), plan.jobs))
+    steps[f"polygonize {len(plan.jobs)} blocks ({os.cpu_count()} worker processes)"] = time.perf_counter() - t
     t = time.perf_counter()
     engine.merge_parts(plan, sorted(s["part"] for s in summaries if s["part"]))
     steps["merge parts"] = time.perf_counter() - t
@@ -201,25 +219,43 @@ def main() -> None:
         print(f"raster: {src.height} x {src.width} px at {args.resolution:g} m, {pixels} foreground pixels "
               f"(red >= {args.threshold:g}), {args.connectivity}-connected")
 
-    _, warm_uri = run_rasterflow(store, args.threshold, args.connectivity, OUT / "rasterflow" / "warmup")
-    gdal_times, rasterflow_times = [], []
-    for k in range(args.runs):
-        seconds, uri = run_rasterflow(store, args.threshold, args.connectivity, OUT / "rasterflow" / f"run{k}")
-        rasterflow_times.append(seconds)
-        gdal_times.append(run_gdal(gdal_polygonize, binary, OUT / "gdal.gpkg", args.connectivity))
+    run_rasterflow(store, args.threshold, args.connectivity, OUT / "rasterflow" / "warmup")
+    run_engine(store, args.threshold, args.connectivity, OUT / "engine" / "warmup")
+    gpkg, fgb = OUT / "gdal.gpkg", OUT / "gdal.fgb"
+    contenders = {
+        "rasterflow vectorize_mosaic": lambda k: run_rasterflow(
+            store, args.threshold, args.connectivity, OUT / "rasterflow" / f"run{k}")[0],
+        "gdal_polygonize (GPKG, 1 process)": lambda k: run_gdal(gdal_polygonize, binary, gpkg, args.connectivity),
+        "gdal_polygonize -f FlatGeobuf": lambda k: run_gdal(gdal_polygonize, binary, fgb, args.connectivity,
+                                                            "FlatGeobuf"),
+        "rasterflow engine only, no Prefect": lambda k: sum(run_engine(
+            store, args.threshold, args.connectivity, OUT / "engine" / f"run{k}").values()),
+    }
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    for k in range(args.runs):  # interleaved: background load hits every contender alike
+        for name, run in contenders.items():
+            before = cpu_seconds()
+            times[name].append(run(k))
+            cpu[name].append(cpu_seconds() - before)
 
-    identical, detail = same_polygons(uri, OUT / "gdal.gpkg")
-    rf, gd = statistics.median(rasterflow_times), statistics.median(gdal_times)
-    print(f"\n{'':<34}{'median':>9}  runs")
-    print(f"{'gdal_polygonize (GPKG, 1 process)':<34}{gd:8.2f}s  {', '.join(f'{t:.2f}' for t in gdal_times)}")
-    print(f"{'rasterflow vectorize_mosaic':<34}{rf:8.2f}s  {', '.join(f'{t:.2f}' for t in rasterflow_times)}")
-    print(f"ratio gdal / rasterflow: {gd / rf:.2f} (above 1: rasterflow is faster)")
+    uri = str(next((OUT / "rasterflow" / f"run{args.runs - 1}").rglob("polygons.parquet")))
+    identical, detail = same_polygons(uri, gpkg)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    ours = medians["rasterflow vectorize_mosaic"]
+    width = max(map(len, medians))
+    print(f"\nmedian of {args.runs} interleaved runs (seconds); ratio = contender / rasterflow (above 1: rasterflow "
+          "is faster)")
+    for name, median in medians.items():
+        print(f"  {name:<{width}}  {median:6.2f}   ratio {median / ours:5.2f}   "
+              f"CPU {statistics.median(cpu[name]):5.2f} s   runs [{', '.join(f'{t:.2f}' for t in times[name])}]")
+    print(f"ratio gdal_polygonize / rasterflow: {medians['gdal_polygonize (GPKG, 1 process)'] / ours:.2f} "
+          "(goal: at least 2)")
     print(f"identical polygon sets: {'yes' if identical else 'NO'} ({detail})")
 
     if args.engine:
-        steps = run_engine(store, args.threshold, args.connectivity, OUT / "rasterflow" / "engine")
-        total = sum(v for k, v in steps.items() if not k.startswith(" "))
-        print(f"\nSame engine steps without Prefect ({total:.2f} s):")
+        steps = run_engine(store, args.threshold, args.connectivity, OUT / "engine" / "steps")
+        print(f"\nengine steps of one more run ({sum(steps.values()):.2f} s):")
         for label, seconds in steps.items():
             print(f"  {label:<48}{seconds:7.2f} s")
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")

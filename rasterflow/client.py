@@ -21,7 +21,7 @@ from .config import RasterflowConfig, load_config, using_config
 from .enums import (
     DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum,
 )
-from .errors import InvalidParameterError, RasterflowError
+from .errors import ConfigError, InvalidParameterError, RasterflowError
 from .params import (
     BuildAndPredictMosaicRecipeParams, BuildGtiMosaicParams, BuildMosaicParams, BuildZarrMultiscalesParams,
     PredictMosaicParams, VectorizeMosaicParams, WorkflowParams,
@@ -314,8 +314,14 @@ class RasterflowClient:
             )
         from prefect.settings import temporary_settings
 
+        from .engine.processes import importing_main
         from .flows.runtime import make_task_runner, run_settings
 
+        if importing_main():  # a worker process importing an unguarded script: never run a flow there
+            raise ConfigError(
+                'rasterflow was called while a worker process imported your script: put the calls under '
+                '`if __name__ == "__main__":`, or set process_pool: false in rasterflow.yaml'
+            )
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
         # No runtime tag: tags make every task run look up tag concurrency limits,
         # an API call per task that the embedded SQLite server pays for in stalls.

@@ -30,6 +30,7 @@ def test_defaults_without_file():
     assert config.task_runner == "threads"
     assert config.dask_address is None
     assert config.max_workers is None
+    assert config.process_pool is True
     assert config.retries == 3
     assert config.retry_delay_seconds == 2.0
     assert config.storage_options == {}
@@ -62,6 +63,12 @@ def test_env_var_wins_over_home_config(monkeypatch, tmp_path):
     home.write_text("retries: 7\n")
     _named_file(monkeypatch, tmp_path, "retries: 1\n")
     assert load_config().retries == 1
+
+
+def test_process_pool_can_be_turned_off(tmp_path):
+    path = tmp_path / "rasterflow.yaml"
+    path.write_text("process_pool: false\n")
+    assert load_config(path).process_pool is False
 
 
 def test_explicit_path_argument(tmp_path):

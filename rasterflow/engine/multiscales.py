@@ -19,9 +19,19 @@ Level L+1 is built from level L, one task per partition of level L+1 (whole
 shards); a partition reads the 2x window of level L under it, so memory is
 bounded by a partition, never by the size of the area. Level 0 copies the
 input (its shard objects byte for byte when ``create_store`` would write the
-same array layout, else decoded and re-encoded) and summarizes it
-(engine/stats.py); level 1, which reads all of level 0 anyway, counts level 0
-into the histograms.
+same array layout, else decoded and re-encoded); level 1 then reads the input
+itself (the same bytes), so it need not wait for the copy, and where nothing
+else waits for level 0 (see statistics) each level-1 task also copies the
+level-0 shards under it: a file copy is not worth a task. The last levels,
+each one partition, are one chain: one read of the level before them, every
+further level halved in memory (``LevelChain``).
+
+Statistics (engine/stats.py) are computed over level 0 by the task that first
+holds its pixels. Integers of 8 and 16 bits are summarized once, as per-value
+counts (level 0 when it decodes them, else level 1, which reads them anyway),
+which give the moments and the histogram alike. Other types need two passes:
+moments first (level 0), which fix the histogram bins, then counts (level 1,
+or a count pass over level 0 for pyramids of one level).
 
 Inputs: a rasterflow store, any georeferenced Zarr that xarray opens and
 rioxarray georeferences (``_choose_variables`` says which variable is read),
@@ -30,6 +40,7 @@ or an index GeoParquet of stores (its ``location`` column).
 
 from __future__ import annotations
 
+import bisect
 import math
 import shutil
 import uuid
@@ -56,7 +67,7 @@ from .fingerprint import code_fingerprint, stable_hash
 from .grid import Grid
 from .index import is_zarr_group, store_row, stores_of
 from .partitions import ShardShape, Window, partition_windows, shard_shape
-from .stats import Bins, Moments, band_counts, band_moments, summarize
+from .stats import Bins, Moments, ValueCounts, band_counts, band_moments, pack_counts, summarize, unpack_counts
 from .store import (
     ATTR, COMPLETE, DATA_VAR, PROJ_CONVENTION, SPATIAL_CONVENTION, WRITING, StoreSpec, commit_store, create_store,
     open_data_array, read_marker, write_window, zarr_store,
@@ -116,10 +127,26 @@ class LevelJob(BaseModel):
     dtype: str
     nodata: float
     methods: list[ResamplingMethod]  # per band
+    tally: bool = False  # return the per-value counts of the level-0 pixels this job holds
     copy_shards: bool = False  # level 0 on the input's shards: copy their bytes when the layouts agree
     source: SourceSpec | None = None  # level 0 reads the input...
-    previous_uri: str | None = None  # ...other levels the level before,
+    previous_uri: str | None = None  # ...other levels the level before (level 1 may read the input),
     source_window: Window | None = None  # in this window of it
+    # Level-0 copies inside source_window, done first: a file copy is not worth a task of its own.
+    copies: list[LevelJob] = []
+
+
+class LevelChain(BaseModel):
+    """Levels of one partition each, built from one read of the level before the first.
+
+    The coarsest levels are small: a task per level would cost more in
+    orchestration and re-reads than in pixels.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    jobs: list[LevelJob]  # consecutive levels, one time slot; each halves the one before
 
 
 class LevelPlan(BaseModel):
@@ -139,6 +166,7 @@ class PyramidPlan(BaseModel):
     input_uri: str
     methods: list[ResamplingMethod]
     levels: list[LevelPlan]
+    tail: list[LevelChain] = []  # one per time slot: levels tail_start.. built as chains
     footprint_wkb: str  # EPSG:4326, hex WKB
 
     @property
@@ -148,6 +176,40 @@ class PyramidPlan(BaseModel):
     @property
     def integer(self) -> bool:
         return bool(np.issubdtype(np.dtype(self.base.dtype), np.integer))
+
+    @property
+    def tally(self) -> bool:
+        """Level 0 is summarized by per-value counts in one pass (8- and 16-bit integers)."""
+        return tallied(self.base.dtype)
+
+    @property
+    def tail_start(self) -> int:
+        return self.tail[0].jobs[0].level if self.tail else len(self.levels)
+
+    @property
+    def level0_folded(self) -> bool:
+        """Level 1's partitions copy level 0's shards: level 0 has no tasks of its own."""
+        return len(self.levels) > 1 and bool(self.levels[1].jobs[0].copies)
+
+    @property
+    def level1_reads_input(self) -> bool:
+        """Level 1 reads the input, not the copy of it: it may run beside level 0."""
+        return len(self.levels) > 1 and self.levels[0].jobs[0].copy_shards
+
+    @property
+    def needs_bins(self) -> bool:
+        """Histogram counts need bins from level 0's moments first (a second pass)."""
+        return not self.tally
+
+    @property
+    def needs_count_pass(self) -> bool:
+        """A pyramid of one level whose level-0 tasks did not summarize it completely."""
+        return len(self.levels) == 1 and not all(job.tally for job in self.levels[0].jobs)
+
+
+def tallied(dtype: str) -> bool:
+    dt = np.dtype(dtype)
+    return bool(np.issubdtype(dt, np.integer) and dt.itemsize <= 2)
 
 
 class MultiscalesPlan(BaseModel):
@@ -498,6 +560,7 @@ def _plan_pyramid(source: _Source, shapes: list[tuple[int, int]], methods: list[
     bytes_per_pixel = len(source.bands) * np.dtype(source.dtype).itemsize
     chunk_bytes = source.chunk * source.chunk * bytes_per_pixel
     budget = min(MAX_SHARD_BYTES, max(source.shard_bytes, chunk_bytes))
+    tally = tallied(source.dtype)
     levels: list[LevelPlan] = []
     for level, (height, width) in enumerate(shapes):
         scale = 2**level
@@ -519,17 +582,55 @@ def _plan_pyramid(source: _Source, shapes: list[tuple[int, int]], methods: list[
                 )
                 if level == 0:
                     job["source"], job["copy_shards"] = source.spec, copy_shards
+                    job["tally"] = tally and not copy_shards  # it decodes the pixels anyway
                 else:
                     previous = levels[-1].spec.grid
-                    job["previous_uri"] = levels[-1].spec.uri
+                    from_input = level == 1 and levels[0].jobs[0].copy_shards  # the same bytes as level 0
+                    job["previous_uri"] = source.uri if from_input else levels[-1].spec.uri
+                    job["tally"] = tally and from_input
                     job["source_window"] = Window(
                         row0=2 * window.row0, row1=min(2 * window.row1, previous.height),
                         col0=2 * window.col0, col1=min(2 * window.col1, previous.width),
                     )
                 jobs.append(LevelJob(**job))
+        if level == 1 and tally and levels[0].jobs[0].copy_shards:  # level 1 need not wait for level 0
+            jobs = _fold_copies(levels[0].jobs, jobs)
         levels.append(LevelPlan(level=level, spec=spec, fingerprint=level_fp, jobs=jobs))
     return PyramidPlan(uri=uri, fingerprint=fingerprint, input_uri=source.uri, methods=methods, levels=levels,
+                       tail=_tail(levels, len(source.times), fingerprint),
                        footprint_wkb=source.grid.footprint("EPSG:4326").wkb_hex)
+
+
+def _fold_copies(copies: list[LevelJob], jobs: list[LevelJob]) -> list[LevelJob]:
+    """Level-1 jobs that also copy the level-0 partitions under them, when each lies under exactly one."""
+    rows = sorted({j.source_window.row0 for j in jobs})
+    cols = sorted({j.source_window.col0 for j in jobs})
+    by_corner = {(j.time_index, j.source_window.row0, j.source_window.col0): j for j in jobs}
+    folded: dict[str, list[LevelJob]] = {j.key: [] for j in jobs}
+    for c in copies:
+        corner = (c.time_index, rows[bisect.bisect_right(rows, c.window.row0) - 1],
+                  cols[bisect.bisect_right(cols, c.window.col0) - 1])
+        owner = by_corner.get(corner)
+        if owner is None or not _inside(c.window, owner.source_window):
+            return jobs
+        folded[owner.key].append(c)
+    return [job.model_copy(update={"copies": folded[job.key]}) for job in jobs]
+
+
+def _inside(inner: Window, outer: Window) -> bool:
+    return (outer.row0 <= inner.row0 and inner.row1 <= outer.row1
+            and outer.col0 <= inner.col0 and inner.col1 <= outer.col1)
+
+
+def _tail(levels: list[LevelPlan], n_times: int, fingerprint: str) -> list[LevelChain]:
+    """Chains over the last levels of one partition each (from level 2: level 1 carries statistics)."""
+    start = len(levels)
+    while start > 2 and len(levels[start - 1].jobs) == n_times:
+        start -= 1
+    if start == len(levels):
+        return []
+    return [LevelChain(key=f"{fingerprint[:12]}-L{start}-L{len(levels) - 1}-t{t}",
+                       jobs=[lvl.jobs[t] for lvl in levels[start:]]) for t in range(n_times)]
 
 
 # --- building --------------------------------------------------------------------------------
@@ -539,30 +640,67 @@ def build_level_shard(job: LevelJob, bins: list[Bins | None] | None = None,
                       storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {}) -> dict[str, Any]:
     """Build one partition of a level and write it whole (unless it is all nodata).
 
-    Level 0 returns the moments of its pixels per band; with ``bins`` (level 1)
-    the partition also counts the level-0 pixels it read into them. Windows
-    without data are not written: they read as the fill value, which is nodata.
+    The level-0 pixels it holds are summarized per band (module docstring):
+    per-value counts with ``job.tally``, else the moments at level 0, else
+    histogram counts into ``bins`` when given (level 1). Windows without data
+    are not written: they read as the fill value, which is nodata.
     """
+    for copy in job.copies:
+        build_level_shard(copy, None, storage_options_for)
     result: dict[str, Any] = {"key": job.key, "time_index": job.time_index}
     out_options = storage_options_for(job.store_uri)
+    # A copied level 0 of 8- or 16-bit integers is tallied by whoever reads it next (level 1, or
+    # the count pass), even when the copy falls back to decoding: never twice.
+    summarize = not (job.copy_shards and tallied(job.dtype))
     if job.level == 0 and job.copy_shards and _copy_shards(job, storage_options_for):
+        if not summarize:
+            return result
         moments = _window_moments(job, out_options)
         return result | {"moments": [m.model_dump() for m in moments], "valid_values": sum(m.count for m in moments)}
     if job.level == 0:
         data = read_source(job.source, job.time_index, job.window, storage_options_for(job.source.uri))
         data = data.astype(job.dtype, copy=False)
-        moments = [band_moments(band, job.nodata) for band in data]
-        result["moments"] = [m.model_dump() for m in moments]
-        n_valid = sum(m.count for m in moments)
+        summary = (_summary(job, data) if summarize
+                   else {"valid_values": int(np.count_nonzero(valid_mask(data, job.nodata)))})
+        result |= summary
+        n_valid = summary["valid_values"]
     else:
-        source = _read_level(job.previous_uri, job.time_index, job.source_window, out_options)
+        source = _read_level(job.previous_uri, job.time_index, job.source_window,
+                             storage_options_for(job.previous_uri))
+        if job.tally:
+            result["values"] = _summary(job, source)["values"]
+        elif bins is not None:
+            result["counts"] = _count(source, job.nodata, bins)
         data = halve(source, job.nodata, job.methods)
         n_valid = int(np.count_nonzero(valid_mask(data, job.nodata)))
-        if bins is not None:
-            result["counts"] = _count(source, job.nodata, bins)
     if n_valid:
         write_window(job.store_uri, job.time_index, job.window, data, out_options)
     return result | {"valid_values": n_valid}
+
+
+def _summary(job: LevelJob, data: np.ndarray) -> dict[str, Any]:
+    """Level-0 pixels summarized per band: per-value counts (``job.tally``) or moments."""
+    if job.tally:
+        values = [ValueCounts.of(band, job.nodata) for band in data]
+        return {"values": [v.model_dump() for v in values], "valid_values": sum(v.total for v in values)}
+    moments = [band_moments(band, job.nodata) for band in data]
+    return {"moments": [m.model_dump() for m in moments], "valid_values": sum(m.count for m in moments)}
+
+
+def build_level_chain(chain: LevelChain,
+                      storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {}) -> dict[str, Any]:
+    """Build the chain's levels from one read of the level before its first, each from the last, in memory."""
+    first = chain.jobs[0]
+    data = _read_level(first.previous_uri, first.time_index, first.source_window,
+                       storage_options_for(first.previous_uri))
+    written = []
+    for job in chain.jobs:
+        data = halve(data, job.nodata, job.methods)
+        n_valid = int(np.count_nonzero(valid_mask(data, job.nodata)))
+        if n_valid:
+            write_window(job.store_uri, job.time_index, job.window, data, storage_options_for(job.store_uri))
+        written.append(n_valid)
+    return {"key": chain.key, "time_index": first.time_index, "valid_values": written}
 
 
 def _layout(array: zarr.Array) -> dict[str, Any]:
@@ -619,15 +757,23 @@ def _window_moments(job: LevelJob, storage_options: dict[str, Any]) -> list[Mome
     return moments
 
 
-def count_level_shard(job: LevelJob, bins: list[Bins | None],
+def count_level_shard(job: LevelJob, bins: list[Bins | None] | None,
                       storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {}) -> dict[str, Any]:
-    """Histogram counts of a level-0 partition already written (pyramids of one level)."""
+    """A level-0 partition already written, summarized (pyramids of one level).
+
+    Histogram counts into ``bins``; per-value counts when there are no bins
+    (8- and 16-bit integers, whose copied level 0 nobody has read yet).
+    """
     data = _read_level(job.store_uri, job.time_index, job.window, storage_options_for(job.store_uri))
-    return {"key": job.key, "time_index": job.time_index, "counts": _count(data, job.nodata, bins)}
+    result: dict[str, Any] = {"key": job.key, "time_index": job.time_index}
+    if bins is None:
+        return result | {"values": _summary(job.model_copy(update={"tally": True}), data)["values"]}
+    return result | {"counts": _count(data, job.nodata, bins)}
 
 
-def _count(data: np.ndarray, nodata: float, bins: list[Bins | None]) -> list[list[int] | None]:
-    return [band_counts(band, nodata, b).tolist() if b is not None else None for band, b in zip(data, bins)]
+def _count(data: np.ndarray, nodata: float, bins: list[Bins | None]) -> list[str | None]:
+    """Histogram counts per band, packed (``pack_counts``)."""
+    return [pack_counts(band_counts(band, nodata, b)) if b is not None else None for band, b in zip(data, bins)]
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -640,23 +786,34 @@ class PyramidStatistics(BaseModel):
 
     moments: list[list[Moments]]  # [time][band]
     bins: list[Bins | None]  # [band], shared by the time slots so they add up
+    values: list[list[ValueCounts]] = []  # [time][band] when level 0 was summarized by per-value counts
 
 
 def merge_moments(pyramid: PyramidPlan, results: list[dict[str, Any]]) -> PyramidStatistics:
-    """Level-0 results of one pyramid to per-(time, band) moments and per-band bins."""
+    """Task results of one pyramid to per-(time, band) moments and per-band bins.
+
+    Reads the results' level-0 summaries (``moments`` or ``values``); any
+    other result (histogram counts, levels above 0) is passed over.
+    """
     nt, nb = len(pyramid.base.times), len(pyramid.base.bands)
     moments = [[Moments() for _ in range(nb)] for _ in range(nt)]
+    values = [[ValueCounts() for _ in range(nb)] for _ in range(nt)]
     for result in results:
         t = result["time_index"]
-        for b, m in enumerate(result["moments"]):
+        for b, m in enumerate(result.get("moments") or []):
             moments[t][b] = moments[t][b].merge(Moments(**m))
+        for b, v in enumerate(result.get("values") or []):
+            values[t][b] = values[t][b].merge(ValueCounts(**v))
+    tallied_values = any(result.get("values") for result in results)
+    if tallied_values:
+        moments = [[m.merge(v.moments()) for m, v in zip(ms, vs)] for ms, vs in zip(moments, values)]
     bins = []
     for b in range(nb):
         overall = Moments()
         for t in range(nt):
             overall = overall.merge(moments[t][b])
         bins.append(Bins.covering(overall, pyramid.integer))
-    return PyramidStatistics(moments=moments, bins=bins)
+    return PyramidStatistics(moments=moments, bins=bins, values=values if tallied_values else [])
 
 
 def band_statistics(
@@ -667,9 +824,13 @@ def band_statistics(
     nt = len(spec.times)
     counts = [[np.zeros(b.n, dtype=np.int64) if b else None for b in stats.bins] for _ in range(nt)]
     for result in results:
-        for b, c in enumerate(result["counts"]):
+        for b, c in enumerate(result.get("counts") or []):
             if c is not None:
-                counts[result["time_index"]][b] += np.asarray(c, dtype=np.int64)
+                counts[result["time_index"]][b] += unpack_counts(c)
+    for t, per_band in enumerate(stats.values):
+        for b, v in enumerate(per_band):
+            if stats.bins[b] is not None:
+                counts[t][b] += v.histogram(stats.bins[b])
     pixels = spec.grid.width * spec.grid.height
     nodata = "nan" if math.isnan(spec.nodata) else spec.nodata  # JSON has no NaN; STAC writes "nan"
     bands = []
@@ -689,6 +850,30 @@ def band_statistics(
             "time_slices": slices,
         })
     return bands
+
+
+def build_pyramid(pyramid: PyramidPlan, provenance: dict[str, Any], map_: Callable = map,
+                  storage_options_for: Callable[[str], dict[str, Any]] = lambda uri: {}) -> None:
+    """The whole pyramid without an orchestrator, in the flow's order.
+
+    ``map_`` runs the partitions of each step (``map``, or a thread pool's
+    ``map``); the flow does the same with Prefect tasks, retries and cache.
+    """
+    build = lambda job, bins=None: build_level_shard(job, bins, storage_options_for)  # noqa: E731
+    create_pyramid(pyramid, provenance, storage_options_for(pyramid.uri))
+    first = [] if pyramid.level0_folded else list(pyramid.levels[0].jobs)
+    beside = pyramid.level1_reads_input and not pyramid.needs_bins
+    results = list(map_(build, first + (pyramid.levels[1].jobs if beside else [])))
+    bins = merge_moments(pyramid, results).bins if pyramid.needs_bins else None
+    if len(pyramid.levels) > 1 and not beside:
+        results += map_(lambda job: build(job, bins), pyramid.levels[1].jobs)
+    if pyramid.needs_count_pass:
+        results += map_(lambda job: count_level_shard(job, bins, storage_options_for), pyramid.levels[0].jobs)
+    for lvl in pyramid.levels[2 : pyramid.tail_start]:
+        list(map_(build, lvl.jobs))
+    list(map_(lambda chain: build_level_chain(chain, storage_options_for), pyramid.tail))
+    bands = band_statistics(pyramid, merge_moments(pyramid, results), results)
+    commit_pyramid(pyramid, bands, storage_options_for(pyramid.uri))
 
 
 # --- the root group: creation, multiscales metadata, commit ----------------------------------

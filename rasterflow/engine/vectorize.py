@@ -32,6 +32,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -612,9 +613,12 @@ def join_border_pieces(border: pa.Table, finishers: Sequence[Finisher], settings
     for (s, t, label), idx in keys.groupby(["store", "time_index", "label"], sort=False).indices.items():
         idx = idx[finishers[s].keep(pixels[idx])]
         geoms = np.empty(len(idx), dtype=object)
+        joined = [k for k, c in enumerate(idx) if len(members[c]) > 1]
         for k, c in enumerate(idx):
-            m = members[c]
-            geoms[k] = pieces[m[0]] if len(m) == 1 else union_pieces(pieces[m])
+            geoms[k] = pieces[members[c][0]]
+        # GEOS releases the GIL: the unions of large components run side by side.
+        with ThreadPoolExecutor(max_workers=min(len(joined), os.cpu_count() or 1) or 1) as pool:
+            geoms[joined] = list(pool.map(lambda k: union_pieces(pieces[members[idx[k]]]), joined))
         stamp = None
         if times is not None and len(idx) and not pd.isna(times[idx[0]]):
             stamp = pd.Timestamp(times[idx[0]])

@@ -1,10 +1,10 @@
 """Tasks of build-zarr-multiscales: plan-partitions, create-store, build-shard,
-count-shard, merge-statistics, commit-store, write-index.
+build-levels, count-shard, merge-statistics, commit-store, write-index.
 
-build-shard and count-shard are cached across runs: the key is the partition
-key (which fingerprints the request and its input stores), the level store's
-generation, the histogram bins the task counts into, and the code fingerprint;
-never the run id. An identical call, or a re-run after a crash, skips every
+build-shard, build-levels and count-shard are cached across runs: the key is
+the partition (or chain) key (which fingerprints the request and its input
+stores), the generations of the level stores written, the histogram bins the
+task counts into, and the code fingerprint; never the run id. An identical call, or a re-run after a crash, skips every
 partition already written.
 """
 
@@ -54,6 +54,22 @@ def build_shard(job: engine.LevelJob, generation: str, bins: list[Bins | None] |
     return engine.build_level_shard(job, bins, current_config().storage_options_for)
 
 
+def _chain_cache_key(context, parameters: dict[str, Any]) -> str:
+    chain: engine.LevelChain = parameters["chain"]
+    return f"{context.task.name}-{chain.key}-{stable_hash(parameters['generations'], 16)}-{code_fingerprint()}"
+
+
+@task(
+    name="build-levels",
+    task_run_name="build-levels-{chain.key}",
+    cache_key_fn=_chain_cache_key,
+    persist_result=True,
+    result_serializer="json",
+)
+def build_levels(chain: engine.LevelChain, generations: list[str]) -> dict[str, Any]:
+    return engine.build_level_chain(chain, current_config().storage_options_for)
+
+
 @task(
     name="count-shard",
     task_run_name="count-shard-{job.key}",
@@ -61,7 +77,7 @@ def build_shard(job: engine.LevelJob, generation: str, bins: list[Bins | None] |
     persist_result=True,
     result_serializer="json",
 )
-def count_shard(job: engine.LevelJob, generation: str, bins: list[Bins | None]) -> dict[str, Any]:
+def count_shard(job: engine.LevelJob, generation: str, bins: list[Bins | None] | None) -> dict[str, Any]:
     return engine.count_level_shard(job, bins, current_config().storage_options_for)
 
 
@@ -71,10 +87,9 @@ def merge_statistics(pyramid: engine.PyramidPlan, results: list[dict[str, Any]])
 
 
 @task(name="commit-store", task_run_name="commit-store-{pyramid.fingerprint:.12}", persist_result=False)
-def commit_pyramid_task(
-    pyramid: engine.PyramidPlan, statistics: engine.PyramidStatistics, counts: list[dict[str, Any]]
-) -> str:
-    bands = engine.band_statistics(pyramid, statistics, counts)
+def commit_pyramid_task(pyramid: engine.PyramidPlan, results: list[dict[str, Any]]) -> str:
+    """Statistics from every partition's summary, then the commit."""
+    bands = engine.band_statistics(pyramid, engine.merge_moments(pyramid, results), results)
     engine.commit_pyramid(pyramid, bands, current_config().storage_options_for(pyramid.uri))
     return pyramid.uri
 

@@ -5,6 +5,10 @@ key (which hashes the parameters, the input stores' generations and the
 code), the output folder's generation and the code fingerprint: an identical
 call, or a re-run after a crash, skips every block already polygonized, and a
 deleted output folder gets a new generation and so no stale hits.
+
+polygonize holds the GIL (GDAL through rasterio, scipy), so with the thread
+task runner it runs in the engine's process pool (config ``process_pool``):
+the task's thread waits, the block uses a core of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from prefect import task
 
 from ..config import current_config
 from ..engine import vectorize as engine
+from ..engine.processes import run_in_process
 from ..engine.fingerprint import code_fingerprint
 from ..params import VectorizeMosaicParams
 
@@ -42,7 +47,11 @@ def _polygonize_cache_key(context, parameters: dict[str, Any]) -> str:
     result_serializer="json",
 )
 def polygonize(job: engine.BlockJob, settings: engine.VectorizeSettings, generation: str) -> dict[str, Any]:
-    return engine.polygonize_block(job, settings, current_config().storage_options_for(job.store.uri))
+    config = current_config()
+    args = (job, settings, config.storage_options_for(job.store.uri))
+    if config.process_pool and config.task_runner == "threads":
+        return run_in_process(engine.polygonize_block, *args, workers=config.max_workers)
+    return engine.polygonize_block(*args)
 
 
 def _merge_cache_key(context, parameters: dict[str, Any]) -> str:

@@ -1,14 +1,14 @@
 """Multiscales pyramids from the engine alone (no Prefect): real Landsat pixels, real Zarr.
 
-``build`` drives the engine in the order the flow does (root and level stores,
-level 0, statistics bins, level 1 with histograms, further levels, commit), one
-partition at a time.
+``build`` runs the engine's ``build_pyramid``: the flow's steps in the flow's
+order, one partition at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import geopandas as gpd
@@ -37,17 +37,7 @@ CHUNK = 64
 def build(store: str, out: Path, **params) -> ms.MultiscalesPlan:
     plan = ms.plan_multiscales(BuildZarrMultiscalesParams.parse(store=store, **params), str(out))
     for p in plan.pyramids:
-        ms.create_pyramid(p, plan.provenance)
-    for p in plan.pyramids:
-        stats = ms.merge_moments(p, [ms.build_level_shard(job) for job in p.levels[0].jobs])
-        if len(p.levels) > 1:
-            counts = [ms.build_level_shard(job, stats.bins) for job in p.levels[1].jobs]
-        else:
-            counts = [ms.count_level_shard(job, stats.bins) for job in p.levels[0].jobs]
-        for lvl in p.levels[2:]:
-            for job in lvl.jobs:
-                ms.build_level_shard(job)
-        ms.commit_pyramid(p, ms.band_statistics(p, stats, counts))
+        ms.build_pyramid(p, plan.provenance)
     return plan
 
 
@@ -121,6 +111,10 @@ def test_level_zero_is_the_input_and_every_level_is_a_georeferenced_store(pyrami
 
 def test_each_level_is_the_level_before_halved_whatever_the_partitions(pyramid):
     assert len(pyramid.levels[1].jobs) > 1  # several partitions per level
+    assert pyramid.level1_reads_input  # level 1 halves the input, beside level 0's copy of it
+    assert pyramid.level0_folded and sum(len(job.copies) for job in pyramid.levels[1].jobs) == len(
+        pyramid.levels[0].jobs)  # each level-0 copy done by the one level-1 task over it
+    assert 2 <= pyramid.tail_start < len(pyramid.levels) - 1  # the last levels: one chain, one read
     for n in range(1, len(pyramid.levels)):
         before = level(pyramid, n - 1).values[0]
         np.testing.assert_array_equal(level(pyramid, n).values[0], halve(before, 0.0, [ResamplingMethod.AVERAGE] * 3))
@@ -285,6 +279,27 @@ def test_categorical_bands_take_the_mode_unless_told_otherwise(pixels, tmp_path)
     assert attrs["multiscales"]["resampling_method"] == "mode" and attrs["bands"][0]["resampling"] == "mode"
     (p,) = build(path, tmp_path / "out2", resampling={"1": ResamplingMethod.AVERAGE}).pyramids
     assert p.methods == [ResamplingMethod.AVERAGE]
+
+
+def test_float_statistics_take_two_passes_and_match_numpy(pixels, tmp_path):
+    """Floats have no per-value counts: moments at level 0 fix the bins, level 1 counts into them."""
+    data, transform = pixels
+    reflectance = np.where(data == 0, np.nan, data / 10000.0).astype(np.float32)
+    height, width = data.shape[1:]
+    spec = StoreSpec(uri=str(tmp_path / "float.zarr"), grid=Grid(crs="EPSG:32621", transform=tuple(transform)[:6],
+                     width=width, height=height), bands=BANDS, times=[None], dtype="float32", nodata=math.nan,
+                     shard=ShardShape(chunk=CHUNK, rows=2 * CHUNK, cols=2 * CHUNK))
+    create_store(spec, "fp", {"workflow": "test"})
+    write_window(spec.uri, 0, Window(row0=0, row1=height, col0=0, col1=width), reflectance)
+    commit_store(spec.uri)
+    (p,) = build(spec.uri, tmp_path / "out", levels=3).pyramids
+    assert p.needs_bins and p.level1_reads_input
+    for b, entry in enumerate(xr.open_zarr(p.uri, consolidated=False).attrs["bands"]):
+        valid = reflectance[b][~np.isnan(reflectance[b])].astype(np.float64)
+        stats = entry["statistics"]
+        assert stats["count"] == valid.size == sum(entry["histogram"]["buckets"])
+        assert stats["mean"] == pytest.approx(valid.mean()) and stats["stddev"] == pytest.approx(valid.std())
+        assert (stats["minimum"], stats["maximum"]) == pytest.approx((valid.min(), valid.max()))
 
 
 def test_time_slices_get_their_own_statistics(tmp_path):

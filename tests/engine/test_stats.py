@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rasterflow.engine.stats import FINE_BINS, Bins, Moments, band_counts, band_moments, summarize, value_counts
+from rasterflow.engine.stats import (
+    FINE_BINS, Bins, Moments, ValueCounts, band_counts, band_moments, summarize, value_counts,
+)
 
 
 def _partials(band: np.ndarray, nodata: float, parts: int = 5):
@@ -79,3 +81,18 @@ def test_summary_is_stac_shaped_and_buckets_sum_to_the_count():
     assert (hist["min"], hist["max"]) == (0.5, 1000.5)
     empty = summarize(Moments(), None, None, pixels=10)
     assert empty["statistics"]["count"] == 0 and empty["histogram"] is None
+
+
+@pytest.mark.parametrize("dtype, low, high", [("uint16", 5000, 25000), ("int16", -2000, 2000)])
+def test_value_counts_of_partitions_merge_into_the_whole_bands_summary(dtype, low, high):
+    rng = np.random.default_rng(8)
+    band = rng.integers(low, high, (300, 200)).astype(dtype)
+    band[rng.random(band.shape) < 0.1] = -1 if dtype == "int16" else 0
+    nodata = -1.0 if dtype == "int16" else 0.0
+    merged = ValueCounts()
+    for piece in np.array_split(band, 5):
+        merged = merged.merge(ValueCounts.model_validate_json(ValueCounts.of(piece, nodata).model_dump_json()))
+    whole = band_moments(band, nodata)
+    assert merged.moments() == whole and merged.total == whole.count
+    bins = Bins.covering(whole, integer=True)
+    np.testing.assert_array_equal(merged.histogram(bins), band_counts(band, nodata, bins))
