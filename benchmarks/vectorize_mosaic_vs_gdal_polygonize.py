@@ -25,9 +25,9 @@ What runs:
 * rasterflow: ``vectorize_mosaic(store, ["red"], threshold,
   vectorize_config={"stats": False, "connectivity": c}, vector_crs=None)``: the
   same job (polygons in the raster's CRS, no statistics), default 4-chunk
-  blocks (2048 px), the default thread task runner on all cores, whose
-  polygonize tasks run in the engine's process pool (config ``process_pool``:
-  GDAL's polygonize holds the GIL). One untimed call first (it starts Prefect's
+  blocks (2048 px), the default thread task runner on all cores, with
+  ``process_pool: true`` (opt-in) so polygonize tasks run in the engine's
+  process pool (GDAL's polygonize holds the GIL). One untimed call first (it starts Prefect's
   embedded server and the pool's worker processes), then ``--runs`` timed
   calls, each into a fresh ``output_uri`` so the cache never answers. Its
   output is a GeoParquet file.
@@ -97,7 +97,7 @@ def client(output_uri: Path):
     from rasterflow.client import RasterflowClient
     from rasterflow.config import RasterflowConfig
 
-    return RasterflowClient(RasterflowConfig(output_uri=str(output_uri)))
+    return RasterflowClient(RasterflowConfig(output_uri=str(output_uri), process_pool=True))
 
 
 def build_mosaic(resolution: float) -> str:

@@ -16,8 +16,10 @@ execution        ``local``: flows run in the calling process. ``deployment``: ea
 task_runner      ``threads`` (default) or ``dask``.
 dask_address     Scheduler address for ``dask``; None starts a local cluster.
 max_workers      Threads (or local Dask workers); None = number of CPUs.
-process_pool     With ``threads``: run steps that hold the GIL (polygonize) in that
-                 many worker processes, so they use every core (default true).
+process_pool     With ``threads``: run steps that hold the GIL (polygonize) in worker
+                 processes, so they use every core (default false: like any process
+                 pool, its workers import the caller's main script, which then needs
+                 an ``if __name__ == "__main__":`` guard).
 retries          Retries of each I/O task on transient errors.
 retry_delay_seconds  First back-off delay; doubles on each retry, with jitter.
 work_pools       RuntimeEnum value -> Prefect work pool name.
@@ -75,7 +77,7 @@ class RasterflowConfig(BaseModel):
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
     max_workers: int | None = Field(default=None, ge=1)
-    process_pool: bool = True
+    process_pool: bool = False
     retries: int = Field(default=3, ge=0, le=20)
     retry_delay_seconds: float = Field(default=2.0, ge=0)
     work_pools: dict[RuntimeEnum, str] = Field(default_factory=_default_work_pools)

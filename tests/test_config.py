@@ -30,7 +30,7 @@ def test_defaults_without_file():
     assert config.task_runner == "threads"
     assert config.dask_address is None
     assert config.max_workers is None
-    assert config.process_pool is True
+    assert config.process_pool is False
     assert config.retries == 3
     assert config.retry_delay_seconds == 2.0
     assert config.storage_options == {}
@@ -65,10 +65,10 @@ def test_env_var_wins_over_home_config(monkeypatch, tmp_path):
     assert load_config().retries == 1
 
 
-def test_process_pool_can_be_turned_off(tmp_path):
+def test_process_pool_can_be_turned_on(tmp_path):
     path = tmp_path / "rasterflow.yaml"
-    path.write_text("process_pool: false\n")
-    assert load_config(path).process_pool is False
+    path.write_text("process_pool: true\n")
+    assert load_config(path).process_pool is True
 
 
 def test_explicit_path_argument(tmp_path):

@@ -43,7 +43,9 @@ def last_task_states(prefix: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def module_client(tmp_path_factory) -> RasterflowClient:
-    return RasterflowClient(RasterflowConfig(output_uri=str(tmp_path_factory.mktemp("vec")), max_workers=2))
+    """Polygonize in the process pool (opt-in); the ``client`` fixture's tests run it in threads."""
+    return RasterflowClient(RasterflowConfig(output_uri=str(tmp_path_factory.mktemp("vec")), max_workers=2,
+                                             process_pool=True))
 
 
 @pytest.fixture(scope="module")
