@@ -77,7 +77,7 @@ def run_plain(out: Path, args: dict, workers: int) -> tuple[float, int]:
         create_store(s.spec, s.fingerprint, plan.provenance, options(s.spec.uri))
     jobs = [job for s in plan.stores for job in s.jobs]
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda job: mosaic.build_shard(job, options(job.store_uri)), jobs))
+        list(pool.map(lambda job: mosaic.build_shard(job, options), jobs))
     for s in plan.stores:
         commit_store(s.spec.uri, options(s.spec.uri))
     write_index(mosaic.index_rows(plan), plan.index_uri, options(plan.index_uri))
