@@ -25,6 +25,7 @@ partition itself (``shard_size_bytes``), never by the area.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from .partitions import Window
 from .warp import TileRead, read_aligned, render_window
 
 MAX_STACK_BYTES = 1 << 30  # observation stack of one strip
+OptionsFor = Callable[[str], dict[str, Any]]
 
 
 class Scene(BaseModel):
@@ -112,15 +114,22 @@ def _asset_groups(spec: DatasetSpec) -> dict[str, list[tuple[int, int]]]:
     return groups
 
 
-def _nearest(grid: Grid, read: TileRead, dtype: str, nodata: float, requester_pays: bool) -> np.ndarray:
+def _no_options(uri: str) -> dict[str, Any]:
+    return {}
+
+
+def _nearest(grid: Grid, read: TileRead, dtype: str, nodata: float, requester_pays: bool,
+             storage_options: dict[str, Any]) -> np.ndarray:
     """One asset on ``grid``, nearest neighbour: a plain read when the grids align, else the warp."""
-    values = read_aligned(grid, read, dtype, nodata, requester_pays)
+    values = read_aligned(grid, read, dtype, nodata, requester_pays, storage_options)
     if values is None:
-        values = render_window(grid, [read], dtype, nodata, ResamplingMethod.NEAREST, requester_pays=requester_pays)
+        values = render_window(grid, [read], dtype, nodata, ResamplingMethod.NEAREST, requester_pays=requester_pays,
+                               storage_options=storage_options)
     return values
 
 
-def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene, out: np.ndarray | None = None) -> np.ndarray:
+def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene, out: np.ndarray | None = None,
+                     storage_options_for: OptionsFor = _no_options) -> np.ndarray:
     """One scene on ``grid`` as float32 (bands, rows, cols): NaN where masked or without data.
 
     ``out``, when given, receives it (a slot of the observation stack).
@@ -129,13 +138,14 @@ def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene, out: np.ndarra
         out = np.empty((len(spec.bands), grid.height, grid.width), dtype=np.float32)
     for asset, members in _asset_groups(spec).items():
         read = TileRead(uri=scene.hrefs[asset], band_indexes=tuple(i for _, i in members), nodata=spec.nodata)
-        out[[p for p, _ in members]] = _nearest(grid, read, "float32", math.nan, spec.requester_pays)
+        out[[p for p, _ in members]] = _nearest(grid, read, "float32", math.nan, spec.requester_pays,
+                                                storage_options_for(read.uri))
     if scene.offset:
         # Reflectance below the offset is clipped to 0, as ESA's harmonisation does.
         np.maximum(out + np.float32(scene.offset), 0, out=out, where=~np.isnan(out))
     if spec.mask_asset:
         read = TileRead(uri=scene.hrefs[spec.mask_asset], band_indexes=(1,), nodata=None)
-        classes = _nearest(grid, read, "uint8", 0, spec.requester_pays)[0]
+        classes = _nearest(grid, read, "uint8", 0, spec.requester_pays, storage_options_for(read.uri))[0]
         out[:, np.isin(classes, spec.mask_classes)] = np.nan
     out[:, np.isnan(out).any(axis=0)] = np.nan  # an observation counts only with every band
     return out
@@ -160,7 +170,8 @@ def check_stack(spec: DatasetSpec, n_scenes: int, width: int, max_stack_bytes: i
 
 
 def median_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene],
-                     max_stack_bytes: int = MAX_STACK_BYTES) -> np.ndarray:
+                     max_stack_bytes: int = MAX_STACK_BYTES, storage_options_for: OptionsFor = _no_options
+                     ) -> np.ndarray:
     """(bands + 1, rows, cols) float32: per-band medians, then N_VALID_PIXELS."""
     nb = len(spec.bands)
     out = np.full((nb + 1, grid.height, grid.width), np.nan, dtype=np.float32)
@@ -170,31 +181,33 @@ def median_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene],
         strip = grid.window(r0, r1, 0, grid.width)
         stack = np.empty((len(scenes), nb, r1 - r0, grid.width), dtype=np.float32)
         for i, scene in enumerate(scenes):
-            read_observation(strip, spec, scene, out=stack[i])
+            read_observation(strip, spec, scene, out=stack[i], storage_options_for=storage_options_for)
         median, count = masked_median(stack, overwrite_input=True)
         out[:nb, r0:r1], out[nb, r0:r1] = median, count
     return out
 
 
-def latest_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene], dtype: str, nodata: float) -> np.ndarray:
+def latest_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene], dtype: str, nodata: float,
+                     storage_options_for: OptionsFor = _no_options) -> np.ndarray:
     """(bands, rows, cols): the most recent valid acquisition on top."""
     out = np.full((len(spec.bands), grid.height, grid.width), nodata, dtype=dtype)
     for asset, members in _asset_groups(spec).items():
         reads = [TileRead(uri=s.hrefs[asset], band_indexes=tuple(i for _, i in members), nodata=spec.nodata)
                  for s in scenes]
         out[[p for p, _ in members]] = render_window(grid, reads, dtype, nodata, ResamplingMethod.NEAREST,
-                                                     requester_pays=spec.requester_pays)
+                                                     requester_pays=spec.requester_pays,
+                                                     storage_options=storage_options_for(reads[0].uri))
     return out
 
 
-def composite_window(job: CompositeJob) -> np.ndarray:
+def composite_window(job: CompositeJob, storage_options_for: OptionsFor = _no_options) -> np.ndarray:
     """Every dataset's composite of the job's partition, in store band order, AOI-masked."""
     out = np.full((job.n_bands, job.grid.height, job.grid.width), job.nodata, dtype=job.dtype)
     for part in job.parts:
         if part.spec.rule is Rule.MEDIAN:
-            values = median_composite(job.grid, part.spec, part.scenes, job.max_stack_bytes)
+            values = median_composite(job.grid, part.spec, part.scenes, job.max_stack_bytes, storage_options_for)
         else:
-            values = latest_composite(job.grid, part.spec, part.scenes, job.dtype, job.nodata)
+            values = latest_composite(job.grid, part.spec, part.scenes, job.dtype, job.nodata, storage_options_for)
         out[part.band_offset: part.band_offset + len(values)] = values
     if job.mask_wkb:
         from rasterio.features import geometry_mask
@@ -205,12 +218,16 @@ def composite_window(job: CompositeJob) -> np.ndarray:
     return out
 
 
-def build_composite_shard(job: CompositeJob, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Composite one partition and write it whole; returns a small summary."""
+def build_composite_shard(job: CompositeJob, storage_options_for: OptionsFor = _no_options) -> dict[str, Any]:
+    """Composite one partition and write it whole; returns a small summary.
+
+    ``storage_options_for`` gives each URI's fsspec options (the config's):
+    scenes on an object store with its own endpoint or keys are read with them.
+    """
     from .store import write_window
 
-    data = composite_window(job)
-    write_window(job.store_uri, job.time_index, job.window, data, storage_options)
+    data = composite_window(job, storage_options_for)
+    write_window(job.store_uri, job.time_index, job.window, data, storage_options_for(job.store_uri))
     valid = np.count_nonzero(~np.isnan(data) if math.isnan(job.nodata) else data != job.nodata)
     return {"key": job.key, "rows": job.window.shape[0], "cols": job.window.shape[1], "valid_values": int(valid),
             "scenes": sum(len(p.scenes) for p in job.parts)}

@@ -45,7 +45,7 @@ def _shard_cache_key(context, parameters: dict[str, Any]) -> str:
     result_serializer="json",
 )
 def build_shard(job: CompositeJob, generation: str) -> dict[str, Any]:
-    return build_composite_shard(job, current_config().storage_options_for(job.store_uri))
+    return build_composite_shard(job, current_config().storage_options_for)
 
 
 @task(name="write-index", persist_result=False)

@@ -238,3 +238,41 @@ def test_refused_tile_read_fails_naming_the_tile(inputs, s3_proxy):
     finally:
         s3_proxy.deny = None
     assert not info.value.transient
+
+
+def test_build_mosaic_reads_scenes_and_catalog_from_s3(s3_proxy, stac_api, stac_sample, haiti, tmp_path):
+    """NAIP-like scenes and their stac-geoparquet catalog in a bucket; the store equals the local one."""
+    import json
+    import subprocess
+
+    from stac_fixtures import rustac_executable, stac_config
+
+    from rasterflow.config import DatasetSource
+    from rasterflow.enums import DatasetEnum
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_proxy.endpoint, key=ACCESS_KEY, secret=SECRET_KEY)
+    fs.mkdirs("inputs", exist_ok=True)
+    fs.mkdirs("outputs", exist_ok=True)
+    folder = stac_sample["naip"]
+    items = json.loads((folder / "items.json").read_text())
+    for item in items["features"]:
+        for asset in item["assets"].values():
+            local = asset["href"]
+            asset["href"] = f"s3://inputs/naip/{item['id']}/{local.rsplit('/', 1)[1]}"
+            fs.put(local, asset["href"])
+    (tmp_path / "items.json").write_text(json.dumps(items))
+    subprocess.run([rustac_executable(), "translate", str(tmp_path / "items.json"), str(tmp_path / "items.parquet")],
+                   check=True)
+    fs.put(str(tmp_path / "items.parquet"), "inputs/naip/items.parquet")
+
+    call = dict(datasets=[DatasetEnum.NAIP_60CM], aoi=str(haiti / "aoi.geojson"), start="2019-01-01",
+                end="2019-12-31", crs_epsg=32618, resolution=5.0, xy_chunksize=64)
+    config = s3_config(s3_proxy, "s3://outputs/build-mosaic").model_copy(
+        update={"datasets": {DatasetEnum.NAIP_60CM: DatasetSource(geoparquet="s3://inputs/naip/items.parquet")}})
+    got = RasterflowClient(config).build_mosaic(**call)
+    want = RasterflowClient(stac_config(stac_api, tmp_path / "local")).build_mosaic(**call)
+    options = s3_options(s3_proxy)
+    got_pixels = open_store(read_index(got, options).location[0], options)["variables"].values
+    want_pixels = open_store(read_index(want).location[0])["variables"].values
+    assert got.startswith("s3://outputs/") and (want_pixels != 0).any()
+    np.testing.assert_array_equal(got_pixels, want_pixels)
