@@ -48,7 +48,6 @@ BANDS = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir"}
 YEARS = (2021, 2022)
 MARGIN = 500.0
 CHUNK = 512
-SHARD_SIZE_BYTES = 6_000_000  # one 512 px shard per partition: several tasks for two threads
 
 
 def quiet_prefect(home: Path) -> None:
@@ -104,7 +103,7 @@ def aoi_file(sample: dict[str, Path]) -> tuple[Path, tuple[float, float, float, 
     return path, bounds
 
 
-def run_rasterflow(url: str, aoi: Path, output_uri: Path) -> tuple[float, str]:
+def run_rasterflow(url: str, aoi: Path, output_uri: Path, shard_size_bytes: int) -> tuple[float, str]:
     from rasterflow.client import RasterflowClient
     from rasterflow.config import DatasetSource, RasterflowConfig
     from rasterflow.enums import DatasetEnum
@@ -114,7 +113,7 @@ def run_rasterflow(url: str, aoi: Path, output_uri: Path) -> tuple[float, str]:
                                                datasets={dataset: DatasetSource(stac_url=url)}))
     start = time.perf_counter()
     index_uri = client.build_mosaic([dataset], str(aoi), "2021-01-01", "2022-12-31", crs_epsg=32621,
-                                    xy_chunksize=CHUNK, shard_size_bytes=SHARD_SIZE_BYTES)
+                                    xy_chunksize=CHUNK, shard_size_bytes=shard_size_bytes)
     return time.perf_counter() - start, index_uri
 
 
@@ -177,6 +176,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size", type=int, default=1500)
+    parser.add_argument("--shard-size-bytes", type=int, default=3_500_000_000,
+                        help="rasterflow's shard budget (default: the client's own default)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     quiet_prefect(OUT / "prefect-home")
@@ -185,13 +186,13 @@ def main() -> None:
     proc, url = serve(sample)
     try:
         print(f"load average before: {os.getloadavg()}")
-        cold, _ = run_rasterflow(url, aoi, OUT / "rf-cold")
+        cold, _ = run_rasterflow(url, aoi, OUT / "rf-cold", args.shard_size_bytes)
         print(f"rasterflow cold call (starts Prefect's embedded server): {cold:.2f} s")
         times: dict[str, list[float]] = {"rasterflow build_mosaic": [], "odc-stac load + xarray median + to_zarr": []}
         index_uri = None
         for run in range(args.runs):
             shutil.rmtree(OUT / f"rf-{run}", ignore_errors=True)
-            seconds, index_uri = run_rasterflow(url, aoi, OUT / f"rf-{run}")
+            seconds, index_uri = run_rasterflow(url, aoi, OUT / f"rf-{run}", args.shard_size_bytes)
             times["rasterflow build_mosaic"].append(seconds)
             times["odc-stac load + xarray median + to_zarr"].append(run_odc(url, bounds, OUT / "odc.zarr"))
             print(f"round {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
