@@ -23,7 +23,7 @@ from rasterflow.engine.store import read_marker
 from rasterflow.enums import RuntimeEnum
 from rasterflow.errors import InvalidParameterError, RasterflowError
 
-from services import prefect_server, prefect_worker
+from loopback import prefect_server, prefect_worker
 
 SIZES = [RuntimeEnum.SMALL, RuntimeEnum.LARGE]
 
@@ -50,9 +50,9 @@ def deployed(tmp_path_factory):
         for size in SIZES:
             logs[size] = root / f"worker-{size.value}.log"
             # Workers share this process's PREFECT_HOME, so the caller can read run results.
-            stack.enter_context(prefect_worker(config.work_pools[size], api, logs[size], {
-                "RASTERFLOW_CONFIG_FILE": str(config_file), "PREFECT_HOME": os.environ["PREFECT_HOME"],
-            }))
+            stack.enter_context(prefect_worker(config.work_pools[size], api, logs[size],
+                                               RASTERFLOW_CONFIG_FILE=str(config_file),
+                                               PREFECT_HOME=os.environ["PREFECT_HOME"]))
         yield {"api": api, "config": config, "config_file": config_file, "second_deploy": result.output}
 
 

@@ -15,7 +15,7 @@ import sys
 import httpx
 import numpy as np
 import pytest
-from loopback import child_env, free_port, process, wait_until
+from loopback import child_env, prefect_server
 from pictures import pixels
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,22 +35,8 @@ print(client.build_gti_mosaic(tiles, aoi, ["red", "green", "blue"], "location", 
 @pytest.fixture
 def prefect_server_process(tmp_path):
     """URL of a `prefect server start` on a free loopback port, with its own PREFECT_HOME."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = child_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_UI_API_URL=f"{url}/api",
-                    PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
-    env.pop("PREFECT_API_URL", None)
-    args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with process(args, tmp_path / "server.log", env) as server:
-        wait_until(lambda: _healthy(url), 120, "prefect server", server)
-        yield url
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/api/health", timeout=2).json() is True
-    except httpx.TransportError:
-        return False
+    with prefect_server(tmp_path / "prefect-home") as api:
+        yield api.removesuffix("/api")
 
 
 def _screenshot(url: str, out, profile) -> np.ndarray:
