@@ -84,7 +84,10 @@ def test_killed_run_resumes_recomputing_only_what_was_missing(landsat, tmp_path)
 
     client = RasterflowClient(RasterflowConfig(output_uri=str(out), max_workers=2))
     client.build_gti_mosaic(str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"), **CALL)
-    resumed_runs = shard_runs(newest_run_id())
+    run_id = newest_run_id()
+    deadline = time.monotonic() + 30  # task run states reach the API as events, a moment after the flow
+    while len(resumed_runs := shard_runs(run_id)) < 16 and time.monotonic() < deadline:
+        time.sleep(0.5)
     resumed = [t.state.name for t in resumed_runs]
     assert len(resumed) == 16
     # A task killed between persisting its result and reporting Completed (or
