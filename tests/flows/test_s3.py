@@ -224,7 +224,7 @@ def test_refused_write_fails_fast_without_retries(inputs, s3_proxy):
         s3_proxy.deny = None
     assert isinstance(info.value, RasterflowError) and not info.value.transient
     denied = s3_proxy.counts["denied"] - denied_before
-    assert denied >= 4
+    assert denied >= 2  # one per partition that has data to write
     # Task run states reach the API as events, a moment after the flow returns.
     deadline = time.monotonic() + 30
     while len(states := task_states("build-gti-mosaic", "build-shard")) < denied and time.monotonic() < deadline:
