@@ -19,7 +19,6 @@ import geopandas as gpd
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from rasterio.crs import CRS
-from shapely.geometry import box
 
 from .. import __version__
 from ..config import DatasetSource
@@ -32,8 +31,8 @@ from .composite import CompositeJob, DatasetPart, Scene, check_stack
 from .fingerprint import code_fingerprint, stable_hash
 from .grid import reproject_geometry, snapped_grid
 from .index import store_row
-from .mosaic import MosaicPlan, StorePlan, _segment
-from .partitions import partition_windows, shard_shape
+from .mosaic import MosaicPlan, StorePlan, _segment, aoi_partitions
+from .partitions import shard_shape
 from .stac import search_dataset
 from .store import StoreSpec
 from .tileindex import read_vector
@@ -161,12 +160,7 @@ def plan_dataset_mosaic(
                          dtype=dtype, nodata=nodata, shard=shard, skip_xy_coords=params.skip_xy_coords)
         store_fp = stable_hash([request_id, i])
         jobs = []
-        for window in partition_windows(grid.height, grid.width, shard, bytes_per_pixel, params.shard_size_bytes):
-            wgrid = grid.window(window.row0, window.row1, window.col0, window.col1)
-            wbox = box(*wgrid.bounds)
-            if not wbox.intersects(geom_dst):
-                continue  # never written: reads as the fill value, which is nodata
-            mask = None if geom_dst.contains(wbox) else geom_dst.intersection(wbox.buffer(max(res))).wkb_hex
+        for window, wgrid, wbox, mask in aoi_partitions(grid, geom_dst, shard, bytes_per_pixel, params.shard_size_bytes):
             for t, year in enumerate(found.years):
                 parts = []
                 for ds, offset in zip(found.specs, offsets):

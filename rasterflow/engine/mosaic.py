@@ -9,7 +9,7 @@ it crosses thread, process and Dask boundaries and is cheap to log.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -201,12 +201,7 @@ def plan_gti_mosaic(
         )
         store_fp = stable_hash([request_id, i])
         jobs = []
-        for window in partition_windows(grid.height, grid.width, shard, bytes_per_pixel, params.shard_size_bytes):
-            wgrid = grid.window(window.row0, window.row1, window.col0, window.col1)
-            wbox = box(*wgrid.bounds)
-            if not wbox.intersects(geom_dst):
-                continue  # never written: reads as the fill value, which is nodata
-            mask = None if geom_dst.contains(wbox) else geom_dst.intersection(wbox.buffer(max(res))).wkb_hex
+        for window, wgrid, wbox, mask in aoi_partitions(grid, geom_dst, shard, bytes_per_pixel, params.shard_size_bytes):
             for t, _ in enumerate(times):
                 tiles = [r for r, s, fp in zip(reads, slot_of, footprints) if s == t and fp.intersects(wbox)]
                 if not tiles:
@@ -230,6 +225,21 @@ def plan_gti_mosaic(
         workflow=WORKFLOW, output_dir=output_dir, index_uri=uris.join(output_dir, "index.parquet"),
         stores=stores, provenance=provenance,
     )
+
+
+def aoi_partitions(grid: Grid, aoi, shard, bytes_per_pixel: int, shard_size_bytes: int
+                   ) -> Iterator[tuple[Window, Grid, Any, str | None]]:
+    """(window, its grid, its box, AOI mask as WKB hex or None when inside) of the partitions touching ``aoi``.
+
+    Partitions outside the AOI are never planned: they read as the fill value,
+    which is nodata. The mask is clipped to the window plus a pixel.
+    """
+    pixel = max(abs(grid.affine.a), abs(grid.affine.e))
+    for window in partition_windows(grid.height, grid.width, shard, bytes_per_pixel, shard_size_bytes):
+        wgrid = grid.window(window.row0, window.row1, window.col0, window.col1)
+        wbox = box(*wgrid.bounds)
+        if wbox.intersects(aoi):
+            yield window, wgrid, wbox, None if aoi.contains(wbox) else aoi.intersection(wbox.buffer(pixel)).wkb_hex
 
 
 def _segment(geom) -> float:
