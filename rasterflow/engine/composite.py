@@ -93,17 +93,35 @@ def masked_median(stack: np.ndarray, overwrite_input: bool = False) -> tuple[np.
     (rows, cols) of observations). Equal to ``np.nanmedian(stack, axis=0)``.
     ``overwrite_input`` sorts ``stack`` in place (as ``np.median``'s does),
     saving a copy of it.
+
+    Speed. The sort is most of the cost, numpy's per-slice overhead more than
+    the comparisons. When no value has its sign bit set (reflectance, DN), the
+    float32 bits are sorted as uint32, about a third faster and the same
+    order: IEEE 754 orders non-negative floats like their bit patterns, and
+    NaN's pattern is above +inf's. The middle values are picked with one flat
+    ``take`` per band; ``take_along_axis`` builds an index per dimension and
+    cost half as much as the sort.
     """
+    n_bands = stack.shape[1]
     count = np.count_nonzero(~np.isnan(stack[:, 0]), axis=0)
     ordered = stack if overwrite_input else stack.copy()
-    ordered.sort(axis=0)  # NaN sorts last
-    lo = np.maximum((count - 1) // 2, 0)[None, None]
-    hi = (count // 2)[None, None]
-    low = np.take_along_axis(ordered, lo, axis=0)[0]
-    high = np.take_along_axis(ordered, hi, axis=0)[0]
-    median = (low + high) / 2
+    non_negative = ordered.dtype == np.float32 and ordered.view(np.int32).min(initial=0) >= 0
+    (ordered.view(np.uint32) if non_negative else ordered).sort(axis=0)  # NaN sorts last
+    plane = count.size  # pixels of one band
+    counts = count.ravel()
+    # Flat position of each pixel's lower middle value in band 0, and the step to the upper one.
+    low_at = np.maximum((counts - 1) // 2, 0) * (n_bands * plane) + np.arange(plane)
+    high_step = ((counts % 2 == 0) & (counts > 0)) * (n_bands * plane)
+    flat = ordered.reshape(-1)
+    median = np.empty((n_bands,) + count.shape, dtype=np.float32)
+    for band in range(n_bands):
+        at = low_at + band * plane
+        low = flat.take(at)
+        at += high_step
+        np.add(low, flat.take(at), out=low)
+        np.divide(low, 2, out=median[band].reshape(-1))
     median[:, count == 0] = np.nan
-    return median.astype(np.float32, copy=False), count
+    return median, count
 
 
 def _asset_groups(spec: DatasetSpec) -> dict[str, list[tuple[int, int]]]:
@@ -128,6 +146,13 @@ def _nearest(grid: Grid, read: TileRead, dtype: str, nodata: float, requester_pa
     return values
 
 
+def _class_table(classes: tuple[int, ...]) -> np.ndarray:
+    """Lookup table class -> masked, for uint8 class rasters (faster than ``np.isin``)."""
+    table = np.zeros(256, dtype=bool)
+    table[list(classes)] = True
+    return table
+
+
 def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene, out: np.ndarray | None = None,
                      storage_options_for: OptionsFor = _no_options) -> np.ndarray:
     """One scene on ``grid`` as float32 (bands, rows, cols): NaN where masked or without data.
@@ -141,13 +166,15 @@ def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene, out: np.ndarra
         out[[p for p, _ in members]] = _nearest(grid, read, "float32", math.nan, spec.requester_pays,
                                                 storage_options_for(read.uri))
     if scene.offset:
-        # Reflectance below the offset is clipped to 0, as ESA's harmonisation does.
-        np.maximum(out + np.float32(scene.offset), 0, out=out, where=~np.isnan(out))
+        # Reflectance below the offset is clipped to 0, as ESA's harmonisation does (NaN stays NaN).
+        out += np.float32(scene.offset)
+        np.maximum(out, 0, out=out)
+    invalid = np.isnan(out).any(axis=0)  # an observation counts only with every band
     if spec.mask_asset:
         read = TileRead(uri=scene.hrefs[spec.mask_asset], band_indexes=(1,), nodata=None)
         classes = _nearest(grid, read, "uint8", 0, spec.requester_pays, storage_options_for(read.uri))[0]
-        out[:, np.isin(classes, spec.mask_classes)] = np.nan
-    out[:, np.isnan(out).any(axis=0)] = np.nan  # an observation counts only with every band
+        invalid |= _class_table(spec.mask_classes)[classes]
+    np.copyto(out, np.float32(np.nan), where=invalid)
     return out
 
 

@@ -45,9 +45,11 @@ def s2_grid(items) -> Grid:
         return Grid(crs=src.crs.to_wkt(), transform=tuple(src.transform)[:6], width=src.width, height=src.height)
 
 
-def test_masked_median_equals_nanmedian():
+@pytest.mark.parametrize("low", [1, -5000], ids=["non-negative (integer-view sort)", "signed (float sort)"])
+def test_masked_median_equals_nanmedian(low):
     rng = np.random.default_rng(0)
-    stack = rng.integers(1, 10000, (7, 3, 40, 50)).astype("float32")
+    stack = rng.integers(low, 10000, (7, 3, 40, 50)).astype("float32")
+    stack[0, 0, 5, :5] = [0.0, -0.0, np.inf, 0.5, 1e-40]  # zeros, infinity, fraction, subnormal
     dropped = rng.random((7, 1, 40, 50)) < 0.5
     stack[np.broadcast_to(dropped, stack.shape)] = np.nan
     stack[:, :, :3] = np.nan  # pixels without any observation
