@@ -58,23 +58,26 @@ def wait_reporting(futures: list, label: str) -> list:
     """Wait for ``futures`` as they finish, reporting progress; raise the first failure.
 
     Every future is waited for before raising, so no task is still writing when
-    the flow reports its failure.
+    the flow reports its failure. A task whose ``wait_for`` upstream failed
+    ends NotReady without running; the upstream's own error is the one raised.
     """
     total = len(futures)
     artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: 0/{total}") if total else None
     results, failures = [], []
     reported = time.monotonic()
     for done, future in enumerate(as_completed(futures), start=1):
+        future.wait()  # sets the final state; before it, .state asks the API, which lags (events)
         state = future.state
-        if state.is_failed() or state.is_crashed():
-            failures.append(future)
-        else:
+        if state.is_completed():
             results.append(future.result())
+        else:
+            failures.append(future)
         progress_log.info("%s %d/%d", label, done, total, extra={"done": done, "total": total, "label": label})
         if artifact_id is not None and (done == total or time.monotonic() - reported >= PROGRESS_INTERVAL_SECONDS):
             reported = time.monotonic()
             update_progress_artifact(artifact_id, progress=100.0 * done / total, description=f"{label}: {done}/{total}")
     if failures:
+        failures.sort(key=lambda f: not (f.state.is_failed() or f.state.is_crashed()))  # stable: first to fail
         failures[0].result()  # raises the task's own exception
     return results
 
