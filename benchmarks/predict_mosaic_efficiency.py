@@ -22,10 +22,11 @@ and not a toy: the Landsat-8 sample mosaicked at 10 m in EPSG:32621 (about
 four 3 x 3 convolutions 64 channels wide (3-64-64-64-2, receptive-field
 radius 4), patches of 256 px with clip_size 8, CLIP merge, batches of 16.
 The script also reports how many patches the blocks ran against the unique
-ones: a patch whose region straddles a block border is run by both blocks
-(the price of independent, shard-aligned blocks), which is why bigger blocks
-(``xy_block_multiplier``) are more efficient; it runs both the default (4)
-and a multiplier large enough for one block per store.
+ones (from the infer-block results): a patch whose region straddles a block
+border is needed by both blocks; the second-phase block of the checkerboard
+takes it from its neighbour instead of running it again, so only patches at
+block corners run twice. It runs both the default multiplier (4) and one
+large enough for one block per store.
 
 On CPU, large batches of large patches are memory-bound: the naive loop
 (batch 1) can beat the batched bare pass. Efficiency compares like with like
@@ -78,11 +79,9 @@ def heavy_model(path: Path) -> Path:
     return path
 
 
-def unique_and_block_patches(store_uri: str, plan) -> tuple[list[tuple[int, int]], int]:
-    """Global patches touching a valid pixel, and how many patches the blocks run in all."""
-    import numpy as np
-
-    from rasterflow.engine.patches import AxisTiling, block_tiling
+def unique_patches(store_uri: str) -> list[tuple[int, int]]:
+    """Origins of the global patches touching a valid pixel: what any pipeline must run."""
+    from rasterflow.engine.patches import AxisTiling
     from rasterflow.engine.store import open_store
     from rasterflow.enums import MergeModeEnum
 
@@ -90,19 +89,16 @@ def unique_and_block_patches(store_uri: str, plan) -> tuple[list[tuple[int, int]
     valid = (values != 0).any(axis=0)
     h, w = valid.shape
     rows, cols = AxisTiling(h, PATCH, CLIP, MergeModeEnum.CLIP), AxisTiling(w, PATCH, CLIP, MergeModeEnum.CLIP)
+    return [(int(r), int(c)) for i, r in enumerate(rows.origins) for j, c in enumerate(cols.origins)
+            if valid[rows.start[i]:rows.end[i], cols.start[j]:cols.end[j]].any()]
 
-    def touches(i, j, r0=0, r1=h, c0=0, c1=w):
-        rs, re = max(rows.start[i], r0), min(rows.end[i], r1)
-        cs, ce = max(cols.start[j], c0), min(cols.end[j], c1)
-        return re > rs and ce > cs and valid[rs:re, cs:ce].any()
 
-    unique = [(i, j) for i in range(len(rows.origins)) for j in range(len(cols.origins)) if touches(i, j)]
-    in_blocks = 0
-    for job in plan.stores[0].jobs:
-        win = job.window
-        tiling = block_tiling(rows, cols, (win.row0, win.row1, win.col0, win.col1))
-        in_blocks += sum(touches(i, j, win.row0, win.row1, win.col0, win.col1) for i in tiling.rows for j in tiling.cols)
-    return [(int(rows.origins[i]), int(cols.origins[j])) for i, j in unique], in_blocks
+def block_results(output_root: Path) -> list[dict]:
+    """The infer-block results a run persisted under its output root (patches run and taken)."""
+    import json
+
+    return [json.loads(json.loads(path.read_text())["result"])
+            for path in (output_root / ".prefect-results").glob("infer-block-*")]
 
 
 def time_model(module, batches) -> float:
@@ -153,7 +149,7 @@ def main() -> None:
     for m in multipliers:
         plan = plan_predict_mosaic(PredictMosaicParams.parse(**values, xy_block_multiplier=m), str(OUT / "plan"))
         multipliers[m] = plan
-    patches, _ = unique_and_block_patches(store, multipliers[4])
+    patches = unique_patches(store)
     stack = [image[:, r : r + PATCH, c : c + PATCH] for r, c in patches]
     batches = [torch.from_numpy(np.stack(stack[k : k + args.batch])) for k in range(0, len(stack), args.batch)]
     singles = [torch.from_numpy(p[None].copy()) for p in stack]
@@ -182,9 +178,11 @@ def main() -> None:
         t = statistics.median(times)
         print(f"{name:24s} {t:9.2f} {len(patches) / t:10.1f} {bare / t:10.3f}")
     for m, plan in multipliers.items():
-        _, in_blocks = unique_and_block_patches(store, plan)
+        results = block_results(OUT / "rasterflow" / f"run0-m{m}")
+        ran, taken = sum(r["patches"] for r in results), sum(r.get("patches_taken", 0) for r in results)
         print(f"m={m}: {len(plan.stores[0].jobs)} block(s) of {plan.stores[0].spec.shard.rows} px, "
-              f"{in_blocks} patches run for {len(patches)} unique ({in_blocks / len(patches):.3f}x)")
+              f"{ran} patches run for {len(patches)} unique ({ran / len(patches):.3f}x), "
+              f"{taken} taken from a neighbour")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -2,8 +2,10 @@
 
 plan-blocks (checks the stores, the device and the model with one probe
 forward pass) -> create-store (one per input store) -> infer-block (one per
-block and output time slice, cached) -> commit-store -> write-index. A store
-is committed only after all its blocks succeeded; the index is written last.
+block and output time slice, cached; second-phase blocks wait for their
+first-phase neighbours, whose patch predictions they reuse) -> remove-scratch
+-> commit-store -> write-index. A store is committed only after all its
+blocks succeeded; the index is written last.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from ..enums import InferenceActorEnum, MergeModeEnum
 from ..params import PredictMosaicParams
 from ..tasks.mosaic import commit_store_task
 from ..tasks.policy import io_task_options
-from ..tasks.predict import create_prediction_store_task, infer_block, plan_blocks, write_prediction_index
+from ..tasks.predict import (
+    create_prediction_store_task, infer_block, plan_blocks, remove_scratch_task, write_prediction_index,
+)
 from ..tasks.publish import publish_stores
 from .runtime import wait_reporting
 
@@ -51,8 +55,18 @@ def predict_mosaic_flow(
 
     generations = {s.spec.uri: create_prediction_store_task(s, plan.provenance) for s in plan.stores}
     block_task = infer_block.with_options(**io_task_options(config))
-    futures = [block_task.submit(job, generations[s.spec.uri]) for s in plan.stores for job in s.jobs]
-    wait_reporting(futures, "blocks")
+    futures, sharing = [], {}
+    for s in plan.stores:
+        for job in s.jobs:  # phase 0 first, so every neighbour a job waits for is already submitted
+            future = block_task.submit(job, generations[s.spec.uri],
+                                       wait_for=[sharing[uri] for uri in job.take_from if uri in sharing])
+            futures.append(future)
+            if job.share_uri:
+                sharing[job.share_uri] = future
+    results = wait_reporting(futures, "blocks")
+    logger.info("%d patch(es) run, %d taken from a neighbouring block", sum(r["patches"] for r in results),
+                sum(r.get("patches_taken", 0) for r in results))
+    remove_scratch_task(plan)
 
     for s in plan.stores:
         commit_store_task(s.spec.uri)

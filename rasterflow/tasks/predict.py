@@ -1,4 +1,5 @@
-"""Tasks of predict-mosaic: plan-blocks, create-store, infer-block, commit-store, write-index.
+"""Tasks of predict-mosaic: plan-blocks, create-store, infer-block, remove-scratch, commit-store,
+write-index.
 
 infer-block is the only task cached across runs: its key is the block key
 (which fingerprints the request, the model's bytes and the input stores), the
@@ -44,6 +45,11 @@ def _block_cache_key(context, parameters: dict[str, Any]) -> str:
 )
 def infer_block(job: engine.BlockJob, generation: str) -> dict[str, Any]:
     return engine.infer_block(job, current_config().storage_options_for)
+
+
+@task(name="remove-scratch", persist_result=False)
+def remove_scratch_task(plan: engine.PredictPlan) -> None:
+    engine.remove_scratch(plan.stores, current_config().storage_options_for)
 
 
 @task(name="write-index", persist_result=False)

@@ -7,6 +7,8 @@ batch size or merge mode.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -98,11 +100,44 @@ def test_results_do_not_depend_on_block_or_batch_size(small_store, seg_model, wo
     out = {(m, b): run(small_store, path, work / f"{mode.value}-{m}-{b}", merge_mode=mode,
                        xy_block_multiplier=m, max_batch_size=b)[0]
            for m, b in [(1, 64), (4, 64), (4, 1)]}
-    # Same patches, same order of accumulation: bit for bit, though blocks of 64 and 256 px differ.
-    np.testing.assert_array_equal(out[(1, 64)], out[(4, 64)])
-    # Across batch sizes the CPU kernels may pick other algorithms (measured: <= 2e-7);
-    # a seam would be an error of the order of the values themselves.
+    # Same patches, merged in the same order. A patch may run in batches of another size, for which
+    # the CPU kernels may pick another algorithm (measured: <= 2e-7); a seam would be an error of the
+    # order of the values themselves.
+    np.testing.assert_allclose(out[(1, 64)], out[(4, 64)], atol=1e-6, rtol=0)
     np.testing.assert_allclose(out[(4, 1)], out[(4, 64)], atol=1e-6, rtol=0)
+
+
+def test_every_patch_runs_once_except_at_block_corners(landsat_store, seg_model, work):
+    """Second-phase blocks take the border patches their first-phase neighbours ran.
+
+    CLIP regions tile the image and are smaller than a block, so a region
+    touches two first-phase (diagonal) blocks only where it holds one of
+    their common corners: at most one patch runs twice per interior corner.
+    """
+    _, path = seg_model
+
+    def patches_run(root, multiplier, share=True):
+        values = dict(store=landsat_store, model_path=str(path), patch_size=64, clip_size=4, device="cpu",
+                      features=RGB, labels=["land", "water"], actor=SEG, max_batch_size=16,
+                      merge_mode=MergeModeEnum.CLIP, xy_block_multiplier=multiplier)
+        plan = predict.plan_predict_mosaic(PredictMosaicParams.parse(**values), str(root))
+        store = plan.stores[0]
+        predict.create_prediction_store(store, plan.provenance)
+        stats = [predict.infer_block(job if share else job.model_copy(update={"take_from": [], "share_uri": None}))
+                 for job in store.jobs]
+        return sum(s["patches"] for s in stats), sum(s["patches_taken"] for s in stats), store
+
+    unique, _, whole = patches_run(work / "once-whole", 8)  # one 1024 px block
+    assert len(whole.jobs) == 1
+    shared, taken, store = patches_run(work / "once-shared", 2)  # 256 px blocks: 4 x 4
+    alone, _, _ = patches_run(work / "once-alone", 2, share=False)
+    corners = 3 * 3
+    assert {job.phase for job in store.jobs} == {0, 1} and taken > 0
+    assert unique <= shared <= unique + corners < alone
+    scratch = Path(store.scratch_uri)
+    assert len(list(scratch.rglob("*.npz"))) == 8  # the first-phase blocks of 4 x 4
+    predict.remove_scratch([store])
+    assert not scratch.exists()
 
 
 def test_blocks_are_whole_output_shards(landsat_store, seg_model, work):
