@@ -376,13 +376,15 @@ def read_block_input(job: BlockJob, read: tuple[int, int, int, int], storage_opt
     pick = [i - lo for i in job.feature_indexes]
     for s, t in enumerate(job.input_times):
         raw = array[t, lo:hi, r0 : r0 + rr, c0 : c0 + cc][pick]
-        values = raw.astype(np.float32, copy=False)
-        missing = np.isnan(values) if np.issubdtype(raw.dtype, np.floating) else np.zeros(raw.shape, bool)
-        if not math.isnan(nodata):
-            missing |= raw == nodata
+        values = data[s * n_feat : (s + 1) * n_feat, :rr, :cc]
+        values[...] = raw
+        floating = np.issubdtype(raw.dtype, np.floating)
+        missing = raw == nodata  # all False for a NaN nodata
+        if floating:
+            missing |= np.isnan(raw)
+        if floating or nodata != 0:  # nodata 0 is already the 0 the model sees
+            np.copyto(values, np.float32(0), where=missing)
         pixel_valid = ~missing.all(axis=0)
-        values = np.where(missing, np.float32(0), values)
-        data[s * n_feat : (s + 1) * n_feat, :rr, :cc] = values
         valid[:rr, :cc] = pixel_valid if s == 0 else valid[:rr, :cc] & pixel_valid
     return data, valid
 
