@@ -261,12 +261,13 @@ def plan_predict_mosaic(
         feature_indexes = [inp.bands.index(f) for f in params.features]
         g = inp.grid
         scratch = uris.join(output_dir, f".scratch-prediction-{n}")
+        blocks = _block_windows(g.height, g.width, block_px)
         jobs = sorted(
             (BlockJob(key=f"{store_fp[:16]}-t{t}-{window.id}", input_uri=inp.uri, output_uri=spec_out.uri,
                       input_times=[0, 1] if params.actor == CHANGE else [t], output_time=t, window=window,
                       height=g.height, width=g.width, feature_indexes=feature_indexes, input_nodata=inp.nodata,
-                      spec=spec, **_sharing(window, block_px, g, uris.join(scratch, f"t{t}")))
-             for window in _block_windows(g.height, g.width, block_px) for t, _ in enumerate(out_times)),
+                      spec=spec, **_sharing(at, blocks, uris.join(scratch, f"t{t}")))
+             for at, window in blocks.items() for t, _ in enumerate(out_times)),
             key=lambda job: job.phase,  # stable: phase 0 first, each phase in row-major order
         )
         stores.append(PredictStorePlan(
@@ -289,22 +290,19 @@ def plan_predict_mosaic(
     )
 
 
-def _block_windows(height: int, width: int, block_px: int) -> list[Window]:
-    return [Window(row0=r, row1=min(r + block_px, height), col0=c, col1=min(c + block_px, width))
-            for r in range(0, height, block_px) for c in range(0, width, block_px)]
+def _block_windows(height: int, width: int, block_px: int) -> dict[tuple[int, int], Window]:
+    """The blocks by (row, column) in the block grid."""
+    return {(r // block_px, c // block_px): Window(row0=r, row1=min(r + block_px, height), col0=c,
+                                                   col1=min(c + block_px, width))
+            for r in range(0, height, block_px) for c in range(0, width, block_px)}
 
 
-def _sharing(window: Window, block_px: int, grid: Grid, scratch: str) -> dict[str, Any]:
+def _sharing(at: tuple[int, int], blocks: dict[tuple[int, int], Window], scratch: str) -> dict[str, Any]:
     """A block's checkerboard phase and what it shares or takes (``BlockJob`` fields)."""
-    r, c = window.row0 // block_px, window.col0 // block_px
-    neighbours = [
-        Window(row0=rr * block_px, row1=min((rr + 1) * block_px, grid.height),
-               col0=cc * block_px, col1=min((cc + 1) * block_px, grid.width))
-        for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1))
-        if 0 <= rr * block_px < grid.height and 0 <= cc * block_px < grid.width
-    ]
+    r, c = at
+    neighbours = [blocks[k] for k in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)) if k in blocks]
     if (r + c) % 2 == 0:
-        share_uri = uris.join(scratch, f"{window.id}.npz") if neighbours else None
+        share_uri = uris.join(scratch, f"{blocks[at].id}.npz") if neighbours else None
         return {"phase": 0, "share_with": neighbours, "share_uri": share_uri}
     return {"phase": 1, "take_from": [uris.join(scratch, f"{w.id}.npz") for w in neighbours]}
 
