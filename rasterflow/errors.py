@@ -72,15 +72,18 @@ TRANSIENT_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying what raised ``exc`` may succeed.
 
-    A missing object or bucket and a refused permission are permanent: retrying
-    them only delays the error a user has to fix. Other I/O failures (s3fs turns
-    exhausted 5xx retries into plain ``OSError``s; connections drop, time out)
-    are transient, as is anything we cannot classify, so an unknown failure costs
-    a few retries rather than a lost run.
+    A missing object or bucket, a refused permission and missing credentials
+    are permanent: retrying them only delays the error a user has to fix.
+    Other I/O failures (s3fs turns exhausted 5xx retries into plain
+    ``OSError``s; connections drop, time out) are transient, as is anything we
+    cannot classify, so an unknown failure costs a few retries rather than a
+    lost run.
     """
     if isinstance(exc, RasterflowError):
         return exc.transient
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if _missing_credentials(exc):
         return False
     response = getattr(exc, "response", None)  # botocore ClientError that no layer translated
     if isinstance(response, dict):
@@ -88,3 +91,16 @@ def is_transient(exc: BaseException) -> bool:
         if isinstance(status, int):
             return status in TRANSIENT_HTTP_STATUS
     return True
+
+
+def _missing_credentials(exc: BaseException | None) -> bool:
+    """botocore found no (or half the) credentials, itself or as a cause: no retry will find them."""
+    try:
+        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+    except ImportError:  # no S3 support installed, so no S3 error either
+        return False
+    while exc is not None:
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

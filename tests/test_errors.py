@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
 from rasterflow.engine.uris import storage_error
 from rasterflow.errors import InputReadError, InvalidParameterError, is_transient
@@ -11,6 +11,11 @@ from rasterflow.errors import InputReadError, InvalidParameterError, is_transien
 
 def client_error(status: int, code: str) -> ClientError:
     return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+
+def wrapped(outer: BaseException, cause: BaseException) -> BaseException:
+    outer.__cause__ = cause
+    return outer
 
 
 @pytest.mark.parametrize("exc, transient", [
@@ -25,6 +30,9 @@ def client_error(status: int, code: str) -> ClientError:
     (PermissionError("Access Denied"), False),
     (InvalidParameterError("bands", ["x"], "not in the tiles"), False),
     (InputReadError("s3://b/t.tif", "cannot read tile", transient=True), True),
+    (NoCredentialsError(), False),  # "Unable to locate credentials": retrying finds none either
+    (PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"), False),
+    (wrapped(OSError("could not write"), NoCredentialsError()), False),
 ])
 def test_is_transient(exc, transient):
     assert is_transient(exc) is transient
