@@ -452,7 +452,8 @@ def polygonize_array(
     tables = []
     for feature, band in zip(settings.features, values):
         foreground = band >= settings.threshold  # NaN compares False: never foreground
-        if not math.isnan(nodata):
+        # Nodata pixels pass the threshold only if nodata does, compared as the pixels are.
+        if not math.isnan(nodata) and band.dtype.type(nodata) >= settings.threshold:
             foreground &= band != nodata
         if not foreground.any():
             continue
