@@ -430,10 +430,23 @@ def _edge_runs(foreground: np.ndarray, window: Window, raster_shape: tuple[int, 
 
 def _owners(geoms: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Index of the polygon holding each point: pixel centres lie inside exactly one."""
-    point, owner = shapely.STRtree(geoms).query(shapely.points(x, y), predicate="within")
-    if not np.array_equal(point, np.arange(len(x))):  # sorted by point; a gap or a repeat is a bug
-        raise RuntimeError(f"{len(x)} edge pixels found in {len(point)} polygons")
+    polygon, point = _containing(geoms, shapely.points(x, y))
+    if not np.array_equal(np.bincount(point, minlength=len(x)), np.ones(len(x), np.int64)):
+        raise RuntimeError(f"{len(x)} edge pixels found in {len(point)} polygons")  # a gap or a repeat: a bug
+    owner = np.empty(len(x), np.int64)
+    owner[point] = polygon
     return owner
+
+
+def _containing(polygons: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (polygon, point) with the point inside the polygon.
+
+    The tree holds the points and the polygons are the queries: STRtree
+    prepares its query geometries, so each large outline is indexed once
+    instead of walked whole for every point (0.4 s of 0.75 s in the seam
+    unions at 2.5 m, 8-connected).
+    """
+    return shapely.STRtree(points).query(polygons, predicate="contains")
 
 
 def polygonize_array(
@@ -593,20 +606,29 @@ def union_pieces(pieces: np.ndarray):
     multi = np.flatnonzero(np.bincount(owner_piece) > 1)  # only a piece's own parts can nest
     for k in multi:
         own = np.flatnonzero(owner_piece == k)
-        i, j = shapely.STRtree(outlines[own]).query(shapely.point_on_surface(outlines[own]), predicate="within")
+        j, i = _containing(outlines[own], shapely.point_on_surface(outlines[own]))
         island[own[i[i != j]]] = True
     top = polygons[~island]
+    # The outlines have disjoint interiors and integer vertices. buffer(0) unions
+    # them in one noding pass (at distance 0 a ring's offset curve is the ring
+    # itself): 5-7x less CPU than union_all's cascade of pairwise overlays on
+    # large components. Their union's area is the sum of theirs, exactly, in
+    # doubles; union_all stands in should GEOS's buffer ever disagree.
+    outer = outlines[~island]
+    union = shapely.buffer(shapely.multipolygons(outer), 0.0)
+    if shapely.area(union) != shapely.area(outer).sum():
+        union = shapely.union_all(outer)
     # The union keeps a vertex wherever an outline crossed a seam; simplify(0)
     # drops such collinear vertices (exact on integer coordinates). Douglas-Peucker
     # at tolerance 0 moves no edge, so the topology-preserving variant (3x the
     # CPU on large unions) has nothing to preserve.
-    merged = shapely.get_parts(shapely.simplify(shapely.union_all(outlines[~island]), 0.0, preserve_topology=False))
+    merged = shapely.get_parts(shapely.simplify(union, 0.0, preserve_topology=False))
     holes = np.concatenate([shapely.get_interior_ring(p, np.arange(shapely.get_num_interior_rings(p))) for p in top])
     if len(holes) and len(merged) == 1:
         merged = [shapely.Polygon(merged[0].exterior, [*merged[0].interiors, *holes])]
     elif len(holes):
         shells = shapely.polygons(shapely.get_exterior_ring(merged))
-        h, m = shapely.STRtree(shells).query(shapely.point_on_surface(shapely.polygons(holes)), predicate="within")
+        m, h = _containing(shells, shapely.point_on_surface(shapely.polygons(holes)))
         order = np.lexsort((shapely.area(shells)[m], h))  # per hole, smallest enclosing shell first
         h, m = h[order], m[order]
         first = np.concatenate(([True], h[1:] != h[:-1]))
