@@ -385,7 +385,7 @@ def _regions(
     """Each connected region's polygon, and its sum of ``band`` when stats are asked for.
 
     Without stats GDAL polygonizes the foreground mask itself. For stats,
-    scipy labels the regions first (about a quarter of the block's CPU): GDAL
+    scipy labels the regions first (about a fifth of the block's CPU): GDAL
     polygonizes the label image, so each polygon's value names its pixels and
     their sum is a bincount rather than a rasterization.
     """
