@@ -363,7 +363,7 @@ def _pixel_polygons(
         values.append(value)
     ring_sizes = np.fromiter(map(len, rings), np.int64, count=len(rings))
     # One flat array for all vertices, read straight from GDAL's tuples: about
-    # 3x faster than np.array of the tuples, 10x faster than a shapely.Polygon each.
+    # 3x faster than np.array of the tuples (itself 3x faster than a Polygon each).
     coords = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), np.float64, count=2 * int(ring_sizes.sum()))
     geoms = shapely.from_ragged_array(
         shapely.GeometryType.POLYGON, coords.reshape(-1, 2),
@@ -389,9 +389,10 @@ def _regions(
     polygonizes the label image, so each polygon's value names its pixels and
     their sum is a bincount rather than a rasterization.
     """
-    image = foreground.view(np.uint8)
     if settings.stats:
         image, n = ndimage.label(foreground, structure=_STRUCTURE[settings.connectivity])
+    else:
+        image = foreground.view(np.uint8)
     geoms, values = _pixel_polygons(image, foreground, settings.connectivity, window.col0, window.row0)
     if not settings.stats:
         return geoms, None
