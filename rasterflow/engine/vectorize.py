@@ -373,10 +373,43 @@ def _pixel_polygons(
         # GDAL traces 8-connected regions whose pixels meet only at a corner as one
         # self-touching ring; the valid form of that point set is a MultiPolygon.
         # 4-connected output is always valid (none invalid in 10^5-polygon noise).
-        invalid = ~shapely.is_valid(geoms)
-        if invalid.any():
-            geoms[invalid] = shapely.make_valid(geoms[invalid], method="structure", keep_collapsed=False)
+        for k in np.flatnonzero(~shapely.is_valid(geoms)):
+            geoms[k] = _made_valid(geoms[k])
     return geoms, np.asarray(values)
+
+
+def _made_valid(polygon: shapely.Polygon):
+    """The valid form of an 8-connected GDAL polygon, the overlay paid only for rings that touch.
+
+    Corner contacts are vertices shared by two rings, or twice by one.
+    make_valid's cost grows with the holes, and most holes of a lake-sized
+    polygon touch nothing: they go back afterwards into the part that holds
+    them, holes of the same point set (2-4x less CPU on the benchmark rasters).
+    The result must be valid with the polygon's area (exact: integer
+    vertices; a hole left out or put in twice changes it), else make_valid
+    of the whole polygon stands in.
+    """
+    rings = np.asarray(shapely.get_rings(polygon))  # exterior first
+    xy, ring = shapely.get_coordinates(rings, return_index=True)
+    is_open = np.ones(len(ring), dtype=bool)
+    is_open[np.append(np.flatnonzero(np.diff(ring)), len(ring) - 1)] = False  # each ring's closing vertex
+    xy, ring = xy[is_open].astype(np.int64), ring[is_open]
+    lo = xy.min(axis=0)
+    key = (xy[:, 0] - lo[0]) * (xy[:, 1].max() - lo[1] + 1) + (xy[:, 1] - lo[1])
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    touching = np.zeros(len(rings), dtype=bool)
+    touching[ring[counts[inverse] > 1]] = True
+    touching[0] = True
+    valid = shapely.make_valid(shapely.Polygon(rings[0], list(rings[touching][1:])), method="structure", keep_collapsed=False)
+    free = rings[~touching]
+    if len(free):
+        parts = shapely.get_parts(valid)
+        part, hole = _containing(parts, shapely.point_on_surface(shapely.polygons(free)))
+        filled = [shapely.Polygon(p.exterior, [*p.interiors, *free[hole[part == k]]]) for k, p in enumerate(parts)]
+        valid = filled[0] if len(filled) == 1 else shapely.MultiPolygon(filled)
+    if not shapely.is_valid(valid) or shapely.area(valid) != shapely.area(polygon):
+        return shapely.make_valid(polygon, method="structure", keep_collapsed=False)
+    return valid
 
 
 def _regions(
