@@ -125,6 +125,18 @@ def test_blocks_equal_whole_raster(raster, reference, tmp_path, connectivity, th
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])
+def test_without_stats_equals_whole_raster(raster, reference, tmp_path, connectivity):
+    """Without stats GDAL polygonizes the mask itself (no labels): edge runs find their pieces by pixel centre."""
+    values, grid, nodata = raster
+    red = values[:1]
+    settings = settings_for(grid, 6271, connectivity, stats=False)
+    got = vectorize_in_blocks(red, grid, nodata, settings, (23, 37), tmp_path / "p.parquet")
+    assert_same_polygons(got.geometry.values, reference(6271, connectivity))
+    assert got.is_valid.all() and got.area.sum() == foreground(red[0], 6271, nodata).sum() * 900.0
+    assert "score_mean" not in got.columns
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
 @pytest.mark.parametrize("threshold", [6215, 6271])
 def test_16_px_blocks(raster, tmp_path, connectivity, threshold):
     """Blocks much smaller than the objects: a shore and a town cut into 16 px blocks."""
