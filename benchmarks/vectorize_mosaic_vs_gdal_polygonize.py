@@ -54,19 +54,19 @@ What runs:
 
 Where the floor is (``--split``, 2.5 m, 4-connected, stats off; CPU seconds;
 November 2026, GDAL 3.10 in rasterio, 3.6 in gdal-bin): reading the blocks
-(Zarr, zstd, uint16) 0.8-0.9; polygonize_array 1.9, of which GDAL's
-polygonize 1.65; parts through Parquet 0.1; merge with seam unions and the
-result 0.4: engine 3.4, against 3.2-3.5 for gdal_polygonize's whole process,
-whose input is the binary raster written untimed. GDAL's polygonize alone
-over the whole raster is 2.0. So on 2 cores the ratio cannot pass about 3.2
-with GDAL polygonizing even if nothing else cost anything, and the engine's
-CPU caps it near 2 before orchestration (1.9 from this split). Measured on a quiet machine (load
-1.1-1.3), the engine alone ran in 0.66 s (5 m) and 1.72 s (2.5 m) against
-gdal_polygonize's 1.37 s and 3.38 s: 2.1x and 2.0x. The flow took 1.67 s and
-3.73 s (ratios 0.82 and 0.91): Prefect adds about 0.5 CPU-s and 0.5 s per
-run plus about 0.08 CPU-s and 50 ms per block (fitted to 9 and 30 blocks). The 2x goal
-is out of reach at these sizes with Prefect orchestrating each block as a
-task; the engine itself is at it.
+(Zarr, zstd, uint16) 0.8-0.9; polygonize_array 1.9, of which GDAL's polygonize
+1.65; parts through Parquet 0.1; merge with seam unions and the result 0.4:
+engine 3.4, against 3.2-3.5 for gdal_polygonize's whole process, whose input
+is the binary raster written untimed. GDAL's polygonize alone over the whole
+raster is 2.0. So on 2 cores the ratio cannot pass about 3.2 with GDAL
+polygonizing even if nothing else cost anything, and the engine's CPU caps it
+near 2 before orchestration (1.9 from this split). Measured on a quiet machine
+(load 1.1-1.3), the engine alone ran in 0.66 s (5 m) and 1.72 s (2.5 m)
+against gdal_polygonize's 1.37 s and 3.38 s: 2.1x and 2.0x. The flow took 1.67
+s and 3.73 s (ratios 0.82 and 0.91): Prefect adds about 0.5 CPU-s and 0.5 s
+per run plus about 0.08 CPU-s and 50 ms per block (fitted to 9 and 30 blocks).
+The 2x goal is out of reach at these sizes with Prefect orchestrating each
+block as a task; the engine itself is at it.
 
 Run from the repository root (outputs go to ``benchmarks/out/``, git-ignored)::
 
