@@ -182,6 +182,19 @@ def test_output_channel_count_must_match_the_labels(fcn_pt2):
     assert err.value.param == "labels"
 
 
+def test_a_probed_shape_is_not_run_again_but_still_checked_against_the_labels(fcn_pt2):
+    model = load_model(fcn_pt2, "fcn-probed", "cpu")
+    calls = []
+    model.module.register_forward_hook(lambda *args: calls.append(1))
+    assert probe(model, 3, 32, 2, 2) == probe(model, 3, 32, 2, 2) == (2, 2, 32, 32)
+    assert len(calls) == 1
+    with pytest.raises(InvalidParameterError, match="returns 2 channels") as err:
+        probe(model, 3, 32, 2, 3)
+    assert err.value.param == "labels" and len(calls) == 1
+    probe(model, 3, 64, 2, 2)  # another shape runs
+    assert len(calls) == 2
+
+
 def test_cuda_without_a_gpu_is_refused():
     if torch.cuda.is_available():  # pragma: no cover - the test machines have no GPU
         pytest.skip("a GPU is present")
