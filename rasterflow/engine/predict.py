@@ -512,11 +512,10 @@ def _patches_of(rows: AxisTiling, cols: AxisTiling, windows: list[Window]) -> se
 
 
 def save_shared(uri: str, shared: dict[Patch, np.ndarray], storage_options: dict[str, Any] | None = None) -> None:
-    """One scratch file of patch predictions: their indices and a stack of the arrays."""
+    """One scratch file of patch predictions (at least one): their indices and a stack of the arrays."""
     buffer = io.BytesIO()
     patches = sorted(shared)
-    np.savez(buffer, patches=np.array(patches, np.int64).reshape(-1, 2),
-             predictions=np.stack([shared[ij] for ij in patches]) if patches else np.zeros((0,), np.float32))
+    np.savez(buffer, patches=np.array(patches, np.int64), predictions=np.stack([shared[ij] for ij in patches]))
     uris.write_bytes_atomic(uri, buffer.getvalue(), storage_options)
 
 
@@ -524,9 +523,12 @@ def load_shared(uri_list: list[str], storage_options: dict[str, Any] | None = No
     """The predictions in those scratch files; a missing file shares nothing (its block had no valid pixel)."""
     known: dict[Patch, np.ndarray] = {}
     for uri in uri_list:
-        if not uris.exists(uri, storage_options):
+        try:
+            with uris.open_input(uri, storage_options) as fh:
+                raw = fh.read()
+        except FileNotFoundError:
             continue
-        with uris.open_input(uri, storage_options) as fh, np.load(io.BytesIO(fh.read())) as npz:
+        with np.load(io.BytesIO(raw)) as npz:
             known.update(zip(map(tuple, npz["patches"].tolist()), npz["predictions"]))
     return known
 
