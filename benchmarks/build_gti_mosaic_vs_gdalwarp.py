@@ -263,10 +263,10 @@ def instrument(recorder: Recorder) -> None:
     """Time the engine calls the tasks make (the wrappers change no behaviour)."""
     from rasterio.vrt import WarpedVRT
 
-    import rasterflow.engine.mosaic as mosaic
-    import rasterflow.engine.store as store
+    import rasterflow.engine.build_gti_mosaic.shard as shard
     import rasterflow.engine.warp as warp
-    import rasterflow.tasks.mosaic as tasks
+    import rasterflow.tasks.build_gti_mosaic as tasks
+    import rasterflow.tasks.stores as stores
 
     class TimedWarpedVRT(WarpedVRT):
         """WarpedVRT whose construction and reads are timed."""
@@ -274,14 +274,14 @@ def instrument(recorder: Recorder) -> None:
     recorder.wrap(TimedWarpedVRT, "__init__", "create WarpedVRT")
     recorder.wrap(TimedWarpedVRT, "read", "gdal warp (WarpedVRT.read)")
     recorder.replace(warp, "WarpedVRT", TimedWarpedVRT)
-    recorder.wrap(mosaic, "plan_gti_mosaic", "plan")
-    recorder.wrap(tasks, "create_store", "create store")
-    recorder.wrap(mosaic, "build_shard", "build_shard")
-    recorder.wrap(warp, "render_window", "render_window")
+    recorder.wrap(tasks, "plan_gti_mosaic", "plan")
+    recorder.wrap(stores, "create_store", "create store")
+    recorder.wrap(tasks, "build_shard", "build_shard")
+    recorder.wrap(shard, "render_window", "render_window")
     recorder.wrap(warp, "geometry_mask", "aoi mask")
-    recorder.wrap(store, "write_window", "zarr write")
-    recorder.wrap(tasks, "commit_store", "commit store")
-    recorder.wrap(tasks, "write_index", "write index")
+    recorder.wrap(shard, "write_window", "zarr write")
+    recorder.wrap(stores, "commit_store", "commit store")
+    recorder.wrap(stores, "write_index", "write index")
 
 
 def profile_flow(output_uri: Path, shard_size_bytes: int) -> None:
@@ -349,7 +349,9 @@ def profile_engine(output_uri: Path, shard_size_bytes: int) -> None:
     """The same engine steps in a plain thread pool, without Prefect."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from rasterflow.engine import mosaic, store
+    from rasterflow.engine import store
+    from rasterflow.engine.build_gti_mosaic.plan import plan_gti_mosaic
+    from rasterflow.engine.build_gti_mosaic.shard import build_shard
     from rasterflow.engine.index import write_index
     from rasterflow.enums import ResamplingMethod
     from rasterflow.params import BuildGtiMosaicParams
@@ -362,7 +364,7 @@ def profile_engine(output_uri: Path, shard_size_bytes: int) -> None:
     steps: dict[str, float] = defaultdict(float)
     shard_cpu = 0.0
     t = time.perf_counter()
-    plan = mosaic.plan_gti_mosaic(params, str(output_uri))
+    plan = plan_gti_mosaic(params, str(output_uri))
     steps["plan"] = time.perf_counter() - t
     for sp in plan.stores:
         t = time.perf_counter()
@@ -370,14 +372,14 @@ def profile_engine(output_uri: Path, shard_size_bytes: int) -> None:
         steps["create store"] += time.perf_counter() - t
         t, cpu = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-            list(pool.map(mosaic.build_shard, sp.jobs))
+            list(pool.map(build_shard, sp.jobs))
         steps[f"build shards ({os.cpu_count()} threads)"] += time.perf_counter() - t
         shard_cpu += time.process_time() - cpu
         t = time.perf_counter()
         store.commit_store(sp.spec.uri)
         steps["commit store"] += time.perf_counter() - t
     t = time.perf_counter()
-    write_index(mosaic.index_rows(plan), plan.index_uri)
+    write_index(plan.index_rows(), plan.index_uri)
     steps["write index"] = time.perf_counter() - t
     total = sum(steps.values())
     print(f"\nSame engine steps without Prefect ({total:.2f} s):")

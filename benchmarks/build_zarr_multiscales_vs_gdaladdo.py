@@ -24,7 +24,7 @@ What runs, on the same pixels:
   single thread and with ``--config GDAL_NUM_THREADS ALL_CPUS``. Its overviews
   inherit the file's ZSTD compression.
 * rasterflow's engine steps in a plain two-thread pool without Prefect, in the
-  flow's order (``engine.multiscales.build_pyramid``): the per-pixel work
+  flow's order (``engine.build_zarr_multiscales.stages.build_pyramids``): the per-pixel work
   without the orchestration, and so what the orchestration costs.
 * ``--resolution 2.5`` makes the input 4x larger (9604 x 12002 px, 692 MB raw,
   6 levels) from the same sample: a user's area is bigger than the bundled
@@ -125,16 +125,16 @@ def run_gdaladdo(gdaladdo: str, geotiff: Path, factors: list[int], threads: str 
 
 def run_engine(store: str, output_uri: Path, workers: int = 2) -> float:
     """The flow's engine steps, in its order, in a plain thread pool (no Prefect)."""
-    from rasterflow.engine import multiscales as ms
+    from rasterflow.engine.build_zarr_multiscales.plan import plan_multiscales
+    from rasterflow.engine.build_zarr_multiscales.stages import build_pyramids
     from rasterflow.engine.index import write_index
     from rasterflow.params import BuildZarrMultiscalesParams
 
     start = time.perf_counter()
-    plan = ms.plan_multiscales(BuildZarrMultiscalesParams.parse(store=store), str(output_uri))
+    plan = plan_multiscales(BuildZarrMultiscalesParams.parse(store=store), str(output_uri))
     with ThreadPoolExecutor(workers) as pool:
-        for pyramid in plan.pyramids:
-            ms.build_pyramid(pyramid, plan.provenance, pool.map)
-    write_index(ms.index_rows(plan), plan.index_uri)
+        build_pyramids(plan.pyramids, plan.provenance, pool.map)
+    write_index(plan.index_rows(), plan.index_uri)
     return time.perf_counter() - start
 
 
@@ -150,10 +150,10 @@ def main() -> None:
 
     start = time.perf_counter()
     store, geotiff = build_input(args.resolution)
-    from rasterflow.engine import multiscales as ms
+    from rasterflow.engine.build_zarr_multiscales.plan import plan_multiscales
     from rasterflow.params import BuildZarrMultiscalesParams
 
-    (pyramid,) = ms.plan_multiscales(BuildZarrMultiscalesParams.parse(store=store), str(OUT / "plan")).pyramids
+    (pyramid,) = plan_multiscales(BuildZarrMultiscalesParams.parse(store=store), str(OUT / "plan")).pyramids
     shapes = [(lvl.spec.grid.height, lvl.spec.grid.width) for lvl in pyramid.levels]
     factors = [2**n for n in range(1, len(shapes))]
     raw_mb = shapes[0][0] * shapes[0][1] * len(BANDS) * 2 / 1e6

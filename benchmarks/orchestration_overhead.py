@@ -65,22 +65,23 @@ def request(resolution: float, shard_size_bytes: int) -> dict:
 def run_plain(out: Path, args: dict, workers: int) -> tuple[float, int]:
     """The engine calls of one run without Prefect; (seconds, partitions)."""
     from rasterflow.config import RasterflowConfig
-    from rasterflow.engine import mosaic
+    from rasterflow.engine.build_gti_mosaic.plan import plan_gti_mosaic
+    from rasterflow.engine.build_gti_mosaic.shard import build_shard
     from rasterflow.engine.index import write_index
     from rasterflow.engine.store import commit_store, create_store
     from rasterflow.params import BuildGtiMosaicParams
 
     options = RasterflowConfig(output_uri=str(out)).storage_options_for
     start = time.perf_counter()
-    plan = mosaic.plan_gti_mosaic(BuildGtiMosaicParams.parse(**args), str(out), options)
+    plan = plan_gti_mosaic(BuildGtiMosaicParams.parse(**args), str(out), options)
     for s in plan.stores:
         create_store(s.spec, s.fingerprint, plan.provenance, options(s.spec.uri))
     jobs = [job for s in plan.stores for job in s.jobs]
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda job: mosaic.build_shard(job, options), jobs))
+        list(pool.map(lambda job: build_shard(job, options), jobs))
     for s in plan.stores:
         commit_store(s.spec.uri, options(s.spec.uri))
-    write_index(mosaic.index_rows(plan), plan.index_uri, options(plan.index_uri))
+    write_index(plan.index_rows(), plan.index_uri, options(plan.index_uri))
     return time.perf_counter() - start, len(jobs)
 
 

@@ -81,7 +81,7 @@ def heavy_model(path: Path) -> Path:
 
 def unique_patches(store_uri: str) -> list[tuple[int, int]]:
     """Origins of the global patches touching a valid pixel: what any pipeline must run."""
-    from rasterflow.engine.patches import AxisTiling
+    from rasterflow.engine.predict_mosaic.patches import AxisTiling
     from rasterflow.engine.store import open_store
     from rasterflow.enums import MergeModeEnum
 
@@ -93,11 +93,13 @@ def unique_patches(store_uri: str) -> list[tuple[int, int]]:
             if valid[rows.start[i]:rows.end[i], cols.start[j]:cols.end[j]].any()]
 
 
-def block_results(output_root: Path) -> list[dict]:
+def block_results(output_root: Path) -> list:
     """The infer-block results a run persisted under its output root (patches run and taken)."""
     import json
 
-    return [json.loads(json.loads(path.read_text())["result"])
+    from rasterflow.engine.predict_mosaic.block import BlockSummary
+
+    return [BlockSummary.model_validate(json.loads(json.loads(path.read_text())["result"])["data"])
             for path in (output_root / ".prefect-results").glob("infer-block-*")]
 
 
@@ -127,8 +129,8 @@ def main() -> None:
     from rasterflow import InferenceActorEnum, MergeModeEnum, RasterflowClient
     from rasterflow.config import RasterflowConfig
     from rasterflow.engine.index import read_index
-    from rasterflow.engine.model import file_sha256, load_model
-    from rasterflow.engine.predict import plan_predict_mosaic
+    from rasterflow.engine.predict_mosaic.model import file_sha256, load_model
+    from rasterflow.engine.predict_mosaic.plan import plan_predict_mosaic
     from rasterflow.params import PredictMosaicParams
 
     model_path = heavy_model(OUT / "heavy.pt2")
@@ -179,7 +181,7 @@ def main() -> None:
         print(f"{name:24s} {t:9.2f} {len(patches) / t:10.1f} {bare / t:10.3f}")
     for m, plan in multipliers.items():
         results = block_results(OUT / "rasterflow" / f"run0-m{m}")
-        ran, taken = sum(r["patches"] for r in results), sum(r.get("patches_taken", 0) for r in results)
+        ran, taken = sum(r.patches for r in results), sum(r.patches_taken for r in results)
         print(f"m={m}: {len(plan.stores[0].jobs)} block(s) of {plan.stores[0].spec.shard.rows} px, "
               f"{ran} patches run for {len(patches)} unique ({ran / len(patches):.3f}x), "
               f"{taken} taken from a neighbour")

@@ -173,7 +173,7 @@ def run_engine(store: str, threshold: float, connectivity: int, output_uri: Path
     """The flow's engine calls in a thread pool of all cores, polygonize in the process pool, no Prefect."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from rasterflow.engine import vectorize as engine
+    from rasterflow.engine.vectorize_mosaic import merge, plan as planning, polygonize
     from rasterflow.engine.processes import run_in_process
     from rasterflow.params import VectorizeMosaicParams
 
@@ -181,15 +181,15 @@ def run_engine(store: str, threshold: float, connectivity: int, output_uri: Path
                                          vectorize_config={"stats": False, "connectivity": connectivity})
     steps = {}
     t = time.perf_counter()
-    plan = engine.plan_vectorize(params, str(output_uri))
-    engine.create_output(plan)
+    plan = planning.plan_vectorize(params, str(output_uri))
+    planning.create_output(plan)
     steps["plan + create output"] = time.perf_counter() - t
     t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        summaries = list(pool.map(lambda job: run_in_process(engine.polygonize_block, job, plan.settings), plan.jobs))
+        summaries = list(pool.map(lambda job: run_in_process(polygonize.polygonize_block, job, plan.settings), plan.jobs))
     steps[f"polygonize {len(plan.jobs)} blocks ({os.cpu_count()} worker processes)"] = time.perf_counter() - t
     t = time.perf_counter()
-    engine.merge_parts(plan, sorted(s["part"] for s in summaries if s["part"]))
+    merge.merge_parts(plan, sorted(s.part for s in summaries if s.part))
     steps["merge parts"] = time.perf_counter() - t
     return steps
 
@@ -210,14 +210,14 @@ def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gda
     import shapely
     from rasterio.features import shapes
 
-    from rasterflow.engine import vectorize as engine
+    from rasterflow.engine.vectorize_mosaic import merge, parts as part_files, plan as planning, polygonize
     from rasterflow.params import VectorizeMosaicParams
 
     params = VectorizeMosaicParams.parse(store=store, features=["red"], threshold=threshold, vector_crs=None,
                                          vectorize_config={"stats": False, "connectivity": connectivity})
-    plan = engine.plan_vectorize(params, str(OUT / "engine" / "split"))
+    plan = planning.plan_vectorize(params, str(OUT / "engine" / "split"))
     source = plan.stores[0]
-    finisher = engine.Finisher(source.grid, plan.settings)
+    finisher = part_files.Finisher(source.grid, plan.settings)
     cpu: dict[str, float] = {}
 
     def timed(label: str, fn, *args):
@@ -226,13 +226,13 @@ def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gda
         cpu[label] = time.process_time() - start
         return value
 
-    engine.read_block(plan.jobs[0])  # warm: zarr's codec pipeline and event loop start on first use
+    polygonize.read_block(plan.jobs[0])  # warm: zarr's codec pipeline and event loop start on first use
     blocks = timed(f"read {len(plan.jobs)} blocks (zarr, zstd, uint16)",
-                   lambda: [engine.read_block(j) for j in plan.jobs])
+                   lambda: [polygonize.read_block(j) for j in plan.jobs])
     profile = cProfile.Profile()
     profile.enable()
     parts = timed("polygonize_array, all blocks", lambda: [
-        engine.polygonize_array(b, j.window, (source.grid.height, source.grid.width), source.nodata, plan.settings,
+        polygonize.polygonize_array(b, j.window, (source.grid.height, source.grid.width), source.nodata, plan.settings,
                                 finisher) for b, j in zip(blocks, plan.jobs)])
     profile.disable()
     stats = pstats.Stats(profile, stream=io.StringIO()).stats
@@ -245,10 +245,10 @@ def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gda
         return sink.getvalue()
 
     encoded = timed("parts to Parquet and back", lambda: [
-        pq.read_table(pa.BufferReader(encode(t)), schema=engine.PART_SCHEMA) for t in parts])
-    writer = engine.ResultWriter(plan.settings, {}, str(OUT / "split.parquet"))
+        pq.read_table(pa.BufferReader(encode(t)), schema=part_files.PART_SCHEMA) for t in parts])
+    writer = merge.ResultWriter(plan.settings, {}, str(OUT / "split.parquet"))
     timed("merge (seam unions in threads) + write result",
-          lambda: (engine.merge_tables(encoded, [finisher], plan.settings, writer), writer.close()))
+          lambda: (merge.merge_tables(encoded, [finisher], plan.settings, writer), writer.close()))
     border = sum(t.num_rows - t["pixels_wkb"].null_count for t in parts)
     result = pq.read_table(OUT / "split.parquet").column("geometry").to_numpy(zero_copy_only=False)
     vertices = int(shapely.get_num_coordinates(shapely.from_wkb(result)).sum())

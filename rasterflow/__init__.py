@@ -1,8 +1,8 @@
 """rasterflow: RasterFlow workflows on open parts (Prefect, GDAL, Zarr v3, GeoParquet)."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
 
-from .enums import (  # noqa: E402
+from .enums import (
     DatasetEnum,
     InferenceActorEnum,
     MergeModeEnum,
@@ -11,7 +11,9 @@ from .enums import (  # noqa: E402
     RuntimeEnum,
     VectorizeMethodEnum,
 )
-from .errors import RasterflowError  # noqa: E402
+from .errors import RasterflowError
+
+__version__ = version(__name__)
 
 __all__ = [
     "DatasetEnum", "InferenceActorEnum", "MergeModeEnum", "ModelRecipes", "RasterflowClient",

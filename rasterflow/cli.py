@@ -7,21 +7,30 @@ it happens and a summary of what was written where at the end.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .enums import (
-    DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum,
-)
+from pydantic import BaseModel
+
+from .enums import InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum
 from .errors import RasterflowError
+from .params import (
+    BuildAndPredictMosaicRecipeParams, BuildGtiMosaicParams, BuildMosaicParams, BuildZarrMultiscalesParams,
+    PredictMosaicParams, VectorizeMosaicParams,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 console = Console(stderr=True)
@@ -86,6 +95,56 @@ def _summary(index_uri: str) -> None:
     Console().print(f"index: {index_uri}")
 
 
+def _vector_summary(uri: str | None) -> None:
+    if uri is None:
+        Console().print("no polygon: no pixel reached the threshold (or none of the polygons met min_area)")
+        return
+    import pyarrow.parquet as pq
+
+    labels = pq.read_table(uri, columns=["label"])["label"].to_pandas().value_counts(sort=False)
+    table = Table(title="Polygons")
+    table.add_column("label")
+    table.add_column("polygons", justify="right")
+    for label, count in labels.items():
+        table.add_row(str(label), str(count))
+    Console().print(table)
+    Console(soft_wrap=True).print(f"polygons: {uri}")
+
+
+# ---------------------------------------------------------------- the workflow commands
+#
+# Each is made from its parameter model: option names, defaults and help come
+# from the fields declared in engine/<workflow>/request.py (and params.py),
+# so the command line cannot drift from the client. What the command line
+# does differently is declared here, field by field.
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How a field appears on the command line, where that differs from the plain rule."""
+
+    flags: tuple[str, ...] = ()  # option names: a list field takes one value per flag given
+    argument: bool = False  # positional, in the order of the command's arguments
+    cli_type: Any = None  # what Click reads, when the field's own type is not one it takes
+    default: Any = inspect.Parameter.empty  # a command-line default where the client has none
+    parse: Callable[[Any], Any] | None = None  # command-line value -> the client's value
+    help: str | None = None  # instead of the field's description
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    params: type[BaseModel]
+    shapes: dict[str, Shape]
+    report: Callable[[Any], None]
+    help: str
+    skip: tuple[str, ...] = ()  # fields the command does not take (derived by the client)
+
+    @property
+    def method(self) -> str:
+        return self.name.replace("-", "_")
+
+
 def _parse_envs(pairs: list[str]) -> dict[str, str] | None:
     envs = {}
     for pair in pairs:
@@ -94,84 +153,6 @@ def _parse_envs(pairs: list[str]) -> dict[str, str] | None:
             raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
         envs[key] = value
     return envs or None
-
-
-@app.command("build-gti-mosaic")
-def build_gti_mosaic(
-    gti: str = typer.Argument(..., help="Tile index (GeoParquet or any file geopandas reads)."),
-    aoi: str = typer.Argument(..., help="Area of interest; one store per geometry."),
-    band: list[str] = typer.Option(..., "--band", "-b", help="Band name (repeat, in output order)."),
-    location_field: str = typer.Option(..., help="Index column with each tile's path or URL."),
-    crs_epsg: int = typer.Option(3857, help="EPSG code of the output grid."),
-    time_column: Optional[str] = typer.Option(None, help="Index column grouping tiles into time slices."),
-    skip_xy_coords: bool = typer.Option(False, help="Write no x/y coordinate arrays."),
-    xy_chunksize: int = typer.Option(512, help="Zarr chunk size in x and y (pixels)."),
-    shard_size_bytes: int = typer.Option(3_500_000_000, help="Uncompressed size budget of one shard."),
-    query: Optional[str] = typer.Option(None, help="Filter on index columns, pandas query syntax."),
-    requester_pays: bool = typer.Option(False, help="Read tiles with requester-pays on."),
-    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the reading tasks (repeat)."),
-    sort_field: Optional[str] = typer.Option(None, help="Index column; highest value on top."),
-    resampling: ResamplingMethod = typer.Option(ResamplingMethod.NEAREST, help="GDAL warp kernel."),
-    resolution: Optional[float] = typer.Option(None, help="Pixel size in CRS units (default: native)."),
-    nodata: Optional[float] = typer.Option(None, help="Nodata value (default: the tiles')."),
-    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
-    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
-) -> None:
-    """Mosaic the tiles of a GTI tile index over an AOI into sharded Zarr v3 stores."""
-    client = _client(config, verbose)
-    index_uri = _run_with_progress(lambda: client.build_gti_mosaic(
-        gti, aoi, band, location_field, crs_epsg=crs_epsg, time_column=time_column,
-        skip_xy_coords=skip_xy_coords, xy_chunksize=xy_chunksize, shard_size_bytes=shard_size_bytes,
-        query=query, requester_pays=requester_pays, envs=_parse_envs(env), sort_field=sort_field,
-        resampling=resampling, resolution=resolution, nodata=nodata, runtime=runtime,
-    ))
-    _summary(index_uri)
-
-
-@app.command("build-mosaic")
-def build_mosaic(
-    aoi: str = typer.Argument(..., help="Area of interest; one store per geometry."),
-    dataset: list[DatasetEnum] = typer.Option(..., "--dataset", "-d", help="Named dataset (repeat; one grid)."),
-    start: str = typer.Option(..., help="First day, YYYY-MM-DD."),
-    end: str = typer.Option(..., help="Last day, YYYY-MM-DD (one time slice per calendar year)."),
-    crs_epsg: int = typer.Option(3857, help="EPSG code of the output grid."),
-    xy_chunksize: int = typer.Option(512, help="Zarr chunk size in x and y (pixels)."),
-    shard_size_bytes: int = typer.Option(3_500_000_000, help="Uncompressed size budget of one shard."),
-    resolution: Optional[float] = typer.Option(None, help="Pixel size in CRS units (default: finest native)."),
-    skip_xy_coords: bool = typer.Option(False, help="Write no x/y coordinate arrays."),
-    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the reading tasks (repeat)."),
-    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
-    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
-) -> None:
-    """Composite named datasets (Sentinel-2 medians, NAIP) from STAC catalogs into Zarr v3 stores."""
-    client = _client(config, verbose)
-    index_uri = _run_with_progress(lambda: client.build_mosaic(
-        dataset, aoi, start, end, crs_epsg=crs_epsg, xy_chunksize=xy_chunksize, shard_size_bytes=shard_size_bytes,
-        envs=_parse_envs(env), resolution=resolution, skip_xy_coords=skip_xy_coords, runtime=runtime,
-    ))
-    _summary(index_uri)
-
-
-@app.command("build-and-predict-mosaic-recipe")
-def build_and_predict_mosaic_recipe(
-    aoi: str = typer.Argument(..., help="Area of interest; one prediction store per geometry."),
-    recipe: ModelRecipes = typer.Option(..., "--recipe", "-m", help="Model recipe."),
-    start: str = typer.Option(..., help="First day, YYYY-MM-DD."),
-    end: str = typer.Option(..., help="Last day, YYYY-MM-DD."),
-    crs_epsg: Optional[int] = typer.Option(None, help="EPSG code of the grid (default: native UTM zone)."),
-    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the reading tasks (repeat)."),
-    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
-    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use (recipe_models, datasets)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
-) -> None:
-    """Build a recipe's mosaic over an AOI and run its model: predictions from an area and dates."""
-    client = _client(config, verbose)
-    index_uri = _run_with_progress(lambda: client.build_and_predict_mosaic_recipe(
-        aoi, start, end, recipe, crs_epsg=crs_epsg, envs=_parse_envs(env), runtime=runtime,
-    ))
-    _summary(index_uri)
 
 
 def _parse_resampling(values: list[str]) -> ResamplingMethod | dict[str, ResamplingMethod] | None:
@@ -192,56 +173,6 @@ def _parse_resampling(values: list[str]) -> ResamplingMethod | dict[str, Resampl
         ) from None
 
 
-@app.command("build-zarr-multiscales")
-def build_zarr_multiscales(
-    store: str = typer.Argument(..., help="Zarr store, or index GeoParquet of stores (one output per row)."),
-    levels: Optional[int] = typer.Option(None, help="Levels in all, level 0 included (default: down to one chunk)."),
-    resampling: list[str] = typer.Option(
-        [], "--resampling", "-r", help="METHOD for all bands, or BAND=METHOD (repeat); average, near, mode."
-    ),
-    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the reading tasks (repeat)."),
-    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
-    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
-) -> None:
-    """Add overview levels and band statistics to a store, as a new multiscales Zarr store."""
-    client = _client(config, verbose)
-    index_uri = _run_with_progress(lambda: client.build_zarr_multiscales(
-        store, levels=levels, resampling=_parse_resampling(resampling), runtime=runtime, envs=_parse_envs(env),
-    ))
-    _summary(index_uri)
-
-
-@app.command("predict-mosaic")
-def predict_mosaic(
-    store: str = typer.Argument(..., help="Mosaic store URI, or an index GeoParquet (every row is predicted)."),
-    model_path: str = typer.Option(..., help="torch.export .pt2 or TorchScript archive (path or fsspec URL)."),
-    patch_size: int = typer.Option(..., help="Patch side in pixels."),
-    clip_size: int = typer.Option(..., help="Pixels dropped from each patch edge (>= the model's receptive-field radius)."),
-    feature: list[str] = typer.Option(..., "--feature", "-f", help="Input band, in model-channel order (repeat)."),
-    label: list[str] = typer.Option(..., "--label", "-l", help="Output label, one per model channel (repeat)."),
-    actor: InferenceActorEnum = typer.Option(..., help="How outputs are read: softmax, raw, or change detection."),
-    max_batch_size: int = typer.Option(..., help="Patches per forward pass."),
-    merge_mode: MergeModeEnum = typer.Option(..., help="clip or weighted_average."),
-    device: str = typer.Option("auto", help="cpu, cuda[:N], or auto."),
-    select_label: list[str] = typer.Option([], "--select-label", help="Write only these labels (repeat)."),
-    xy_block_multiplier: int = typer.Option(4, help="Input chunks per block side (one task)."),
-    output_xy_chunksize: Optional[int] = typer.Option(None, help="Output chunk size (default: the input's)."),
-    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the tasks (repeat)."),
-    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
-    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
-) -> None:
-    """Run a PyTorch model over mosaic stores into prediction stores (one band per label)."""
-    client = _client(config, verbose)
-    index_uri = _run_with_progress(lambda: client.predict_mosaic(
-        store, model_path, patch_size, clip_size, device, feature, label, actor, max_batch_size, merge_mode,
-        select_labels=select_label or None, xy_block_multiplier=xy_block_multiplier,
-        output_xy_chunksize=output_xy_chunksize, runtime=runtime, envs=_parse_envs(env),
-    ))
-    _summary(index_uri)
-
-
 def _parse_vectorize_config(pairs: list[str]) -> dict[str, object] | None:
     """``KEY=VALUE`` pairs; values are YAML scalars (``8``, ``true``, ``900.5``)."""
     import yaml
@@ -255,46 +186,110 @@ def _parse_vectorize_config(pairs: list[str]) -> dict[str, object] | None:
     return values or None
 
 
-def _vector_summary(uri: str | None) -> None:
-    if uri is None:
-        Console().print("no polygon: no pixel reached the threshold (or none of the polygons met min_area)")
-        return
-    import pyarrow.parquet as pq
+# Every workflow command takes these, from WorkflowParams.
+_EXECUTION = {
+    "runtime": Shape(help="Runtime size: the work pool the run needs (with execution: deployment)."),
+    "envs": Shape(flags=("--env",), cli_type=list[str], default=[], parse=_parse_envs,
+                  help="KEY=VALUE for the reading tasks (repeat); never logged or stored."),
+}
+_DATE = Shape(cli_type=str)
 
-    labels = pq.read_table(uri, columns=["label"])["label"].to_pandas().value_counts(sort=False)
-    table = Table(title="Polygons")
-    table.add_column("label")
-    table.add_column("polygons", justify="right")
-    for label, count in labels.items():
-        table.add_row(str(label), str(count))
-    Console().print(table)
-    Console(soft_wrap=True).print(f"polygons: {uri}")
+COMMANDS = [
+    Command("build-gti-mosaic", BuildGtiMosaicParams, {
+        "gti": Shape(argument=True), "aoi": Shape(argument=True), "bands": Shape(flags=("--band", "-b")),
+    }, _summary, "Mosaic the tiles of a GTI tile index over an AOI into sharded Zarr v3 stores."),
+    Command("build-mosaic", BuildMosaicParams, {
+        "aoi": Shape(argument=True), "datasets": Shape(flags=("--dataset", "-d")), "start": _DATE, "end": _DATE,
+    }, _summary, "Composite named datasets (Sentinel-2 medians, NAIP) from STAC catalogs into Zarr v3 stores."),
+    Command("build-and-predict-mosaic-recipe", BuildAndPredictMosaicRecipeParams, {
+        "aoi": Shape(argument=True), "model_recipe": Shape(flags=("--recipe", "-m")), "start": _DATE, "end": _DATE,
+    }, _summary, "Build a recipe's mosaic over an AOI and run its model: predictions from an area and dates.",
+        skip=("model_path",)),
+    Command("build-zarr-multiscales", BuildZarrMultiscalesParams, {
+        "store": Shape(argument=True),
+        "resampling": Shape(flags=("--resampling", "-r"), cli_type=list[str], default=[], parse=_parse_resampling,
+                            help="METHOD for all bands, or BAND=METHOD (repeat); average, near, mode."),
+    }, _summary, "Add overview levels and band statistics to a store, as a new multiscales Zarr store."),
+    Command("predict-mosaic", PredictMosaicParams, {
+        "store": Shape(argument=True), "features": Shape(flags=("--feature", "-f")),
+        "labels": Shape(flags=("--label", "-l")), "device": Shape(default="auto"),
+        "select_labels": Shape(flags=("--select-label",), cli_type=list[str], default=[],
+                               parse=lambda v: list(v) or None),
+    }, _summary, "Run a PyTorch model over mosaic stores into prediction stores (one band per label)."),
+    Command("vectorize-mosaic", VectorizeMosaicParams, {
+        "store": Shape(argument=True), "features": Shape(flags=("--feature", "-f")),
+        "vectorize_config": Shape(cli_type=list[str], default=[], parse=_parse_vectorize_config,
+                                  help="KEY=VALUE (repeat): stats, connectivity (4|8), min_area, simplify_tolerance."),
+        "vector_crs": Shape(cli_type=str, parse=lambda v: None if v.lower() == "none" else v,
+                            help="CRS of the polygons, e.g. EPSG:4326; 'none' keeps the store's."),
+    }, _vector_summary, "Threshold store bands into polygons (exact across block seams), as one GeoParquet."),
+]
 
 
-@app.command("vectorize-mosaic")
-def vectorize_mosaic(
-    store: str = typer.Argument(..., help="Store URI, or an index GeoParquet (every row is vectorized)."),
-    feature: list[str] = typer.Option(..., "--feature", "-f", help="Band to polygonize (repeat); its name is the label."),
-    threshold: float = typer.Option(..., help="Pixels with value >= threshold are foreground (nodata never)."),
-    vectorize_method: VectorizeMethodEnum = typer.Option(
-        VectorizeMethodEnum.SEMANTIC_SEGMENTATION_RASTERIO, help="Vectorizer."),
-    vectorize_config: list[str] = typer.Option(
-        [], "--vectorize-config", help="KEY=VALUE (repeat): stats, connectivity (4|8), min_area, simplify_tolerance."),
-    xy_block_multiplier: int = typer.Option(4, help="Store chunks per block side (one task)."),
-    vector_crs: str = typer.Option("EPSG:4326", help="CRS of the polygons; 'none' keeps the store's."),
-    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the tasks (repeat)."),
-    runtime: RuntimeEnum = typer.Option(RuntimeEnum.SMALL, help="Runtime size."),
-    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
-) -> None:
-    """Threshold store bands into polygons (exact across block seams), as one GeoParquet."""
-    client = _client(config, verbose)
-    uri = _run_with_progress(lambda: client.vectorize_mosaic(
-        store, feature, threshold, vectorize_method=vectorize_method,
-        vectorize_config=_parse_vectorize_config(vectorize_config), xy_block_multiplier=xy_block_multiplier,
-        vector_crs=None if vector_crs.lower() == "none" else vector_crs, runtime=runtime, envs=_parse_envs(env),
-    ))
-    _vector_summary(uri)
+def first_sentence(text: str) -> str:
+    """A field description's first sentence: the command line's help for it."""
+    text = " ".join(text.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def _plain_type(annotation: Any) -> Any:
+    """The Click-friendly type of a field: Optional[X] stays, lists and enums as they are."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _plain_type(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return Optional[_plain_type(args[0])]  # noqa: UP045 (Click reads typing.Optional)
+    if origin is list:
+        return list[_plain_type(typing.get_args(annotation)[0])]
+    return annotation
+
+
+def _cli_parameter(name: str, field: Any, shape: Shape) -> inspect.Parameter:
+    """The typer parameter of one field."""
+    default = field.get_default(call_default_factory=True) if not field.is_required() else ...
+    if shape.default is not inspect.Parameter.empty:
+        default = shape.default
+    help_text = shape.help or first_sentence(field.description or "")
+    if shape.argument:
+        info = typer.Argument(default, help=help_text, show_default=False)
+    else:
+        flags = shape.flags or ("--" + name.replace("_", "-"),)
+        info = typer.Option(default, *flags, help=help_text)
+    annotation = shape.cli_type or _plain_type(field.annotation)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+
+
+_COMMON = [
+    inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],  # noqa: UP045
+                      default=typer.Option(None, help="rasterflow.yaml to use.")),
+    inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                      default=typer.Option(False, "--verbose", "-v", help="Show Prefect's logs.")),
+]
+
+
+def _register(command: Command) -> None:
+    shapes = _EXECUTION | command.shapes
+    fields = {name: f for name, f in command.params.model_fields.items() if name not in command.skip}
+    arguments = [n for n, s in command.shapes.items() if s.argument]
+    order = arguments + [n for n in fields if n not in arguments and n not in _EXECUTION] + list(_EXECUTION)
+    parameters = [_cli_parameter(n, fields[n], shapes.get(n, Shape())) for n in order] + _COMMON
+
+    def run(**values: Any) -> None:
+        config, verbose = values.pop("config"), values.pop("verbose")
+        call = {n: shapes[n].parse(v) if n in shapes and shapes[n].parse else v for n, v in values.items()}
+        client = _client(config, verbose)
+        command.report(_run_with_progress(lambda: getattr(client, command.method)(**call)))
+
+    run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    run.__doc__ = command.help
+    app.command(command.name)(run)
+
+
+for _command in COMMANDS:
+    _register(_command)
 
 
 @app.command()

@@ -16,8 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from .config import RasterflowConfig, load_config, using_config
+from .engine.predict_mosaic.request import DEFAULT_BLOCK_MULTIPLIER
+from .engine.request import DEFAULT_CRS_EPSG, DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE
+from .engine.vectorize_mosaic.request import DEFAULT_VECTOR_CRS
 from .enums import (
     DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum,
 )
@@ -29,6 +33,11 @@ from .params import (
 
 # Offline by default: no usage telemetry from the embedded server or the client.
 _QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def _arguments(values: dict[str, Any]) -> dict[str, Any]:
+    """A method's own ``locals()`` as the parameters of its workflow (not ``self``, not ``wait``)."""
+    return {k: v for k, v in values.items() if k not in ("self", "wait")}
 
 
 @contextmanager
@@ -72,11 +81,11 @@ class RasterflowClient:
         aoi: str,
         bands: list[str],
         location_field: str,
-        crs_epsg: int = 3857,
+        crs_epsg: int = DEFAULT_CRS_EPSG,
         time_column: str | None = None,
         skip_xy_coords: bool = False,
-        xy_chunksize: int = 512,
-        shard_size_bytes: int = 3_500_000_000,
+        xy_chunksize: int = DEFAULT_XY_CHUNKSIZE,
+        shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
         query: str | None = None,
         requester_pays: bool = False,
         envs: dict[str, str] | None = None,
@@ -95,13 +104,7 @@ class RasterflowClient:
         snapped to ``resolution`` in ``crs_epsg``, later (or higher
         ``sort_field``) tiles on top.
         """
-        params = BuildGtiMosaicParams.parse(
-            gti=gti, aoi=aoi, bands=list(bands), location_field=location_field, crs_epsg=crs_epsg,
-            time_column=time_column, skip_xy_coords=skip_xy_coords, xy_chunksize=xy_chunksize,
-            shard_size_bytes=shard_size_bytes, query=query, requester_pays=requester_pays, envs=envs,
-            sort_field=sort_field, resampling=resampling, resolution=resolution, nodata=nodata,
-            runtime=runtime,
-        )
+        params = BuildGtiMosaicParams.parse(**_arguments(locals()))
         from .flows.build_gti_mosaic import build_gti_mosaic_flow
 
         return self._run(build_gti_mosaic_flow, params, wait)
@@ -112,9 +115,9 @@ class RasterflowClient:
         aoi: str,
         start: datetime | date | str,
         end: datetime | date | str,
-        crs_epsg: int = 3857,
-        xy_chunksize: int = 512,
-        shard_size_bytes: int = 3_500_000_000,
+        crs_epsg: int = DEFAULT_CRS_EPSG,
+        xy_chunksize: int = DEFAULT_XY_CHUNKSIZE,
+        shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
         envs: dict[str, str] | None = None,
         resolution: float | None = None,
         skip_xy_coords: bool = False,
@@ -132,11 +135,7 @@ class RasterflowClient:
         URI of a GeoParquet index like build_gti_mosaic's. See
         docs/workflows.md for the datasets, the season rule and the memory cap.
         """
-        params = BuildMosaicParams.parse(
-            datasets=list(datasets), aoi=aoi, start=start, end=end, crs_epsg=crs_epsg, xy_chunksize=xy_chunksize,
-            shard_size_bytes=shard_size_bytes, envs=envs, resolution=resolution, skip_xy_coords=skip_xy_coords,
-            runtime=runtime,
-        )
+        params = BuildMosaicParams.parse(**_arguments(locals()))
         from .flows.build_mosaic import build_mosaic_flow
 
         return self._run(build_mosaic_flow, params, wait)
@@ -148,8 +147,8 @@ class RasterflowClient:
         threshold: float,
         vectorize_method: VectorizeMethodEnum = VectorizeMethodEnum.SEMANTIC_SEGMENTATION_RASTERIO,
         vectorize_config: dict | None = None,
-        xy_block_multiplier: int = 4,
-        vector_crs: str | None = "EPSG:4326",
+        xy_block_multiplier: int = DEFAULT_BLOCK_MULTIPLIER,
+        vector_crs: str | None = DEFAULT_VECTOR_CRS,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         envs: dict[str, str] | None = None,
         wait: bool = True,
@@ -166,11 +165,7 @@ class RasterflowClient:
         ``connectivity`` (4 or 8), ``min_area``, ``simplify_tolerance``; see
         docs/workflows.md.
         """
-        params = VectorizeMosaicParams.parse(
-            store=store, features=features, threshold=threshold, vectorize_method=vectorize_method,
-            vectorize_config=vectorize_config, xy_block_multiplier=xy_block_multiplier, vector_crs=vector_crs,
-            runtime=runtime, envs=envs,
-        )
+        params = VectorizeMosaicParams.parse(**_arguments(locals()))
         from .flows.vectorize_mosaic import vectorize_mosaic_flow
 
         return self._run(vectorize_mosaic_flow, params, wait)
@@ -197,9 +192,7 @@ class RasterflowClient:
         marked categorical. Returns the URI of a GeoParquet index with one row
         per multiscales store. See docs/workflows.md.
         """
-        params = BuildZarrMultiscalesParams.parse(
-            store=store, levels=levels, resampling=resampling, runtime=runtime, envs=envs,
-        )
+        params = BuildZarrMultiscalesParams.parse(**_arguments(locals()))
         from .flows.build_zarr_multiscales import build_zarr_multiscales_flow
 
         return self._run(build_zarr_multiscales_flow, params, wait)
@@ -217,7 +210,7 @@ class RasterflowClient:
         max_batch_size: int,
         merge_mode: MergeModeEnum,
         select_labels: list[str] | None = None,
-        xy_block_multiplier: int = 4,
+        xy_block_multiplier: int = DEFAULT_BLOCK_MULTIPLIER,
         output_xy_chunksize: int | None = None,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         envs: dict[str, str] | None = None,
@@ -237,12 +230,7 @@ class RasterflowClient:
         a GeoParquet index (``location`` = each prediction store). See
         docs/workflows.md.
         """
-        params = PredictMosaicParams.parse(
-            store=store, model_path=model_path, patch_size=patch_size, clip_size=clip_size, device=device,
-            features=features, labels=labels, actor=actor, max_batch_size=max_batch_size,
-            merge_mode=merge_mode, select_labels=select_labels, xy_block_multiplier=xy_block_multiplier,
-            output_xy_chunksize=output_xy_chunksize, runtime=runtime, envs=envs,
-        )
+        params = PredictMosaicParams.parse(**_arguments(locals()))
         from .flows.predict_mosaic import predict_mosaic_flow
 
         return self._run(predict_mosaic_flow, params, wait)
@@ -261,7 +249,7 @@ class RasterflowClient:
         """Build a recipe's mosaic over ``aoi`` for [``start``, ``end``] and run its model on it.
 
         A recipe (``ModelRecipes``) bundles datasets, feature bands in model
-        order, labels and inference settings (rasterflow/engine/recipes.py,
+        order, labels and inference settings (rasterflow/engine/build_and_predict_mosaic_recipe/recipes.py,
         docs/workflows.md). ``crs_epsg=None`` keeps the datasets' native CRS:
         the UTM zone of the AOI's centroid. The model's weights come from the
         recipe's public URI unless the config's ``recipe_models`` names another
@@ -269,7 +257,7 @@ class RasterflowClient:
         anything runs. Returns the URI of an index GeoParquet whose
         ``location`` column holds the prediction stores.
         """
-        from .engine.recipes import recipe_spec
+        from .engine.build_and_predict_mosaic_recipe.recipes import recipe_spec
 
         try:
             recipe = ModelRecipes(model_recipe)
@@ -289,7 +277,7 @@ class RasterflowClient:
     def _check_recipe_model(self, recipe: ModelRecipes, model_path: str) -> None:
         """Fail before any work when the recipe's weights cannot be fetched, saying how to fix it."""
         from .engine import uris
-        from .engine.recipes import recipe_spec
+        from .engine.build_and_predict_mosaic_recipe.recipes import recipe_spec
 
         try:
             found = uris.exists(model_path, self.config.storage_options_for(model_path))

@@ -42,6 +42,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .engine.build_mosaic.catalog import DatasetSource
 from .enums import DatasetEnum, ModelRecipes, RuntimeEnum
 from .errors import ConfigError
 
@@ -52,20 +53,6 @@ S3_RETRIES = {"max_attempts": 10, "mode": "standard"}  # botocore's retry config
 
 def _default_work_pools() -> dict[RuntimeEnum, str]:
     return {size: f"rasterflow-{size.value}" for size in RuntimeEnum}
-
-
-class DatasetSource(BaseModel):
-    """Where a named dataset's STAC items come from: an API and collection, or a stac-geoparquet file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stac_url: str | None = None
-    collection: str | None = None
-    geoparquet: str | None = None
-
-    def describe(self) -> str:
-        return f"stac-geoparquet {self.geoparquet}" if self.geoparquet else \
-            f"STAC API {self.stac_url} (collection {self.collection!r})"
 
 
 class RasterflowConfig(BaseModel):

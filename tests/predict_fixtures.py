@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rasterflow.engine import mosaic
+from rasterflow.engine.build_gti_mosaic.plan import plan_gti_mosaic
+from rasterflow.engine.build_gti_mosaic.shard import build_shard
 from rasterflow.engine.store import commit_store, create_store
 from rasterflow.params import BuildGtiMosaicParams
 
@@ -78,11 +79,11 @@ def build_store(root: Path, sample: str, crs_epsg: int, bands: list[str], chunk:
         location_field="location", crs_epsg=crs_epsg, xy_chunksize=chunk,
         shard_size_bytes=chunk * chunk * len(bands) * 2 * 4, time_column=time_column,
     )
-    plan = mosaic.plan_gti_mosaic(params, str(root))
+    plan = plan_gti_mosaic(params, str(root))
     for store in plan.stores:
         create_store(store.spec, store.fingerprint, plan.provenance)
         for job in store.jobs:
-            mosaic.build_shard(job)
+            build_shard(job)
         commit_store(store.spec.uri)
     return plan.stores[0].spec.uri
 

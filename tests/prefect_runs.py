@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -37,3 +38,22 @@ def artifacts(flow_run_id: UUID) -> dict[str, list[Artifact]]:
     for artifact in found:
         by_type.setdefault(artifact.type, []).append(artifact)
     return by_type
+
+
+def task_states(flow_name: str, prefix: str, timeout: float = 30.0) -> list[str]:
+    """Sorted state names of the task runs named ``prefix...`` of the newest run of ``flow_name``.
+
+    Prefect 3 records task runs and their states from events, a moment after
+    the flow returns: this waits until every such run has a final state and
+    their number held still over two looks (or ``timeout`` passed).
+    """
+    run_id = latest_flow_run(flow_name).id
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while True:
+        runs = [t for t in task_runs(run_id, prefix) if t.name.startswith(prefix)]
+        settled = all(t.state is not None and t.state.is_final() for t in runs) and len(runs) == seen
+        if settled or time.monotonic() > deadline:
+            return sorted(t.state.name if t.state else "None" for t in runs)
+        seen = len(runs)
+        time.sleep(0.25)

@@ -104,7 +104,7 @@ def test_runtime_size_picks_the_pool_and_envs_become_job_variables(deployed, lan
     local = RasterflowClient(deployed["config"]).build_gti_mosaic(**call)
     assert returned[RuntimeEnum.SMALL] == returned[RuntimeEnum.LARGE] == local
     store = read_index(local).location[0]
-    assert read_marker(store)["status"] == "complete"
+    assert read_marker(store).status == "complete"
 
 
 def test_wait_false_returns_the_flow_run_id(deployed, landsat):

@@ -124,3 +124,9 @@ def reproject_geometry(geometry, src_crs, dst_crs):
     if src == dst:
         return geometry
     return shape(transform_geom(src, dst, mapping(geometry)))
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """WGS 84 / UTM zone of a point: 326xx north of the equator, 327xx south."""
+    zone = min(int((lon + 180.0) // 6.0) + 1, 60)
+    return (32600 if lat >= 0 else 32700) + zone

@@ -11,8 +11,12 @@ concurrency and is about 10x slower: zarr-python #3560, #3682).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 from pydantic import BaseModel, ConfigDict
+from shapely.geometry import box
+
+from .grid import Grid
 
 
 class ShardShape(BaseModel):
@@ -76,3 +80,18 @@ def partition_windows(
         for r in range(0, height, step_r)
         for c in range(0, width, step_c)
     ]
+
+
+def aoi_partitions(grid: Grid, aoi, shard: ShardShape, bytes_per_pixel: int, shard_size_bytes: int
+                   ) -> Iterator[tuple[Window, Grid, object, str | None]]:
+    """(window, its grid, its box, AOI mask as WKB hex or None when inside) of the partitions touching ``aoi``.
+
+    Partitions outside the AOI are never planned: they read as the fill value,
+    which is nodata. The mask is clipped to the window plus a pixel.
+    """
+    pixel = max(abs(grid.affine.a), abs(grid.affine.e))
+    for window in partition_windows(grid.height, grid.width, shard, bytes_per_pixel, shard_size_bytes):
+        wgrid = grid.window(window.row0, window.row1, window.col0, window.col1)
+        wbox = box(*wgrid.bounds)
+        if wbox.intersects(aoi):
+            yield window, wgrid, wbox, None if aoi.contains(wbox) else aoi.intersection(wbox.buffer(pixel)).wkb_hex

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from ..errors import RasterflowError
 
 T = TypeVar("T")
-_PRELOAD = ["rasterflow.engine.vectorize"]
+_PRELOAD = ["rasterflow.engine.vectorize_mosaic.polygonize"]
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None

@@ -10,10 +10,11 @@ marker flips to ``complete`` last, after metadata consolidation.
 
 from __future__ import annotations
 
+import math
 import uuid
 import warnings
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -21,13 +22,14 @@ import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 import zarr
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from zarr.errors import ZarrUserWarning
 
 from ..errors import StoreError
 from . import uris
 from .grid import Grid
 from .partitions import ShardShape, Window
+from .provenance import stable_hash
 
 ATTR = "rasterflow"
 WRITING, COMPLETE = "writing", "complete"
@@ -65,15 +67,86 @@ def open_data_array(uri: str, storage_options: dict[str, Any] | None = None, mod
                            zarr_format=3)
 
 
-def read_marker(uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """The store's ``rasterflow`` attribute, or None if there is no such store."""
+class Marker(BaseModel):
+    """The ``rasterflow`` attribute of a store: its state, its identity and its provenance.
+
+    ``fingerprint`` says what the store is meant to hold (the request and its
+    place in it); ``generation`` which writing of it this is: a store replaced
+    under the same fingerprint gets a new one, and task cache keys include it.
+    Provenance keys (workflow, parameters, inputs, ...) ride along as extras.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    status: Literal["writing", "complete"]
+    generation: str
+    fingerprint: str
+    created: str | None = None
+    completed: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
+
+    @property
+    def identity(self) -> str:
+        """What changes when the content does: a rebuilt store has a new generation."""
+        return stable_hash([self.fingerprint, self.generation])
+
+
+def start_marker(fingerprint: str, provenance: dict[str, Any]) -> Marker:
+    """The marker of a store being written anew: a fresh generation, status 'writing'."""
+    return Marker(status=WRITING, generation=uuid.uuid4().hex, fingerprint=fingerprint,
+                  created=datetime.now(timezone.utc).isoformat(), **provenance)
+
+
+def adopted_generation(marker: Marker | None, fingerprint: str) -> str | None:
+    """The generation to keep when what is there was written for ``fingerprint`` (a resumed run).
+
+    The one rule behind every "adopt or start a generation": stores, pyramids
+    and vectorize output folders alike. None: replace whatever is there.
+    """
+    return marker.generation if marker is not None and marker.fingerprint == fingerprint else None
+
+
+def read_marker(uri: str, storage_options: dict[str, Any] | None = None) -> Marker | None:
+    """The store's marker, or None if there is no rasterflow store at ``uri``."""
     try:
         # v3 only: rasterflow writes no other, so a v2 group is "not ours" (None), unprobed.
         group = zarr.open_group(zarr_store(uri, storage_options, read_only=True), mode="r", zarr_format=3)
     except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError,
             zarr.errors.NodeTypeValidationError):
         return None  # nothing there, an array, or unreadable metadata (JSONDecodeError is a ValueError)
-    return dict(group.attrs.get(ATTR, {})) or None
+    return parse_marker(group.attrs.get(ATTR))
+
+
+def parse_marker(value: Any) -> Marker | None:
+    """A marker from its stored form; None when it is missing or not one of ours."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return Marker.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def store_identity(uri: str, storage_options: dict[str, Any] | None = None) -> str:
+    """What changes when the store's content changes: the one identity of an input store.
+
+    A complete rasterflow store is identified by its marker (fingerprint and
+    generation); any other Zarr store by the size and modification stamp of
+    every object in it.
+    """
+    marker = read_marker(uri, storage_options)
+    if marker is not None and marker.complete:
+        return marker.identity
+    fs, path = uris.filesystem(uri, storage_options)
+    listing = fs.find(path, detail=True)
+
+    def stamp(info: dict[str, Any]) -> str:
+        return str(info.get("ETag") or info.get("mtime") or info.get("LastModified") or "")
+
+    return stable_hash(sorted((name[len(path):], info.get("size"), stamp(info)) for name, info in listing.items()))
 
 
 # The zarr-conventions v1 schemas of the proj: and spatial: attributes below.
@@ -140,18 +213,13 @@ def create_store(
     else there is replaced and gets a new generation. Task cache keys include the
     generation, so a deleted or replaced store never serves stale cache hits.
     """
-    marker = read_marker(spec.uri, storage_options)
-    if marker and marker.get("fingerprint") == fingerprint and marker.get("generation"):
-        return marker["generation"]
+    generation = adopted_generation(read_marker(spec.uri, storage_options), fingerprint)
+    if generation is not None:
+        return generation
     ds = _template(spec)  # before removing anything: a bad spec must not cost the old store
     uris.remove(spec.uri, storage_options)
-    generation = uuid.uuid4().hex
-    ds.attrs = _geozarr_attrs(spec.grid) | {
-        ATTR: {
-            "status": WRITING, "generation": generation, "fingerprint": fingerprint,
-            "created": datetime.now(timezone.utc).isoformat(), **provenance,
-        }
-    }
+    marker = start_marker(fingerprint, provenance)
+    ds.attrs = _geozarr_attrs(spec.grid) | {ATTR: marker.model_dump(mode="json", exclude_none=True)}
     c = spec.shard.chunk
     # On the variable's own encoding, beside rioxarray's grid_mapping.
     ds[DATA_VAR].encoding.update(
@@ -161,7 +229,7 @@ def create_store(
         compressors=[zarr.codecs.ZstdCodec(level=3)],
     )
     ds.to_zarr(zarr_store(spec.uri, storage_options), mode="w", compute=False, zarr_format=3, consolidated=False)
-    return generation
+    return marker.generation
 
 
 def write_window(
@@ -186,26 +254,78 @@ def commit_store(uri: str, storage_options: dict[str, Any] | None = None) -> Non
     fingerprint, so its content is what it was, and keeping ``completed``
     keeps the identity that downstream workflows' cache keys are built on.
     """
-    if (read_marker(uri, storage_options) or {}).get("status") == COMPLETE:
+    marker = read_marker(uri, storage_options)
+    if marker is not None and marker.complete:
         return
     store = zarr_store(uri, storage_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ZarrUserWarning)  # consolidated metadata is not in the v3 spec yet
         zarr.consolidate_metadata(store)
     group = zarr.open_group(store, mode="r+", zarr_format=3)
-    marker = dict(group.attrs[ATTR])
-    marker.update(status=COMPLETE, completed=datetime.now(timezone.utc).isoformat())
-    group.attrs[ATTR] = marker
+    record = dict(group.attrs[ATTR])
+    record.update(status=COMPLETE, completed=datetime.now(timezone.utc).isoformat())
+    group.attrs[ATTR] = record
 
 
 def open_store(uri: str, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
     """Open a complete rasterflow store with xarray; refuse incomplete ones."""
-    marker = read_marker(uri, storage_options)
+    check_complete(uri, read_marker(uri, storage_options))
+    return xr.open_zarr(zarr_store(uri, storage_options, read_only=True), consolidated=True, zarr_format=3)
+
+
+def check_complete(uri: str, marker: Marker | None) -> Marker:
     if marker is None:
         raise StoreError(f"{uri}: not a rasterflow Zarr store (no '{ATTR}' attribute or no store at all)")
-    if marker.get("status") != COMPLETE:
+    if not marker.complete:
         raise StoreError(
-            f"{uri}: store is incomplete (status {marker.get('status')!r}); its workflow did not "
+            f"{uri}: store is incomplete (status {marker.status!r}); its workflow did not "
             "finish. Re-run the same call to resume it."
         )
-    return xr.open_zarr(zarr_store(uri, storage_options, read_only=True), consolidated=True, zarr_format=3)
+    return marker
+
+
+class StoreDescription(BaseModel):
+    """A complete rasterflow store as the workflows that read one see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    identity: str  # Marker.identity: a rebuilt store is another input
+    grid: Grid
+    bands: list[str]
+    times: list[str | None]  # ISO timestamps; None for the single ungrouped (NaT) slot
+    dtype: str
+    nodata: float
+    chunk: tuple[int, int]  # rows, cols of a chunk
+    skip_xy_coords: bool
+
+    def band_indexes(self, names: list[str], param: str) -> list[int]:
+        """Positions of ``names`` among the bands; an error naming ``param`` when some are missing."""
+        from ..errors import InvalidParameterError
+
+        missing = [n for n in names if n not in self.bands]
+        if missing:
+            raise InvalidParameterError(param, names, f"{missing} not among the bands of {self.uri}",
+                                        f"bands of that store: {self.bands}")
+        return [self.bands.index(n) for n in names]
+
+
+def describe_store(uri: str, storage_options: dict[str, Any] | None = None) -> StoreDescription:
+    """What a complete rasterflow store holds, from its metadata (no pixel is read)."""
+    marker = check_complete(uri, read_marker(uri, storage_options))
+    ds = xr.open_zarr(zarr_store(uri, storage_options, read_only=True), consolidated=True, zarr_format=3)
+    try:
+        array = open_data_array(uri, storage_options)
+        attrs = ds.attrs
+        nodata = array.attrs.get("nodata", array.fill_value)
+        return StoreDescription(
+            uri=uri, identity=marker.identity,
+            grid=Grid(crs=ds[DATA_VAR].rio.crs.to_wkt(), transform=tuple(attrs["spatial:transform"]),
+                      width=int(attrs["spatial:shape"][1]), height=int(attrs["spatial:shape"][0])),
+            bands=[str(b) for b in ds["band"].values],
+            times=[None if pd.isna(t) else pd.Timestamp(t).isoformat() for t in ds["time"].values],
+            dtype=str(array.dtype), nodata=math.nan if nodata is None else float(nodata),
+            chunk=(int(array.chunks[-2]), int(array.chunks[-1])), skip_xy_coords="x" not in ds.coords,
+        )
+    finally:
+        ds.close()

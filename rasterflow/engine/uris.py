@@ -7,6 +7,7 @@ and understands ``s3://``, ``gs://``, ``https://`` itself via its /vsi handlers.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,13 @@ def write_bytes_atomic(uri: str, data: bytes, storage_options: dict[str, Any] | 
 
 def open_input(uri: str, storage_options: dict[str, Any] | None = None):
     return fsspec.open(uri, "rb", **(storage_options or {}))
+
+
+# Every engine step that touches storage takes the fsspec options of each URI it opens
+# from a function (the config's ``storage_options_for``): one source of credentials.
+OptionsFor = Callable[[str], dict[str, Any]]
+
+
+def no_options(uri: str) -> dict[str, Any]:
+    """Default ``OptionsFor``: fsspec's defaults for every URI (local files, public buckets)."""
+    return {}

@@ -30,7 +30,7 @@ from rasterio.vrt import WarpedVRT
 from ..enums import ResamplingMethod
 from . import uris
 from .grid import Grid
-from .tileindex import _read_error, tile_env
+from .gdal import read_error, tile_env
 
 EXACT_TOLERANCE = 1e-9
 
@@ -100,7 +100,7 @@ def render_window(
                 ) as vrt:
                     vrt.read(indexes=list(tile.band_indexes), out=scratch)
             except RasterioError as exc:
-                raise _read_error(tile.uri, exc, storage_options) from None
+                raise read_error(tile.uri, exc, storage_options) from None
             valid = _valid(scratch, nodata)
             np.copyto(out, scratch, where=valid)
     if mask_geometry is not None and shape[0]:
@@ -165,7 +165,7 @@ def read_aligned(
                     part = block[:, rr0 - r0: rr1 - r0, cc0 - c0: cc1 - c0]
                     part[raw == tile.nodata] = nodata
         except RasterioError as exc:
-            raise _read_error(tile.uri, exc, storage_options) from None
+            raise read_error(tile.uri, exc, storage_options) from None
     if kx > 1 or ky > 1:
         block = block.repeat(ky, axis=1).repeat(kx, axis=2)
     top, left = oy - r0 * ky, ox - c0 * kx

@@ -13,10 +13,11 @@ from datetime import date
 
 from prefect import flow
 
-from ..engine.recipes import recipe_spec
+from ..engine.build_and_predict_mosaic_recipe.recipes import recipe_spec
+from ..engine.build_and_predict_mosaic_recipe.request import BuildAndPredictMosaicRecipeRequest
 from ..enums import ModelRecipes
+from ..tasks.build_and_predict_mosaic_recipe import choose_crs
 from ..tasks.publish import publish_stores
-from ..tasks.recipe import choose_crs
 from .build_mosaic import build_mosaic_flow
 from .predict_mosaic import predict_mosaic_flow
 
@@ -31,21 +32,22 @@ def build_and_predict_mosaic_recipe_flow(
     crs_epsg: int | None = None,
 ) -> str:
     """Mosaic the recipe's datasets and run its model; returns the prediction index URI."""
-    recipe = recipe_spec(model_recipe)
-    epsg = crs_epsg if crs_epsg is not None else choose_crs(aoi)
+    request = BuildAndPredictMosaicRecipeRequest.parse(**locals())
+    recipe = recipe_spec(request.model_recipe)
+    epsg = request.crs_epsg if request.crs_epsg is not None else choose_crs(request.aoi)
     mosaic = build_mosaic_flow(
-        datasets=list(recipe.datasets), aoi=aoi, start=start, end=end, crs_epsg=epsg,
+        datasets=list(recipe.datasets), aoi=request.aoi, start=request.start, end=request.end, crs_epsg=epsg,
         resolution=recipe.resolution,
     )
     predictions = predict_mosaic_flow(
-        store=mosaic, model_path=model_path, patch_size=recipe.patch_size, clip_size=recipe.clip_size,
+        store=mosaic, model_path=request.model_path, patch_size=recipe.patch_size, clip_size=recipe.clip_size,
         device="auto", features=list(recipe.features), labels=list(recipe.labels), actor=recipe.actor,
         max_batch_size=recipe.max_batch_size, merge_mode=recipe.merge_mode,
     )
     publish_stores(
         "build-and-predict-mosaic-recipe", predictions,
         f"# {recipe.recipe.value}\n\n{recipe.public_model.name} ({recipe.public_model.source}).\n\n"
-        f"- model: `{model_path}`\n- mosaic index: `{mosaic}` (EPSG:{epsg})\n"
+        f"- model: `{request.model_path}`\n- mosaic index: `{mosaic}` (EPSG:{epsg})\n"
         f"- predictions index: `{predictions}`\n- labels: {', '.join(recipe.labels)}\n",
     )
     return predictions

@@ -10,17 +10,13 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from ..config import current_config
+from ..engine.build_gti_mosaic.request import BuildGtiMosaicRequest
+from ..engine.request import DEFAULT_CRS_EPSG, DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE
 from ..enums import ResamplingMethod
-from ..params import BuildGtiMosaicParams
-from ..tasks.mosaic import (
-    build_shard,
-    commit_store_task,
-    create_store_task,
-    plan_partitions,
-    write_index_task,
-)
+from ..tasks.build_gti_mosaic import build_shard_task, plan_partitions
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
+from ..tasks.stores import write_index_task
 from .runtime import write_stores
 
 
@@ -30,11 +26,11 @@ def build_gti_mosaic_flow(
     aoi: str,
     bands: list[str],
     location_field: str,
-    crs_epsg: int = 3857,
+    crs_epsg: int = DEFAULT_CRS_EPSG,
     time_column: str | None = None,
     skip_xy_coords: bool = False,
-    xy_chunksize: int = 512,
-    shard_size_bytes: int = 3_500_000_000,
+    xy_chunksize: int = DEFAULT_XY_CHUNKSIZE,
+    shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
     query: str | None = None,
     requester_pays: bool = False,
     sort_field: str | None = None,
@@ -43,18 +39,12 @@ def build_gti_mosaic_flow(
     nodata: float | None = None,
 ) -> str:
     """Build one mosaic store per AOI geometry; returns the index GeoParquet URI."""
-    params = BuildGtiMosaicParams.parse(
-        gti=gti, aoi=aoi, bands=bands, location_field=location_field, crs_epsg=crs_epsg,
-        time_column=time_column, skip_xy_coords=skip_xy_coords, xy_chunksize=xy_chunksize,
-        shard_size_bytes=shard_size_bytes, query=query, requester_pays=requester_pays,
-        sort_field=sort_field, resampling=resampling, resolution=resolution, nodata=nodata,
-    )
+    request = BuildGtiMosaicRequest.parse(**locals())
     config = current_config()
-    logger = get_run_logger()
-    plan = plan_partitions(params, config.output_uri)
-    logger.info("%d store(s), %d partition(s) under %s", len(plan.stores), plan.n_jobs, plan.output_dir)
+    plan = plan_partitions(request, config.output_uri)
+    get_run_logger().info("%d store(s), %d partition(s) under %s", len(plan.stores), plan.n_jobs, plan.output_dir)
 
-    write_stores(plan, build_shard.with_options(**io_task_options(config)), create_store_task, commit_store_task)
+    write_stores(plan, build_shard_task.with_options(**io_task_options(config)))
     index_uri = write_index_task(plan)
     publish_stores(
         "build-gti-mosaic", index_uri,

@@ -13,12 +13,13 @@ from datetime import date
 from prefect import flow, get_run_logger
 
 from ..config import current_config
+from ..engine.build_mosaic.request import BuildMosaicRequest
+from ..engine.request import DEFAULT_CRS_EPSG, DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE
 from ..enums import DatasetEnum
-from ..params import BuildMosaicParams
-from ..tasks.build_mosaic import build_shard, plan_partitions, search_catalog, write_index_task
-from ..tasks.mosaic import commit_store_task, create_store_task
+from ..tasks.build_mosaic import build_shard_task, plan_partitions, search_catalog_task
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
+from ..tasks.stores import write_index_task
 from .runtime import write_stores
 
 
@@ -28,26 +29,23 @@ def build_mosaic_flow(
     aoi: str,
     start: date,
     end: date,
-    crs_epsg: int = 3857,
-    xy_chunksize: int = 512,
-    shard_size_bytes: int = 3_500_000_000,
+    crs_epsg: int = DEFAULT_CRS_EPSG,
+    xy_chunksize: int = DEFAULT_XY_CHUNKSIZE,
+    shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
     resolution: float | None = None,
     skip_xy_coords: bool = False,
 ) -> str:
     """Composite the datasets over each AOI geometry, one time slice per year; returns the index URI."""
-    params = BuildMosaicParams.parse(
-        datasets=datasets, aoi=aoi, start=start, end=end, crs_epsg=crs_epsg, xy_chunksize=xy_chunksize,
-        shard_size_bytes=shard_size_bytes, resolution=resolution, skip_xy_coords=skip_xy_coords,
-    )
+    request = BuildMosaicRequest.parse(**locals())
     config = current_config()
     logger = get_run_logger()
-    found = search_catalog.with_options(**io_task_options(config))(params)
+    found = search_catalog_task.with_options(**io_task_options(config))(request)
     for prefix, by_year in found.scenes.items():
         logger.info("%s: %s scene(s) by year", prefix, {y: len(s) for y, s in by_year.items()})
-    plan = plan_partitions(params, found, config.output_uri)
+    plan = plan_partitions(request, found, config.output_uri)
     logger.info("%d store(s), %d partition(s) under %s", len(plan.stores), plan.n_jobs, plan.output_dir)
 
-    write_stores(plan, build_shard.with_options(**io_task_options(config)), create_store_task, commit_store_task)
+    write_stores(plan, build_shard_task.with_options(**io_task_options(config)))
     index_uri = write_index_task(plan)
     scenes = "\n".join(
         f"- {prefix}: " + ", ".join(f"{y}: {len(s)}" for y, s in by_year.items())

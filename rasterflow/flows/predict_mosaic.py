@@ -13,14 +13,12 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from ..config import current_config
+from ..engine.predict_mosaic.request import DEFAULT_BLOCK_MULTIPLIER, PredictMosaicRequest
 from ..enums import InferenceActorEnum, MergeModeEnum
-from ..params import PredictMosaicParams
-from ..tasks.mosaic import commit_store_task
 from ..tasks.policy import io_task_options
-from ..tasks.predict import (
-    create_prediction_store_task, infer_block, plan_blocks, remove_scratch_task, write_prediction_index,
-)
+from ..tasks.predict_mosaic import create_prediction_store_task, infer_block_task, plan_blocks, remove_scratch_task
 from ..tasks.publish import publish_stores
+from ..tasks.stores import commit_store_task, write_index_task
 from .runtime import wait_reporting
 
 
@@ -37,24 +35,19 @@ def predict_mosaic_flow(
     max_batch_size: int,
     merge_mode: MergeModeEnum,
     select_labels: list[str] | None = None,
-    xy_block_multiplier: int = 4,
+    xy_block_multiplier: int = DEFAULT_BLOCK_MULTIPLIER,
     output_xy_chunksize: int | None = None,
 ) -> str:
     """Predict every block of every input store; returns the index GeoParquet URI."""
-    params = PredictMosaicParams.parse(
-        store=store, model_path=model_path, patch_size=patch_size, clip_size=clip_size, device=device,
-        features=features, labels=labels, actor=actor, max_batch_size=max_batch_size, merge_mode=merge_mode,
-        select_labels=select_labels, xy_block_multiplier=xy_block_multiplier,
-        output_xy_chunksize=output_xy_chunksize,
-    )
+    request = PredictMosaicRequest.parse(**locals())
     config = current_config()
     logger = get_run_logger()
-    plan = plan_blocks(params, config.output_uri)
+    plan = plan_blocks(request, config.output_uri)
     device_used = plan.provenance["inputs"]["device"]
     logger.info("%d store(s), %d block(s) on %s under %s", len(plan.stores), plan.n_jobs, device_used, plan.output_dir)
 
     generations = {s.spec.uri: create_prediction_store_task(s, plan.provenance) for s in plan.stores}
-    block_task = infer_block.with_options(**io_task_options(config))
+    block_task = infer_block_task.with_options(**io_task_options(config))
     futures, sharing = [], {}
     for s in plan.stores:
         for job in s.jobs:  # phase 0 first, so every neighbour a job waits for is already submitted
@@ -64,13 +57,13 @@ def predict_mosaic_flow(
             if job.share_uri:
                 sharing[job.share_uri] = future
     results = wait_reporting(futures, "blocks")
-    logger.info("%d patch(es) run, %d taken from a neighbouring block", sum(r["patches"] for r in results),
-                sum(r.get("patches_taken", 0) for r in results))
+    logger.info("%d patch(es) run, %d taken from a neighbouring block", sum(r.patches for r in results),
+                sum(r.patches_taken for r in results))
     remove_scratch_task(plan)
 
     for s in plan.stores:
         commit_store_task(s.spec.uri)
-    index_uri = write_prediction_index(plan)
+    index_uri = write_index_task(plan)
     inputs = plan.provenance["inputs"]
     publish_stores(
         "predict-mosaic", index_uri,

@@ -13,6 +13,8 @@ from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ..config import RasterflowConfig
+from ..engine.plan import StoresPlan
+from ..tasks import stores
 
 # Progress for people watching a local run (the CLI attaches a handler);
 # the Prefect UI gets the same numbers as a progress artifact.
@@ -55,21 +57,24 @@ def run_settings(config: RasterflowConfig) -> dict[Any, Any]:
 
 
 def wait_reporting(futures: list, label: str) -> list:
-    """Wait for ``futures`` as they finish, reporting progress; raise the first failure.
+    """The futures' results in their order, waited for as they finish with progress reported.
 
-    Every future is waited for before raising, so no task is still writing when
-    the flow reports its failure. A task whose ``wait_for`` upstream failed
-    ends NotReady without running; the upstream's own error is the one raised.
+    Every future is waited for before raising the first failure, so no task is
+    still writing when the flow reports it. A task whose ``wait_for`` upstream
+    failed ends NotReady without running; the upstream's own error is the one
+    raised.
     """
     total = len(futures)
     artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: 0/{total}") if total else None
-    results, failures = [], []
+    results: dict[int, Any] = {}
+    failures = []
+    position = {id(future): n for n, future in enumerate(futures)}
     reported = time.monotonic()
     for done, future in enumerate(as_completed(futures), start=1):
         future.wait()  # sets the final state; before it, .state asks the API, which lags (events)
         state = future.state
         if state.is_completed():
-            results.append(future.result())
+            results[position[id(future)]] = future.result()
         else:
             failures.append(future)
         progress_log.info("%s %d/%d", label, done, total, extra={"done": done, "total": total, "label": label})
@@ -79,16 +84,17 @@ def wait_reporting(futures: list, label: str) -> list:
     if failures:
         failures.sort(key=lambda f: not (f.state.is_failed() or f.state.is_crashed()))  # stable: first to fail
         failures[0].result()  # raises the task's own exception
-    return results
+    return [results[n] for n in range(total)]
 
 
-def write_stores(plan, shard_task, create_store_task, commit_store_task) -> None:
+def write_stores(plan: StoresPlan, shard_task, create_store_task=None) -> None:
     """Create every store of ``plan``, build its partitions with ``shard_task``, then commit.
 
     A store is committed only after all its partitions succeeded.
     """
-    generations = {s.spec.uri: create_store_task(s, plan.provenance) for s in plan.stores}
+    create = create_store_task or stores.create_store_task
+    generations = {s.spec.uri: create(s, plan.provenance) for s in plan.stores}
     futures = [shard_task.submit(job, generations[s.spec.uri]) for s in plan.stores for job in s.jobs]
     wait_reporting(futures, "partitions")
     for store in plan.stores:
-        commit_store_task(store.spec.uri)
+        stores.commit_store_task(store.spec.uri)

@@ -12,11 +12,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from ..config import current_config
+from ..engine.vectorize_mosaic.merge import MergeSummary
+from ..engine.vectorize_mosaic.plan import VectorizePlan
+from ..engine.vectorize_mosaic.polygonize import PolygonizeSummary
+from ..engine.vectorize_mosaic.request import DEFAULT_BLOCK_MULTIPLIER, DEFAULT_VECTOR_CRS, VectorizeMosaicRequest
 from ..enums import VectorizeMethodEnum
-from ..params import VectorizeMosaicParams
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_polygons
-from ..tasks.vectorize import create_output_task, merge_parquet, plan_blocks, polygonize
+from ..tasks.vectorize_mosaic import create_output_task, merge_parquet_task, plan_polygonize, polygonize_task
 from .runtime import wait_reporting
 
 
@@ -27,40 +30,36 @@ def vectorize_mosaic_flow(
     threshold: float,
     vectorize_method: VectorizeMethodEnum = VectorizeMethodEnum.SEMANTIC_SEGMENTATION_RASTERIO,
     vectorize_config: dict[str, Any] | None = None,
-    xy_block_multiplier: int = 4,
-    vector_crs: str | None = "EPSG:4326",
+    xy_block_multiplier: int = DEFAULT_BLOCK_MULTIPLIER,
+    vector_crs: str | None = DEFAULT_VECTOR_CRS,
 ) -> str | None:
     """Polygonize every store named by ``store``; the GeoParquet's URI, or None if no polygon."""
-    params = VectorizeMosaicParams.parse(
-        store=store, features=features, threshold=threshold, vectorize_method=vectorize_method,
-        vectorize_config=vectorize_config, xy_block_multiplier=xy_block_multiplier, vector_crs=vector_crs,
-    )
+    request = VectorizeMosaicRequest.parse(**locals())
     config = current_config()
-    logger = get_run_logger()
-    plan = plan_blocks(params, config.output_uri)
-    logger.info("%d store(s), %d block(s) under %s", len(plan.stores), len(plan.jobs), plan.output_dir)
+    plan = plan_polygonize(request, config.output_uri)
+    get_run_logger().info("%d store(s), %d block(s) under %s", len(plan.stores), len(plan.jobs), plan.output_dir)
 
     generation = create_output_task(plan)
     options = io_task_options(config)
-    block_task = polygonize.with_options(**options)
+    block_task = polygonize_task.with_options(**options)
     summaries = wait_reporting([block_task.submit(job, plan.settings, generation) for job in plan.jobs], "blocks")
-    parts = [s["part"] for s in summaries if s["part"]]
-    result = merge_parquet.with_options(**options)(plan, sorted(parts), generation)
+    parts = sorted(s.part for s in summaries if s.part)
+    result = merge_parquet_task.with_options(**options)(plan, parts, generation)
     _publish(plan, summaries, result)
-    return result["uri"]
+    return result.uri
 
 
-def _publish(plan, summaries: list[dict[str, Any]], result: dict[str, Any]) -> None:
+def _publish(plan: VectorizePlan, summaries: list[PolygonizeSummary], result: MergeSummary) -> None:
     """Artifacts for people in the Prefect UI: what was found, where, from which stores."""
-    finished = sum(s["finished"] for s in summaries)
-    border = sum(s["border"] for s in summaries)
-    where = f"`{result['uri']}`" if result["uri"] else "nothing (no polygon passed the threshold and min_area)"
+    finished = sum(s.finished for s in summaries)
+    border = sum(s.border for s in summaries)
+    where = f"`{result.uri}`" if result.uri else "nothing (no polygon passed the threshold and min_area)"
     stores = "".join(f"\n- `{s.uri}` ({s.grid.height} x {s.grid.width}, {len(s.times)} time slot(s))"
                      for s in plan.stores)
     summary = (
-        f"# vectorize-mosaic\n\nResult: {where}\n\n{result['polygons']} polygon(s) of "
+        f"# vectorize-mosaic\n\nResult: {where}\n\n{result.polygons} polygon(s) of "
         f"{', '.join(plan.settings.features)} at threshold {plan.settings.threshold}, "
         f"{plan.settings.connectivity}-connected; {len(plan.jobs)} block(s), {finished} piece(s) finished "
         f"in their block, {border} joined across block edges.\n\nStores vectorized:{stores}"
     )
-    publish_polygons("vectorize-mosaic", result["uri"], list(plan.settings.features), summary)
+    publish_polygons("vectorize-mosaic", result.uri, list(plan.settings.features), summary)

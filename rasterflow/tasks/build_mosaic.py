@@ -1,54 +1,35 @@
-"""Tasks of build-mosaic: search-catalog, plan-partitions, create-store, build-shard,
-commit-store, write-index.
+"""Tasks of build-mosaic: search-catalog, plan-partitions and build-shard (the store tasks are
+build-gti-mosaic's, in ``tasks.stores``: same store contract).
 
-As in build-gti-mosaic, build-shard is the only task cached across runs: its key
-is the partition key (which fingerprints the request, the scenes found and the
-AOI), the store generation and the code fingerprint. create-store and
-commit-store are build-gti-mosaic's own tasks: same store contract.
+As in build-gti-mosaic, build-shard is the only task cached across runs: its
+key is the partition key (which fingerprints the request, the scenes found and
+the AOI), the store generation and the code fingerprint.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 
 from ..config import current_config
-from ..engine import dataset_mosaic as engine
-from ..engine.composite import CompositeJob, build_composite_shard
-from ..engine.fingerprint import code_fingerprint
-from ..engine.index import write_index
-from ..params import BuildMosaicParams
+from ..engine.build_mosaic.composite import CompositeJob
+from ..engine.build_mosaic.plan import DatasetMosaicPlan, plan_dataset_mosaic
+from ..engine.build_mosaic.request import BuildMosaicRequest
+from ..engine.build_mosaic.search import SceneIndex, search_catalog
+from ..engine.build_mosaic.shard import CompositeSummary, build_composite_shard
+from .policy import cached
 
 
 @task(name="search-catalog", persist_result=False)
-def search_catalog(params: BuildMosaicParams) -> engine.SceneIndex:
+def search_catalog_task(request: BuildMosaicRequest) -> SceneIndex:
     config = current_config()
-    return engine.search_catalog(params, config.datasets, config.storage_options_for)
+    return search_catalog(request, config.datasets, config.storage_options_for)
 
 
 @task(name="plan-partitions", persist_result=False)
-def plan_partitions(params: BuildMosaicParams, found: engine.SceneIndex, output_root: str) -> engine.DatasetMosaicPlan:
-    return engine.plan_dataset_mosaic(params, found, output_root, current_config().storage_options_for)
+def plan_partitions(request: BuildMosaicRequest, found: SceneIndex, output_root: str) -> DatasetMosaicPlan:
+    return plan_dataset_mosaic(request, found, output_root, current_config().storage_options_for)
 
 
-def _shard_cache_key(context, parameters: dict[str, Any]) -> str:
-    job: CompositeJob = parameters["job"]
-    return f"build-mosaic-shard-{job.key}-{parameters['generation']}-{code_fingerprint()}"
-
-
-@task(
-    name="build-shard",
-    task_run_name="build-shard-{job.key}",
-    cache_key_fn=_shard_cache_key,
-    persist_result=True,
-    result_serializer="json",
-)
-def build_shard(job: CompositeJob, generation: str) -> dict[str, Any]:
+@task(name="build-shard", task_run_name="build-shard-{job.key}", **cached())
+def build_shard_task(job: CompositeJob, generation: str) -> CompositeSummary:
     return build_composite_shard(job, current_config().storage_options_for)
-
-
-@task(name="write-index", persist_result=False)
-def write_index_task(plan: engine.DatasetMosaicPlan) -> str:
-    uri = plan.index_uri
-    return write_index(engine.index_rows(plan), uri, current_config().storage_options_for(uri))

@@ -1,24 +1,72 @@
-"""What every I/O task shares: which failures to retry, where results live.
+"""What every task that does a request's work shares: its cache key, its retries, where results live.
 
 Retries are for the world being flaky (a storage blip, a throttled request),
 not for bad input: a ``RasterflowError`` that is not ``transient`` fails the task
 at once, so a wrong band name does not sit through three back-offs.
+
+The cache key is what a task computes, never the run it belongs to: an
+identical call, or a rerun after a crash, finds what is already done.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
 from prefect.filesystems import RemoteFileSystem
 from prefect.tasks import exponential_backoff
+from pydantic import BaseModel
 
 from ..config import RasterflowConfig, current_config
 from ..engine import uris
-from ..engine.fingerprint import stable_hash
+from ..engine.plan import WorkflowPlan
+from ..engine.provenance import code_fingerprint, stable_hash
 from ..errors import is_transient
 
 RESULTS_FOLDER = ".prefect-results"
+
+
+def _identity(value: Any) -> Any:
+    """What an input contributes to a cache key: a job's or a plan's own key, else its content."""
+    if isinstance(value, WorkflowPlan):
+        return value.request_id
+    key = getattr(value, "key", None)
+    if isinstance(key, str):
+        return key
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [_identity(v) for v in value]
+    return value
+
+
+@dataclass
+class WorkKey(CachePolicy):
+    """The cache key of a task that does a request's work: task, job, other inputs, code.
+
+    A job's key hashes the request, the identities of its inputs and the code
+    that planned it; the other inputs (store generations, histogram bins) are
+    hashed with the code fingerprint, so a replaced store or a changed engine
+    never gets a stale hit. The run id is never part of it.
+    """
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        identities = {name: _identity(value) for name, value in inputs.items()}
+        label = next((v for v in identities.values() if isinstance(v, str)), "")[:40]
+        digest = stable_hash([identities, code_fingerprint()], 16)
+        return f"{task_ctx.task.name}-{label}-{digest}"
+
+
+WORK_KEY = WorkKey()
+
+
+def cached(**options: Any) -> dict[str, Any]:
+    """Task decorator options of the cached tasks: the work key, results persisted as JSON."""
+    return {"cache_policy": WORK_KEY, "persist_result": True, "result_serializer": "json"} | options
 
 
 def retry_transient(task, task_run, state) -> bool:
@@ -62,12 +110,12 @@ def result_storage(config: RasterflowConfig) -> Path | RasterflowResultStorage:
 
 
 def io_task_options(config: RasterflowConfig) -> dict[str, Any]:
-    options: dict[str, Any] = {
+    """Retries of transient failures, with back-off and jitter, and results next to the outputs."""
+    return {
         "retries": config.retries,
         "retry_delay_seconds": exponential_backoff(backoff_factor=config.retry_delay_seconds)
         if config.retries else 0,
         "retry_jitter_factor": 0.5,
         "retry_condition_fn": retry_transient,
+        "result_storage": result_storage(config),
     }
-    options["result_storage"] = result_storage(config)
-    return options

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from ..config import current_config
-from ..engine import outputs, quicklook
+from ..engine.publish import outputs, quicklook
 
 
 @task(name="publish-outputs", persist_result=False)

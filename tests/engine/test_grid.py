@@ -7,7 +7,7 @@ from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform
 from shapely.geometry import Point
 
-from rasterflow.engine.grid import Grid, native_resolution, snapped_grid
+from rasterflow.engine.grid import Grid, native_resolution, snapped_grid, utm_epsg
 
 
 @pytest.fixture
@@ -130,3 +130,13 @@ def test_footprint_contains_centre(g):
 
 def test_footprint_in_own_crs_is_bounds(grid):
     assert grid.footprint(grid.crs).bounds == pytest.approx(grid.bounds)
+
+
+@pytest.mark.parametrize(("lon", "lat", "epsg"), [
+    (-100.9, 37.5, 32614),   # Haskell County, Kansas
+    (-54.5, -25.4, 32721),   # Iguazu
+    (179.9, 10.0, 32660),
+    (-180.0, -10.0, 32701),
+])
+def test_utm_zone_of_a_point(lon, lat, epsg):
+    assert utm_epsg(lon, lat) == epsg

@@ -196,15 +196,15 @@ def test_marker_lifecycle(tmp_path):
     assert read_marker(spec.uri) is None
     generation = create_store(spec, "fp-1", {"workflow": "build-gti-mosaic", "inputs": ["a.tif"]})
     marker = read_marker(spec.uri)
-    assert marker["status"] == "writing"
-    assert marker["generation"] == generation
-    assert marker["fingerprint"] == "fp-1"
-    assert marker["workflow"] == "build-gti-mosaic" and marker["inputs"] == ["a.tif"]
+    assert marker.status == "writing"
+    assert marker.generation == generation
+    assert marker.fingerprint == "fp-1"
+    assert marker.workflow == "build-gti-mosaic" and marker.inputs == ["a.tif"]
     commit_store(spec.uri)
     marker = read_marker(spec.uri)
-    assert marker["status"] == "complete"
-    assert marker["generation"] == generation
-    assert "completed" in marker
+    assert marker.status == "complete"
+    assert marker.generation == generation
+    assert marker.completed is not None
 
 
 def test_open_refuses_incomplete_store(tmp_path):
@@ -252,7 +252,7 @@ def test_other_fingerprint_replaces_store(tmp_path):
     second = create_store(spec, "fp-2", {})
     assert second != first
     marker = read_marker(spec.uri)
-    assert marker["fingerprint"] == "fp-2" and marker["status"] == "writing"
+    assert marker.fingerprint == "fp-2" and marker.status == "writing"
     with pytest.raises(StoreError, match="incomplete"):
         open_store(spec.uri)
     commit_store(spec.uri)

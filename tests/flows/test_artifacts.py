@@ -19,7 +19,7 @@ from rasterflow import RasterflowClient
 from rasterflow.config import RasterflowConfig
 from rasterflow.enums import InferenceActorEnum, MergeModeEnum
 from rasterflow.engine.index import stores_of
-from rasterflow.engine.quicklook import MAX_SIZE, store_png
+from rasterflow.engine.publish.quicklook import MAX_SIZE, store_png
 
 DATA_URI = re.compile(r"!\[quicklook\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
 

@@ -17,10 +17,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowRunFilter
 from prefect.client.schemas.sorting import FlowRunSort
 from stac_fixtures import s2_grid_bounds, stac_config, write_aoi
-from test_build_gti_mosaic import last_task_states
+from prefect_runs import task_states
 
 from rasterflow import RasterflowClient
-from rasterflow.engine.recipes import recipe_spec
+from rasterflow.engine.build_and_predict_mosaic_recipe.recipes import recipe_spec
 from rasterflow.engine.store import read_marker
 from rasterflow.enums import ModelRecipes
 from rasterflow.errors import InvalidParameterError
@@ -60,9 +60,9 @@ def test_ftw_on_planting_and_harvest_medians(stac_api, s2_aoi, tmp_path):
     assert predictions.rio.crs.to_epsg() == 32721
 
     marker = read_marker(index.location[0])
-    assert marker["parameters"]["features"] == list(recipe.features)  # the model's channel order
-    assert marker["parameters"]["model_path"] == recipe.standin
-    mosaic = xr.open_zarr(gpd.read_parquet(marker["parameters"]["store"]).location[0])["variables"]
+    assert marker.parameters["features"] == list(recipe.features)  # the model's channel order
+    assert marker.parameters["model_path"] == recipe.standin
+    mosaic = xr.open_zarr(gpd.read_parquet(marker.parameters["store"]).location[0])["variables"]
     assert set(recipe.features) <= set(mosaic.band.values)
     assert mosaic.rio.crs.to_epsg() == 32721 and mosaic.rio.transform().a == 10.0
 
@@ -74,7 +74,7 @@ def test_ftw_on_planting_and_harvest_medians(stac_api, s2_aoi, tmp_path):
     again = client.build_and_predict_mosaic_recipe(s2_aoi, "2021-01-01", "2021-12-31", "ftw")
     assert again == index_uri
     for flow_name, task_prefix in (("build-mosaic", "build-shard"), ("predict-mosaic", "infer-block")):
-        states = last_task_states(flow_name, task_prefix)
+        states = task_states(flow_name, task_prefix)
         assert states and set(states) == {"Cached"}, (flow_name, task_prefix, states)
 
 

@@ -11,11 +11,12 @@ import rasterio
 import xarray as xr
 from gdal_reference import gdal_mosaic
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowRunFilter
+from prefect.client.schemas.filters import FlowFilter
 from prefect.client.schemas.sorting import FlowRunSort
 from rasterio.warp import Resampling, calculate_default_transform
 from shapely.geometry import box
 
+from prefect_runs import task_states
 from rasterflow import ResamplingMethod
 from rasterflow.engine.grid import reproject_geometry
 from rasterflow.engine.store import open_store
@@ -42,14 +43,6 @@ def aoi_in(folder, crs):
 def densified(geom, crs):
     minx, miny, maxx, maxy = geom.bounds
     return reproject_geometry(geom.segmentize(max(maxx - minx, maxy - miny) / 64), "EPSG:4326", crs)
-
-
-def last_task_states(flow_name="build-gti-mosaic", prefix="build-shard"):
-    """Task run state names of the newest run of ``flow_name``, from the Prefect API."""
-    with get_client(sync_client=True) as api:
-        run = api.read_flow_runs(flow_filter=FlowFilter(name={"any_": [flow_name]}), sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
-        tasks = api.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
-    return [t.state.name for t in tasks if t.name.startswith(prefix)]
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +94,11 @@ def test_second_identical_run_is_cached(client, landsat):
     args = (str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"), BANDS, "location")
     kwargs = dict(xy_chunksize=128, shard_size_bytes=384 * 384 * 6)
     first = client.build_gti_mosaic(*args, **kwargs)
-    states = last_task_states()
+    states = task_states("build-gti-mosaic", "build-shard")
     assert len(states) > 1 and set(states) == {"Completed"}
     second = client.build_gti_mosaic(*args, **kwargs)
     assert second == first
-    assert last_task_states() == ["Cached"] * len(states)
+    assert task_states("build-gti-mosaic", "build-shard") == ["Cached"] * len(states)
     (_, (ds,)) = stores(second)
     assert ds.attrs["rasterflow"]["status"] == "complete"
 

@@ -10,11 +10,11 @@ import xarray as xr
 
 from rasterflow import RasterflowClient
 from rasterflow.engine.grid import Grid
-from rasterflow.engine.catalog import S2_MASKED_SCL
+from rasterflow.engine.build_mosaic.catalog import S2_MASKED_SCL
 from rasterflow.engine.warp import TileRead, render_window
 from rasterflow.enums import DatasetEnum, ResamplingMethod
 from rasterflow.errors import InputReadError, InvalidParameterError
-from test_build_gti_mosaic import last_task_states
+from prefect_runs import task_states
 from stac_fixtures import _free_port, expected_median, s2_grid_bounds, s2_items, stac_config, write_aoi
 
 S2_BANDS = ["B02", "B03", "B04", "B08"]
@@ -87,7 +87,7 @@ def test_naip_most_recent_acquisition_on_top(stac_api, stac_sample, haiti, tmp_p
     # The same call again lands on the same store, every partition served from the cache.
     assert client.build_mosaic([DatasetEnum.NAIP_60CM], str(haiti / "aoi.geojson"), "2018-01-01", "2019-12-31",
                                crs_epsg=32618, resolution=5.0, xy_chunksize=64) == index_uri
-    states = last_task_states("build-mosaic")
+    states = task_states("build-mosaic", "build-shard")
     assert states and set(states) == {"Cached"}
 
 

@@ -12,12 +12,10 @@ import rasterio
 import rioxarray  # noqa: F401
 import xarray as xr
 from affine import Affine
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowRunFilter
-from prefect.client.schemas.sorting import FlowRunSort
 from rasterio.enums import Resampling
 from typer.testing import CliRunner
 
+from prefect_runs import task_states
 from rasterflow import RasterflowClient, ResamplingMethod
 from rasterflow.cli import app
 from rasterflow.config import RasterflowConfig
@@ -62,14 +60,6 @@ def gdal_overviews(data: xr.DataArray, path: Path, factors: list[int]) -> list[n
     return out
 
 
-def last_task_states(prefix: str) -> list[str]:
-    with get_client(sync_client=True) as api:
-        run = api.read_flow_runs(flow_filter=FlowFilter(name={"any_": ["build-zarr-multiscales"]}),
-                                 sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
-        tasks = api.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
-    return [t.state.name for t in tasks if t.name.startswith(prefix)]
-
-
 def test_levels_match_gdal_average_overviews(client, mosaic, tmp_path):
     source = location(mosaic)
     before = checksums(source)
@@ -111,11 +101,11 @@ def test_levels_match_gdal_average_overviews(client, mosaic, tmp_path):
 
 def test_second_identical_run_is_cached(client, mosaic):
     first = client.build_zarr_multiscales(mosaic, levels=3)
-    states = last_task_states("build-shard")
+    states = task_states("build-zarr-multiscales", "build-shard")
     assert len(states) > 3 and set(states) == {"Completed"}
     second = client.build_zarr_multiscales(mosaic, levels=3)
     assert second == first
-    assert last_task_states("build-shard") == ["Cached"] * len(states)
+    assert task_states("build-zarr-multiscales", "build-shard") == ["Cached"] * len(states)
     root = location(second)
     assert xr.open_zarr(root, consolidated=False).attrs["rasterflow"]["status"] == "complete"
     assert xr.open_zarr(f"{root}/2")["variables"].rio.crs.to_epsg() == 32621
@@ -135,7 +125,7 @@ def test_a_store_uri_and_resampling_per_band(client, mosaic):
 def test_one_level_is_a_copy_with_its_statistics(client, mosaic):
     """No level 1 to count the histograms: count-shard re-reads level 0."""
     root = location(client.build_zarr_multiscales(mosaic, levels=1))
-    assert last_task_states("count-shard") and set(last_task_states("count-shard")) == {"Completed"}
+    assert task_states("build-zarr-multiscales", "count-shard") and set(task_states("build-zarr-multiscales", "count-shard")) == {"Completed"}
     attrs = xr.open_zarr(root, consolidated=False).attrs
     assert len(attrs["multiscales"]["layout"]) == 1
     source = xr.open_zarr(location(mosaic))["variables"].values[0]

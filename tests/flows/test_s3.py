@@ -16,12 +16,10 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import s3fs
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowRunFilter
-from prefect.client.schemas.sorting import FlowRunSort
 from s3_server import ACCESS_KEY, SECRET_KEY
 from shapely.geometry import box
 
+from prefect_runs import task_states
 from rasterflow import InferenceActorEnum, MergeModeEnum, RasterflowClient
 from rasterflow.config import RasterflowConfig
 from rasterflow.engine.index import read_index
@@ -120,14 +118,6 @@ def test_task_results_live_under_the_output_prefix(s3_chain, s3_proxy):
     results = fs.find("outputs/clean/.prefect-results")
     assert any(name.rsplit("/", 1)[1].startswith("build-shard-") for name in results)
     assert any(name.rsplit("/", 1)[1].startswith("infer-block-") for name in results)
-
-
-def task_states(flow_name: str, prefix: str) -> list[str]:
-    with get_client(sync_client=True) as api:
-        run = api.read_flow_runs(flow_filter=FlowFilter(name={"any_": [flow_name]}),
-                                 sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
-        tasks = api.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
-    return sorted(t.state.name for t in tasks if t.name.startswith(prefix))
 
 
 def test_rerun_recomputes_only_results_missing_from_the_bucket(s3_chain, inputs, s3_proxy):

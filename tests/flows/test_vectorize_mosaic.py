@@ -12,11 +12,9 @@ import pytest
 import shapely
 import xarray as xr
 from polygon_reference import assert_same_polygons, foreground, whole_raster_polygons
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowRunFilter
-from prefect.client.schemas.sorting import FlowRunSort
 from typer.testing import CliRunner
 
+from prefect_runs import task_states
 from rasterflow import RasterflowClient
 from rasterflow.cli import app
 from rasterflow.config import RasterflowConfig
@@ -31,14 +29,6 @@ def band_of(location: str, band: str, time_index: int = 0):
     """(pixels, transform, nodata) of one band and time slice of a store."""
     var = xr.open_zarr(location)["variables"]
     return (var.isel(time=time_index).sel(band=band).values, var.rio.transform(), float(var.attrs["nodata"]))
-
-
-def last_task_states(prefix: str) -> list[str]:
-    with get_client(sync_client=True) as api:
-        run = api.read_flow_runs(flow_filter=FlowFilter(name={"any_": ["vectorize-mosaic"]}),
-                                 sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
-        tasks = api.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
-    return [t.state.name for t in tasks if t.name.startswith(prefix)]
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +101,9 @@ def test_second_identical_call_is_served_from_cache(module_client, landsat_store
     again = module_client.vectorize_mosaic(landsat_store, ["red"], THRESHOLD, vectorize_config={"connectivity": 8},
                                            xy_block_multiplier=4, vector_crs=None)
     assert again == direct
-    states = last_task_states("polygonize")
+    states = task_states("vectorize-mosaic", "polygonize")
     assert len(states) == 2 * 2 and set(states) == {"Cached"}
-    assert last_task_states("merge-parquet") == ["Cached"]
+    assert task_states("vectorize-mosaic", "merge-parquet") == ["Cached"]
 
 
 def test_none_when_nothing_reaches_the_threshold(client, landsat_index, output_root):

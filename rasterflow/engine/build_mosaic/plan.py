@@ -1,0 +1,123 @@
+"""Planning build_mosaic: named datasets over an AOI to composite jobs.
+
+Each dataset resolves to a tile index of scenes per yearly time slot
+(``search``, ``stac``) and a compositing rule (``catalog``); from there the
+plan is build_gti_mosaic's: one store per AOI geometry on a grid snapped to
+the resolution, partitions of whole shards, and per partition and slot only
+the scenes whose footprint touches it. Several datasets share one grid and one
+store, their bands named ``<dataset>:<band>``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from rasterio.crs import CRS
+from shapely import wkb
+
+from .. import uris
+from ..build_gti_mosaic.plan import MosaicPlan, MosaicStorePlan, aoi_stores, store_partitions
+from ..grid import reproject_geometry
+from ..provenance import output_dir, provenance, request_id
+from ..vectors import densified, read_vector
+from .catalog import DatasetSpec, Rule
+from .composite import CompositeJob, DatasetPart, check_stack
+from .request import BuildMosaicRequest
+from .search import SceneIndex
+
+WORKFLOW = "build-mosaic"
+METRES_PER_DEGREE = 111_320.0  # at the equator; native resolutions in a geographic CRS
+
+
+class CompositeStorePlan(MosaicStorePlan):
+    jobs: list[CompositeJob]  # type: ignore[assignment]  # narrower job type
+
+
+class DatasetMosaicPlan(MosaicPlan):
+    """build-gti-mosaic's plan, with composite jobs in place of tile-mosaic jobs."""
+
+    stores: list[CompositeStorePlan]  # type: ignore[assignment]
+
+    def index_columns(self) -> dict[str, Any]:
+        return {"datasets": list(self.provenance["inputs"]["datasets"])}
+
+
+def _dtype_and_nodata(specs: list[DatasetSpec]) -> tuple[str, float]:
+    dtype = str(np.result_type(*[np.dtype(s.dtype) for s in specs]))
+    if np.issubdtype(dtype, np.floating):
+        return dtype, math.nan
+    return dtype, float(specs[0].nodata)
+
+
+def _resolution(request: BuildMosaicRequest, specs: list[DatasetSpec], dst_crs: CRS) -> tuple[float, float]:
+    if request.resolution is not None:
+        return request.resolution, request.resolution
+    metres = min(s.resolution for s in specs)
+    res = metres / METRES_PER_DEGREE if dst_crs.is_geographic else metres
+    return res, res
+
+
+def _parts(found: SceneIndex, footprints, offsets: list[int], year: int, wbox, width: int) -> list[DatasetPart]:
+    """Each dataset's scenes of ``year`` that touch the partition ``wbox``, with where its bands go."""
+    parts = []
+    for ds, offset in zip(found.specs, offsets):
+        touching = [s for s in found.scenes[ds.prefix].get(year, []) if footprints[ds.prefix][s.id].intersects(wbox)]
+        if touching:
+            if ds.rule is Rule.MEDIAN:
+                check_stack(ds, len(touching), width)  # fails here, before any store exists
+            parts.append(DatasetPart(spec=ds, scenes=touching, band_offset=offset))
+    return parts
+
+
+def plan_dataset_mosaic(
+    request: BuildMosaicRequest,
+    found: SceneIndex,
+    output_root: str,
+    storage_options_for: uris.OptionsFor = uris.no_options,
+) -> DatasetMosaicPlan:
+    aoi = read_vector(request.aoi, "aoi", storage_options_for(request.aoi))
+    dst_crs = CRS.from_epsg(request.crs_epsg)
+    res = _resolution(request, found.specs, dst_crs)
+    dtype, nodata = _dtype_and_nodata(found.specs)
+    bands = [b for spec in found.specs for b in spec.output_bands]
+    offsets = np.cumsum([0] + [len(s.output_bands) for s in found.specs]).tolist()
+    times: list[str | None] = [f"{year}-01-01T00:00:00" for year in found.years]
+
+    # Scene footprints in the target CRS, grown by a pixel so edge pixels still read them.
+    reach = max(res)
+    footprints = {
+        prefix: {sid: reproject_geometry(densified(wkb.loads(bytes.fromhex(h))), "EPSG:4326", dst_crs).buffer(reach)
+                 for sid, h in fps.items()}
+        for prefix, fps in found.footprints.items()
+    }
+    rid = request_id(
+        params=request.fingerprint_parameters(), sources=[s.source.describe() for s in found.specs],
+        scenes={p: {y: [s.model_dump() for s in sc] for y, sc in by.items()} for p, by in found.scenes.items()},
+        aoi=[g.wkb_hex for g in aoi.geometry], aoi_crs=aoi.crs.to_string(),
+    )
+    out = output_dir(output_root, WORKFLOW, rid)
+    stores = []
+    for store in aoi_stores(aoi, dst_crs, res, (0.0, 0.0), out, rid, bands=bands, times=times, dtype=dtype,
+                            nodata=nodata, chunk=request.xy_chunksize, shard_size_bytes=request.shard_size_bytes,
+                            skip_xy_coords=request.skip_xy_coords):
+        jobs = [
+            CompositeJob(key=f"{store.fingerprint[:16]}-t{t}-{window.id}", store_uri=store.spec.uri, time_index=t,
+                         window=window, grid=wgrid, n_bands=len(bands), parts=parts, dtype=dtype, nodata=nodata,
+                         mask_wkb=mask)
+            for window, wgrid, wbox, mask in store_partitions(store, request.shard_size_bytes)
+            for t, year in enumerate(found.years)
+            if (parts := _parts(found, footprints, offsets, year, wbox, wgrid.width))
+        ]
+        stores.append(CompositeStorePlan(spec=store.spec, fingerprint=store.fingerprint, aoi_index=store.index,
+                                         jobs=jobs, footprint_wkb=store.spec.grid.footprint("EPSG:4326").wkb_hex))
+    inputs = {
+        "aoi": request.aoi,
+        "datasets": {s.prefix: {"source": s.source.describe(),
+                                "scenes": sorted({sc.id for sc_list in found.scenes[s.prefix].values()
+                                                  for sc in sc_list})}
+                     for s in found.specs},
+    }
+    return DatasetMosaicPlan(workflow=WORKFLOW, request_id=rid, output_dir=out, stores=stores,
+                             provenance=provenance(WORKFLOW, request.fingerprint_parameters(), inputs, rid))

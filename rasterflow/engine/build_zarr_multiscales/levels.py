@@ -1,0 +1,191 @@
+"""The work of build-shard, build-levels and count-shard: levels built partition by partition.
+
+Level L+1 is built from level L, one task per partition of level L+1 (whole
+shards), reading the 2x window of level L under it; level 0 copies the input
+(its shard objects byte for byte when the layouts agree, else decoded and
+re-encoded). Each task summarizes the level-0 pixels it holds (``stats``) in
+its ``LevelSummary``, which ``statistics`` merges.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from typing import Any
+
+import numpy as np
+import zarr
+from pydantic import BaseModel, ConfigDict
+
+from .. import uris
+from ..partitions import Window
+from ..store import DATA_VAR, open_data_array, write_window, zarr_store
+from .downsample import halve, valid_mask
+from .plan import LevelChain, LevelJob, tallied
+from .source import MAX_SHARD_BYTES, layout, read_source
+from .stats import Bins, Moments, ValueCounts, band_counts, band_moments, pack_counts
+
+
+class LevelSummary(BaseModel):
+    """What a level task reports (and caches): the level-0 pixels it summarized, what it wrote.
+
+    ``moments`` or ``values`` summarize level 0 (moments for most types,
+    per-value counts for 8- and 16-bit integers); ``counts`` are histogram
+    counts into the pyramid's bins (packed, ``stats.pack_counts``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    time_index: int
+    valid_values: int | list[int] | None = None  # written (a chain: per level; None: copied, not decoded)
+    moments: list[Moments] | None = None
+    values: list[ValueCounts] | None = None
+    counts: list[str | None] | None = None
+
+
+def build_level_shard(job: LevelJob, bins: list[Bins | None] | None = None,
+                      storage_options_for: uris.OptionsFor = uris.no_options) -> LevelSummary:
+    """Build one partition of a level and write it whole (unless it is all nodata).
+
+    The level-0 pixels it holds are summarized per band (module docstring):
+    per-value counts with ``job.tally``, else the moments at level 0, else
+    histogram counts into ``bins`` when given (level 1). Windows without data
+    are not written: they read as the fill value, which is nodata.
+    """
+    for copy in job.copies:
+        build_level_shard(copy, None, storage_options_for)
+    out_options = storage_options_for(job.store_uri)
+    # A copied level 0 of 8- or 16-bit integers is tallied by whoever reads it next (level 1, or
+    # the count pass), even when the copy falls back to decoding: never twice.
+    summarize = not (job.copy_shards and tallied(job.dtype))
+    if job.level == 0 and job.copy_shards and _copy_shards(job, storage_options_for):
+        if not summarize:
+            return LevelSummary(key=job.key, time_index=job.time_index)
+        moments = _window_moments(job, out_options)
+        return LevelSummary(key=job.key, time_index=job.time_index, moments=moments,
+                            valid_values=sum(m.count for m in moments))
+    if job.level == 0:
+        assert job.source is not None
+        data = read_source(job.source, job.time_index, job.window, storage_options_for(job.source.uri))
+        data = data.astype(job.dtype, copy=False)
+        if summarize:
+            result = _summary(job, data)
+        else:
+            result = LevelSummary(key=job.key, time_index=job.time_index,
+                                  valid_values=int(np.count_nonzero(valid_mask(data, job.nodata))))
+        n_valid = result.valid_values
+    else:
+        assert job.previous_uri is not None and job.source_window is not None
+        source = read_level(job.previous_uri, job.time_index, job.source_window,
+                            storage_options_for(job.previous_uri))
+        result = LevelSummary(key=job.key, time_index=job.time_index)
+        if job.tally:
+            result = _summary(job, source).model_copy(update={"valid_values": None})
+        elif bins is not None:
+            result = result.model_copy(update={"counts": _count(source, job.nodata, bins)})
+        data = halve(source, job.nodata, job.methods)
+        n_valid = int(np.count_nonzero(valid_mask(data, job.nodata)))
+    if n_valid:
+        write_window(job.store_uri, job.time_index, job.window, data, out_options)
+    return result.model_copy(update={"valid_values": n_valid})
+
+
+def _summary(job: LevelJob, data: np.ndarray) -> LevelSummary:
+    """Level-0 pixels summarized per band: per-value counts (``job.tally``) or moments."""
+    if job.tally:
+        values = [ValueCounts.of(band, job.nodata) for band in data]
+        return LevelSummary(key=job.key, time_index=job.time_index, values=values,
+                            valid_values=sum(v.total for v in values))
+    moments = [band_moments(band, job.nodata) for band in data]
+    return LevelSummary(key=job.key, time_index=job.time_index, moments=moments,
+                        valid_values=sum(m.count for m in moments))
+
+
+def build_level_chain(chain: LevelChain,
+                      storage_options_for: uris.OptionsFor = uris.no_options) -> LevelSummary:
+    """Build the chain's levels from one read of the level before its first, each from the last, in memory."""
+    first = chain.jobs[0]
+    assert first.previous_uri is not None and first.source_window is not None
+    data = read_level(first.previous_uri, first.time_index, first.source_window,
+                      storage_options_for(first.previous_uri))
+    written = []
+    for job in chain.jobs:
+        data = halve(data, job.nodata, job.methods)
+        n_valid = int(np.count_nonzero(valid_mask(data, job.nodata)))
+        if n_valid:
+            write_window(job.store_uri, job.time_index, job.window, data, storage_options_for(job.store_uri))
+        written.append(n_valid)
+    return LevelSummary(key=chain.key, time_index=first.time_index, valid_values=written)
+
+
+def _copy_shards(job: LevelJob, storage_options_for: uris.OptionsFor) -> bool:
+    """Copy the input's shard objects of ``job.window`` into level 0, byte for byte.
+
+    Only when both arrays have one layout (shape, type, chunks, shards, codecs,
+    fill value); returns False otherwise, and the caller decodes and re-encodes.
+    A shard the input never wrote is not copied: both read it as the fill value.
+    """
+    assert job.source is not None
+    src_uri, dst_uri = job.source.uri, job.store_uri
+    src_options, dst_options = storage_options_for(src_uri), storage_options_for(dst_uri)
+    src = zarr.open_array(zarr_store(src_uri, src_options, read_only=True), path=DATA_VAR, mode="r")
+    dst = open_data_array(dst_uri, dst_options)
+    if layout(src) != layout(dst):
+        return False
+    rows, cols = dst.shards[-2:]
+    src_fs, src_root = uris.filesystem(uris.join(src_uri, DATA_VAR), src_options)
+    dst_fs, dst_root = uris.filesystem(uris.join(dst_uri, DATA_VAR), dst_options)
+    for i in range(job.window.row0 // rows, math.ceil(job.window.row1 / rows)):
+        for j in range(job.window.col0 // cols, math.ceil(job.window.col1 / cols)):
+            key = dst.metadata.encode_chunk_key((job.time_index, 0, i, j))
+            src_path, dst_path = f"{src_root}/{key}", f"{dst_root}/{key}"
+            if not src_fs.exists(src_path):
+                continue
+            dst_fs.makedirs(dst_path.rsplit("/", 1)[0], exist_ok=True)
+            with src_fs.open(src_path, "rb") as reader, dst_fs.open(dst_path, "wb") as writer:
+                shutil.copyfileobj(reader, writer, length=16 * 2**20)
+    return True
+
+
+def _window_moments(job: LevelJob, storage_options: dict[str, Any]) -> list[Moments]:
+    """Moments per band of a level-0 window, read in strips of whole chunk rows.
+
+    A copied partition is one of the input's shards, which may be far bigger
+    than a task should hold; strips keep memory at MAX_SHARD_BYTES.
+    """
+    assert job.source is not None and job.source.shard is not None
+    width = job.window.col1 - job.window.col0
+    chunk = job.source.shard.chunk
+    row_bytes = width * len(job.methods) * np.dtype(job.dtype).itemsize
+    step = max(chunk, MAX_SHARD_BYTES // max(row_bytes, 1) // chunk * chunk)
+    moments = [Moments() for _ in job.methods]
+    for r in range(job.window.row0, job.window.row1, step):
+        strip = Window(row0=r, row1=min(r + step, job.window.row1), col0=job.window.col0, col1=job.window.col1)
+        data = read_level(job.store_uri, job.time_index, strip, storage_options)
+        moments = [m.merge(band_moments(band, job.nodata)) for m, band in zip(moments, data)]
+    return moments
+
+
+def count_level_shard(job: LevelJob, bins: list[Bins | None] | None,
+                      storage_options_for: uris.OptionsFor = uris.no_options) -> LevelSummary:
+    """A level-0 partition already written, summarized (pyramids of one level).
+
+    Histogram counts into ``bins``; per-value counts when there are no bins
+    (8- and 16-bit integers, whose copied level 0 nobody has read yet).
+    """
+    data = read_level(job.store_uri, job.time_index, job.window, storage_options_for(job.store_uri))
+    if bins is None:
+        values = _summary(job.model_copy(update={"tally": True}), data).values
+        return LevelSummary(key=job.key, time_index=job.time_index, values=values)
+    return LevelSummary(key=job.key, time_index=job.time_index, counts=_count(data, job.nodata, bins))
+
+
+def _count(data: np.ndarray, nodata: float, bins: list[Bins | None]) -> list[str | None]:
+    """Histogram counts per band, packed (``pack_counts``)."""
+    return [pack_counts(band_counts(band, nodata, b)) if b is not None else None for band, b in zip(data, bins)]
+
+
+def read_level(uri: str, time_index: int, window: Window, storage_options: dict[str, Any] | None) -> np.ndarray:
+    array = open_data_array(uri, storage_options)
+    return array[time_index, :, window.row0 : window.row1, window.col0 : window.col1]

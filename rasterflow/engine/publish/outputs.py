@@ -1,0 +1,98 @@
+"""What a run wrote, described for people: one table row per output.
+
+Every row says where the output is, where on Earth (its footprint's bounds in
+EPSG:4326), what it holds and how big it is, read back from what was written
+(the index, the GeoParquet's metadata, the storage), not from the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import pandas as pd
+import pyarrow.parquet as pq
+from pyproj import CRS
+from pyproj.transformer import Transformer
+
+from .. import uris
+from ..index import INDEX_CRS, read_index
+
+
+def store_rows(index_uri: str, storage_options_for: Callable[[str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per row of an index GeoParquet (in its order)."""
+    index = read_index(index_uri, storage_options_for(index_uri))
+    base = uris.parent(index_uri)
+    rows = []
+    for row in index.itertuples(index=False):
+        location = uris.resolve_location(str(row.location), base)
+        rows.append({
+            "location": location,
+            "footprint": _format_bounds(row.geometry.bounds),
+            "bands": ", ".join(row.bands),
+            "time": _format_times(row.start_time, row.end_time),
+            "shape": f"{row.height} x {row.width}",
+            "crs": row.crs,
+            "size": _format_size(size(location, storage_options_for(location))),
+        })
+    return rows
+
+
+def polygons_row(uri: str, features: list[str], storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The row of a vectorize result: its polygons' bounds come from the file's bbox statistics."""
+    fs, path = uris.filesystem(uri, storage_options)
+    with fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        crs = CRS.from_json_dict(json.loads(parquet.schema_arrow.metadata[b"geo"])["columns"]["geometry"]["crs"])
+        bounds = parquet_bounds(parquet)
+        polygons = parquet.metadata.num_rows
+    to_index = Transformer.from_crs(crs, INDEX_CRS, always_xy=True)
+    return {
+        "location": uri,
+        "footprint": _format_bounds(to_index.transform_bounds(*bounds)) if bounds else "",
+        "bands": ", ".join(features),
+        "polygons": polygons,
+        "crs": crs.to_string(),
+        "size": _format_size(size(uri, storage_options)),
+    }
+
+
+def parquet_bounds(parquet: pq.ParquetFile) -> tuple[float, float, float, float] | None:
+    """(xmin, ymin, xmax, ymax) of a GeoParquet's ``bbox`` covering column, from row-group
+    statistics alone (no data read); None when there are no rows or no such statistics."""
+    meta = parquet.metadata
+    paths = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+    names = ("bbox.xmin", "bbox.ymin", "bbox.xmax", "bbox.ymax")
+    if meta.num_rows == 0 or not all(n in paths for n in names):
+        return None
+    stats = [[meta.row_group(g).column(paths[n]).statistics for g in range(meta.num_row_groups)] for n in names]
+    if any(s is None or not s.has_min_max for column in stats for s in column):
+        return None
+    return (min(s.min for s in stats[0]), min(s.min for s in stats[1]),
+            max(s.max for s in stats[2]), max(s.max for s in stats[3]))
+
+
+def size(uri: str, storage_options: dict[str, Any] | None = None) -> int:
+    """Bytes under ``uri``: a file's size, or the sum over a store's objects."""
+    fs, path = uris.filesystem(uri, storage_options)
+    return int(fs.du(path, total=True)) if fs.isdir(path) else int(fs.size(path))
+
+
+def _format_bounds(bounds) -> str:
+    return ", ".join(f"{v:.5f}" for v in bounds)
+
+
+def _format_times(start, end) -> str:
+    if pd.isna(start):
+        return ""
+    return str(start) if start == end else f"{start} - {end}"
+
+
+def _format_size(n: float) -> str:
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("kB", "MB", "GB"):
+        n /= 1000
+        if n < 1000:
+            break
+    return f"{n:.1f} {unit}"

@@ -1,0 +1,85 @@
+"""What vectorize_mosaic takes: stores, the bands to threshold, and how to polygonize them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+
+from ...enums import VectorizeMethodEnum
+from ..request import BlockMultiplier, Request, StoreOrIndex, unique_names
+
+DEFAULT_BLOCK_MULTIPLIER = 4
+DEFAULT_VECTOR_CRS = "EPSG:4326"
+
+
+class VectorizeConfig(BaseModel):
+    """The keys of ``vectorize_config`` (docs/workflows.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stats: bool = Field(default=True, description="score_mean: the feature's mean over each polygon's pixels.")
+    connectivity: Literal[4, 8] = Field(default=4, description=(
+        "As GDAL's polygonize: 4 joins edge neighbours, 8 corners too."))
+    min_area: float = Field(default=0.0, ge=0, description="Smallest polygon kept, in squared units of the store's CRS.")
+    simplify_tolerance: float = Field(default=0.0, ge=0, description=(
+        "Douglas-Peucker tolerance in units of the store's CRS (topology kept); 0: exact pixel edges."))
+
+
+def _vectorize_config(value: Any) -> Any:
+    """Errors name the offending key; pydantic's would name the nested model."""
+    if value is None or isinstance(value, VectorizeConfig):
+        return value or VectorizeConfig()
+    known = ", ".join(VectorizeConfig.model_fields)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping with keys among: {known}")
+    unknown = sorted(str(k) for k in value if k not in VectorizeConfig.model_fields)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown}; known keys: {known}")
+    try:
+        return VectorizeConfig(**value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = err["loc"][0] if err["loc"] else "?"
+        raise ValueError(f"{key}={err.get('input')!r}: {err['msg']}") from None
+
+
+def _threshold(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number (pixels with value >= threshold are foreground)")
+    return value
+
+
+def _vector_crs(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        crs = CRS.from_user_input(value)
+    except CRSError:
+        raise ValueError("not a CRS pyproj understands; use e.g. 'EPSG:4326', 'EPSG:3857', "
+                         "or None to keep the store's CRS") from None
+    if not (crs.is_projected or crs.is_geographic):
+        raise ValueError("is not a horizontal CRS polygons can be written in")
+    return value
+
+
+class VectorizeMosaicRequest(Request):
+    store: StoreOrIndex
+    features: Annotated[list[str], Field(min_length=1), AfterValidator(unique_names("feature")), Field(description=(
+        "Bands to polygonize, each on its own; a band's name is its polygons' label."))]
+    threshold: Annotated[float, AfterValidator(_threshold), Field(description=(
+        "Pixels with value >= threshold are foreground (nodata never is); connected foreground becomes one "
+        "polygon."))]
+    vectorize_method: Annotated[VectorizeMethodEnum, Field(description=(
+        "The vectorizer: GDAL's polygonize through rasterio."))] = VectorizeMethodEnum.SEMANTIC_SEGMENTATION_RASTERIO
+    vectorize_config: Annotated[VectorizeConfig, BeforeValidator(_vectorize_config), Field(description=(
+        "stats (score_mean), connectivity (4 or 8), min_area, simplify_tolerance; see VectorizeConfig."))] = \
+        Field(default_factory=VectorizeConfig)
+    xy_block_multiplier: BlockMultiplier = DEFAULT_BLOCK_MULTIPLIER
+    vector_crs: Annotated[str | None, AfterValidator(_vector_crs), Field(description=(
+        "CRS of the polygons, anything pyproj reads ('EPSG:4326'); None keeps the stores' own."))] = \
+        DEFAULT_VECTOR_CRS

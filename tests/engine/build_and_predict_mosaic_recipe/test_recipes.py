@@ -1,0 +1,51 @@
+"""The recipe registry: every recipe complete, and its stand-in true to its contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from shapely.geometry import box
+
+from rasterflow.engine.build_and_predict_mosaic_recipe.recipes import RECIPES, native_crs_epsg, recipe_spec
+from rasterflow.engine.predict_mosaic.model import file_sha256, load_model
+from rasterflow.enums import InferenceActorEnum, ModelRecipes
+
+
+def test_every_recipe_has_an_entry_naming_its_public_model():
+    assert set(RECIPES) == set(ModelRecipes)
+    for recipe, spec in RECIPES.items():
+        assert spec.recipe == recipe and spec.model_uri.startswith("https://")
+        assert spec.public_model.source.startswith("https://github.com/") and spec.public_model.licence
+        assert 2 * spec.clip_size < spec.patch_size
+        # Features are bands of the recipe's own datasets.
+        assert {f.split(":")[0] for f in spec.features} == {d.value for d in spec.datasets}
+
+
+def test_ftw_is_planting_then_harvest_rgbn():
+    spec = recipe_spec(ModelRecipes.FTW)
+    assert spec.features == (
+        "s2med_planting:B04", "s2med_planting:B03", "s2med_planting:B02", "s2med_planting:B08",
+        "s2med_harvest:B04", "s2med_harvest:B03", "s2med_harvest:B02", "s2med_harvest:B08",
+    )
+    assert spec.labels == ("non_field_background", "field", "field_boundaries")
+    assert (spec.patch_size, spec.clip_size) == (256, 32)
+
+
+@pytest.mark.parametrize("recipe", list(ModelRecipes))
+def test_standin_has_the_recipes_contract(recipe):
+    spec = recipe_spec(recipe)
+    path = Path(spec.standin)
+    model = load_model(path, file_sha256(path), "cpu")
+    assert model.static_channels == len(spec.features)
+    with torch.inference_mode():
+        out = model.module(torch.full((1, len(spec.features), 64, 64), 100.0))
+    assert tuple(out.shape) == (1, len(spec.labels), 64, 64)
+    assert (spec.actor == InferenceActorEnum.REGRESSION_PYTORCH) == (len(spec.labels) == 1)
+
+
+def test_native_crs_is_the_centroids_zone_and_says_when_the_aoi_spans_zones():
+    assert native_crs_epsg(box(-101.2, 37.3, -100.6, 37.7)) == (32614, False)
+    assert native_crs_epsg(box(-103.0, 37.3, -101.0, 37.7)) == (32614, True)  # centroid -102: zone 14
+    assert native_crs_epsg(box(-54.7, -25.5, -54.3, -25.2)) == (32721, False)

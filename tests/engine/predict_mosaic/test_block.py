@@ -1,0 +1,239 @@
+"""predict-mosaic's engine (plan, blocks, merge) on real mosaics, without Prefect.
+
+The reference everywhere is one forward pass of the same model over the whole
+store's image: tiled inference must reproduce it, whatever the block size,
+batch size or merge mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from predict_fixtures import RGB, Fcn, build_store, export, whole_image
+from shapely.geometry import box
+
+from rasterflow.engine.predict_mosaic.block import infer_block
+from rasterflow.engine.predict_mosaic.plan import create_prediction_store, plan_predict_mosaic
+from rasterflow.engine.predict_mosaic.scratch import remove_scratch
+from rasterflow.engine.store import commit_store, open_store
+from rasterflow.enums import InferenceActorEnum, MergeModeEnum
+from rasterflow.errors import InvalidParameterError
+from rasterflow.params import PredictMosaicParams
+
+SEG = InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH
+REG = InferenceActorEnum.REGRESSION_PYTORCH
+CHANGE = InferenceActorEnum.SEMANTIC_SEGMENTATION_CHANGE_DETECTION_PYTORCH
+HAITI = ["red", "green", "blue", "nir"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("predict-engine")
+
+
+@pytest.fixture(scope="module")
+def landsat_store(work):
+    """The Landsat sample in EPSG:32621 (801 x 1001 px), 128 px chunks, nodata 0 outside the AOI."""
+    return build_store(work / "mosaics", "landsat8_iguazu", 32621, RGB, chunk=128)
+
+
+@pytest.fixture(scope="module")
+def small_store(work):
+    """A 260 x 270 px cut of the same sample, 64 px chunks: cheap enough for batch size 1."""
+    aoi = work / "small.geojson"
+    gpd.GeoDataFrame(geometry=[box(-54.58, -25.37, -54.50, -25.30)], crs="EPSG:4326").to_file(aoi)
+    return build_store(work / "small", "landsat8_iguazu", 32621, RGB, chunk=64, aoi=str(aoi))
+
+
+@pytest.fixture(scope="module")
+def seg_model(work):
+    net = Fcn(3, 2)
+    return net, export(net, work / "seg.pt2", 3)
+
+
+@pytest.fixture(scope="module")
+def image(landsat_store):
+    return open_store(landsat_store)["variables"].values[0].astype(np.float32)
+
+
+def run(store, model, root, **overrides):
+    """plan -> create -> every block -> commit, as the flow does; returns (values, dataset, plan)."""
+    values = dict(store=store, model_path=str(model), patch_size=64, clip_size=4, device="cpu",
+                  features=RGB, labels=["land", "water"], actor=SEG, max_batch_size=16,
+                  merge_mode=MergeModeEnum.CLIP) | overrides
+    plan = plan_predict_mosaic(PredictMosaicParams.parse(**values), str(root))
+    for sp in plan.stores:
+        create_prediction_store(sp, plan.provenance)
+        for job in sp.jobs:
+            infer_block(job)
+        commit_store(sp.spec.uri)
+    ds = open_store(plan.stores[0].spec.uri)
+    return ds["variables"].values, ds, plan
+
+
+def softmax(x):
+    return torch.softmax(torch.from_numpy(x), dim=0).numpy()
+
+
+@pytest.mark.parametrize("mode", [MergeModeEnum.CLIP, MergeModeEnum.WEIGHTED_AVERAGE])
+def test_tiled_prediction_equals_one_forward_pass(landsat_store, seg_model, image, work, mode):
+    net, path = seg_model
+    got, ds, _ = run(landsat_store, path, work / mode.value, merge_mode=mode)
+    expected = softmax(whole_image(net, image))
+    valid = (image != 0).any(axis=0)
+    assert 0.5 < valid.mean() < 1  # the AOI leaves nodata corners: both cases are exercised
+    # The global patch grid makes it exact everywhere, not only away from the border.
+    assert np.abs(got[0][:, valid] - expected[:, valid]).max() <= 1e-5
+    assert np.isnan(got[0][:, ~valid]).all()
+    data = ds["variables"]
+    assert data.dtype == np.float32 and list(data.band.values) == ["land", "water"]
+    src = open_store(landsat_store)["variables"]
+    assert data.rio.transform() == src.rio.transform() and data.rio.crs == src.rio.crs
+
+
+@pytest.mark.parametrize("mode", [MergeModeEnum.CLIP, MergeModeEnum.WEIGHTED_AVERAGE])
+def test_results_do_not_depend_on_block_or_batch_size(small_store, seg_model, work, mode):
+    _, path = seg_model
+    out = {(m, b): run(small_store, path, work / f"{mode.value}-{m}-{b}", merge_mode=mode,
+                       xy_block_multiplier=m, max_batch_size=b)[0]
+           for m, b in [(1, 64), (4, 64), (4, 1)]}
+    # Same patches, merged in the same order. A patch may run in batches of another size, for which
+    # the CPU kernels may pick another algorithm (measured: <= 2e-7); a seam would be an error of the
+    # order of the values themselves.
+    np.testing.assert_allclose(out[(1, 64)], out[(4, 64)], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(out[(4, 1)], out[(4, 64)], atol=1e-6, rtol=0)
+
+
+def test_every_patch_runs_once_except_at_block_corners(landsat_store, seg_model, work):
+    """Second-phase blocks take the border patches their first-phase neighbours ran.
+
+    CLIP regions tile the image and are smaller than a block, so a region
+    touches two first-phase (diagonal) blocks only where it holds one of
+    their common corners: at most one patch runs twice per interior corner.
+    """
+    _, path = seg_model
+
+    def patches_run(root, multiplier, share=True):
+        values = dict(store=landsat_store, model_path=str(path), patch_size=64, clip_size=4, device="cpu",
+                      features=RGB, labels=["land", "water"], actor=SEG, max_batch_size=16,
+                      merge_mode=MergeModeEnum.CLIP, xy_block_multiplier=multiplier)
+        plan = plan_predict_mosaic(PredictMosaicParams.parse(**values), str(root))
+        store = plan.stores[0]
+        create_prediction_store(store, plan.provenance)
+        stats = [infer_block(job if share else job.model_copy(update={"take_from": [], "share_uri": None}))
+                 for job in store.jobs]
+        return sum(s.patches for s in stats), sum(s.patches_taken for s in stats), store
+
+    unique, _, whole = patches_run(work / "once-whole", 8)  # one 1024 px block
+    assert len(whole.jobs) == 1
+    shared, taken, store = patches_run(work / "once-shared", 2)  # 256 px blocks: 4 x 4
+    alone, _, _ = patches_run(work / "once-alone", 2, share=False)
+    corners = 3 * 3
+    assert {job.phase for job in store.jobs} == {0, 1} and taken > 0
+    assert unique <= shared <= unique + corners < alone
+    scratch = Path(store.scratch_uri)
+    assert len(list(scratch.rglob("*.npz"))) == 8  # the first-phase blocks of 4 x 4
+    remove_scratch([store])
+    assert not scratch.exists()
+
+
+def test_blocks_are_whole_output_shards(landsat_store, seg_model, work):
+    params = PredictMosaicParams.parse(
+        store=landsat_store, model_path=str(seg_model[1]), patch_size=64, clip_size=4, device="cpu", features=RGB,
+        labels=["land", "water"], actor=SEG, max_batch_size=8, merge_mode="clip", xy_block_multiplier=3,
+        output_xy_chunksize=256,
+    )
+    store = plan_predict_mosaic(params, str(work / "shards")).stores[0]
+    shard = store.spec.shard
+    assert shard.chunk == 256 and 512 % shard.rows == 0  # 3 x 128 px rounded up to whole 256 px chunks
+    for job in store.jobs:
+        assert job.window.row0 % shard.rows == 0 and job.window.col0 % shard.cols == 0
+        assert job.window.shape == (min(512, 801 - job.window.row0), min(512, 1001 - job.window.col0))
+    assert not (work / "shards").exists()  # planning writes nothing
+
+
+def test_regression_writes_raw_values(small_store, work):
+    image = open_store(small_store)["variables"].values[0].astype(np.float32)
+    net = Fcn(3, 1, seed=3)
+    got, _, _ = run(small_store, export(net, work / "reg.pt2", 3), work / "reg", actor=REG, labels=["height"],
+                    merge_mode=MergeModeEnum.WEIGHTED_AVERAGE)
+    valid = (image != 0).any(axis=0)
+    expected = whole_image(net, image)
+    assert np.abs(got[0][:, valid] - expected[:, valid]).max() <= 1e-4
+    assert expected.min() < 0 or expected.max() > 1  # not probabilities: no softmax was applied
+
+
+def test_select_labels_writes_a_subset_after_the_softmax(small_store, seg_model, work):
+    full, _, _ = run(small_store, seg_model[1], work / "all")
+    water, ds, _ = run(small_store, seg_model[1], work / "water", select_labels=["water"])
+    assert list(ds.band.values) == ["water"]
+    np.testing.assert_array_equal(water[0, 0], full[0, 1])
+    swapped, ds, _ = run(small_store, seg_model[1], work / "swapped", select_labels=["water", "land"])
+    assert list(ds.band.values) == ["water", "land"]
+    np.testing.assert_array_equal(swapped[0], full[0, ::-1])
+
+
+def test_a_store_smaller_than_a_patch_is_padded(small_store, seg_model, work):
+    net, path = seg_model
+    image = open_store(small_store)["variables"].values[0].astype(np.float32)
+    rows, cols = image.shape[1:]
+    assert rows < 512 and cols < 512
+    got, _, _ = run(small_store, path, work / "big-patch", patch_size=512, clip_size=4)
+    expected = softmax(whole_image(net, image))
+    # The far edges meet padding instead of the model's own zero padding: compare inside them.
+    inner = np.zeros((rows, cols), bool)
+    inner[: rows - 4, : cols - 4] = True
+    check = inner & (image != 0).any(axis=0)
+    assert np.abs(got[0][:, check] - expected[:, check]).max() <= 1e-5
+
+
+def test_change_detection_stacks_two_dates(work):
+    store = build_store(work / "haiti", "haiti_rgbn", 32618, HAITI, chunk=64, time_column="datetime")
+    src = open_store(store)["variables"].values.astype(np.float32)  # (2, 4, rows, cols)
+    net = Fcn(8, 2, seed=5, scale=100.0)
+    got, ds, _ = run(store, export(net, work / "change.pt2", 8), work / "change", actor=CHANGE, features=HAITI,
+                     labels=["same", "changed"], patch_size=32, clip_size=3)
+    assert got.shape[0] == 1
+    assert pd.Timestamp(ds.time.values[0]) == pd.Timestamp("2016-04-01")  # the later date
+    assert ds["time_delta"].values[0] == np.timedelta64(91, "D")
+    both = (src[0] != 0).any(axis=0) & (src[1] != 0).any(axis=0)
+    assert 0 < both.mean() < 1
+    expected = softmax(whole_image(net, np.concatenate([src[0], src[1]])))
+    assert np.abs(got[0][:, both] - expected[:, both]).max() <= 1e-5
+    assert np.isnan(got[0][:, ~both]).all()  # a change needs both dates
+    assert "time_delta" in ds.coords
+
+
+def test_every_check_runs_before_anything_is_written(small_store, seg_model, work):
+    root = work / "refused"
+    cases = [
+        (dict(features=["blue", "green", "nir"]), "features"),
+        (dict(labels=["land", "water", "cloud"]), "labels"),
+        (dict(actor=CHANGE), "store"),  # one time slice
+        (dict(device="cuda"), "device"),
+        (dict(model_path=str(work / "absent.pt2")), "model_path"),
+    ]
+    if torch.cuda.is_available():  # pragma: no cover
+        cases.remove((dict(device="cuda"), "device"))
+    for overrides, param in cases:
+        with pytest.raises(InvalidParameterError) as err:
+            run(small_store, seg_model[1], root, **overrides)
+        assert err.value.param == param, (overrides, err.value)
+    assert not root.exists()
+
+
+def test_a_static_batch_model_needs_that_batch_size(small_store, work):
+    image = open_store(small_store)["variables"].values[0].astype(np.float32)
+    net = Fcn(3, 2)
+    path = export(net, work / "static.pt2", 3, dynamic_batch=False, batch=4)
+    with pytest.raises(InvalidParameterError, match="static batch size of 4") as err:
+        run(small_store, path, work / "static-refused", max_batch_size=16)
+    assert err.value.param == "max_batch_size"
+    got, _, _ = run(small_store, path, work / "static", max_batch_size=4)  # the last batch is padded
+    valid = (image != 0).any(axis=0)
+    assert np.abs(got[0][:, valid] - softmax(whole_image(net, image))[:, valid]).max() <= 1e-5

@@ -1,0 +1,203 @@
+"""Model files (engine/model.py): accepted formats, pickles refused unread, archive checks.
+
+Every refusal test plants a tripwire: an object whose unpickling creates a
+file. The file must not exist afterwards, so "refused" means "never
+unpickled", not "unpickled, then complained about".
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from predict_fixtures import (
+    SHIPPED_MODEL, Fcn, TinyUNet, Tripwire, export, export_even, rewrite_zip, torch_save_bytes,
+)
+
+from rasterflow.engine.predict_mosaic.model import BatchRunner, fetch_model, load_model, probe, resolve_device
+from rasterflow.engine.predict_mosaic.model_check import check_pt2_archive, model_format
+from rasterflow.errors import InvalidParameterError
+
+
+# TorchScript is accepted, and torch 2.13 says on every load that it is deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
+@pytest.fixture(scope="module")
+def fcn_pt2(tmp_path_factory):
+    return export(Fcn(3, 2), tmp_path_factory.mktemp("models") / "fcn.pt2", 3)
+
+
+def refused(path, match):
+    with pytest.raises(InvalidParameterError, match=match) as err:
+        model_format(path)
+        check_pt2_archive(path)
+    assert err.value.param == "model_path" and "torch.export" in err.value.valid
+    return err.value
+
+
+def test_shipped_model_is_a_plain_pt2_with_dynamic_dims():
+    assert model_format(SHIPPED_MODEL) == "pt2"
+    check_pt2_archive(SHIPPED_MODEL)
+    model = load_model(SHIPPED_MODEL, "shipped", "cpu")
+    assert (model.static_batch, model.static_channels, model.static_hw) == (None, 3, (None, None))
+    meta = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())
+    assert meta["features"] == ["blue", "green", "red"] and meta["labels"] == ["land", "water"]
+    assert meta["receptive_field"]["radius"] <= meta["recommended"]["clip_size"]
+
+
+def test_a_realistic_segmentation_net_passes_the_checks(tmp_path):
+    # Derived shape expressions (2 * h), batch norm buffers, pooling, upsampling, concatenation.
+    path = export_even(TinyUNet(), tmp_path / "unet.pt2")
+    check_pt2_archive(path)
+    model = load_model(path, "unet", "cpu")
+    x = np.random.default_rng(1).uniform(0, 9000, (3, 3, 96, 128)).astype(np.float32)
+    (out,) = BatchRunner(model, n_labels=2, activation=None).run(iter([x]))
+    with torch.inference_mode():
+        np.testing.assert_allclose(out, TinyUNet().eval()(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+
+def test_torch_save_checkpoint_is_refused_unread(tmp_path):
+    wire = tmp_path / "unpickled"
+    path = tmp_path / "model.pt"
+    torch.save({"model": Tripwire(wire)}, path)
+    assert "torch.save checkpoint" in str(refused(path, "pickle"))
+    assert not wire.exists()
+
+
+def test_raw_pickle_is_refused_unread(tmp_path):
+    wire = tmp_path / "unpickled"
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(Tripwire(wire)))
+    refused(path, "pickle stream")
+    assert not wire.exists()
+
+
+def test_other_files_are_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    refused(tmp_path / "notes.txt", "not a PyTorch model archive")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("x/readme.txt", "hello")
+    refused(tmp_path / "other.zip", "neither")
+
+
+def test_missing_model_file_names_the_parameter(tmp_path):
+    with pytest.raises(InvalidParameterError, match="no such file") as err:
+        fetch_model(str(tmp_path / "absent.pt2"))
+    assert err.value.param == "model_path"
+
+
+def test_fsspec_model_is_fetched_once_to_a_local_file(fcn_pt2, tmp_path, monkeypatch):
+    import fsspec
+
+    monkeypatch.setenv("RASTERFLOW_MODEL_CACHE", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/models/fcn.pt2", fcn_pt2.read_bytes())
+    local = fetch_model("memory://models/fcn.pt2")
+    assert local.parent == tmp_path / "cache" and local.read_bytes() == fcn_pt2.read_bytes()
+    assert fetch_model("memory://models/fcn.pt2") == local
+    with pytest.raises(InvalidParameterError, match="no such file"):
+        fetch_model("memory://models/absent.pt2")
+
+
+def test_pickled_weights_are_refused(fcn_pt2, tmp_path):
+    config_name = "data/weights/model_weights_config.json"
+    with zipfile.ZipFile(fcn_pt2) as zf:
+        prefix = zf.namelist()[0].split("/", 1)[0] + "/"
+        config = json.loads(zf.read(prefix + config_name))
+    first = next(iter(config["config"]))
+    config["config"][first]["use_pickle"] = True
+    wire = tmp_path / "unpickled"
+    payload = "data/weights/" + config["config"][first]["path_name"]
+    path = rewrite_zip(fcn_pt2, tmp_path / "pickled.pt2", replace={
+        config_name: json.dumps(config).encode(), payload: torch_save_bytes(Tripwire(wire)),
+    })
+    refused(path, "pickled object")
+    assert not wire.exists()
+
+
+def test_sample_inputs_that_need_full_pickle_are_refused(fcn_pt2, tmp_path):
+    # torch.export.load would retry these with weights_only=False: the check must stop it first.
+    wire = tmp_path / "unpickled"
+    path = rewrite_zip(fcn_pt2, tmp_path / "inputs.pt2",
+                       replace={"data/sample_inputs/model.pt": torch_save_bytes(((Tripwire(wire),), {}))})
+    refused(path, "weights-only")
+    assert not wire.exists()
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda s: s.replace('"torch.ops.aten.conv2d.default"', '"torch.serialization.os.system"', 1), "only torch.ops"),
+    (lambda s: s.replace("Symbol('s", "__import__('os').system('s", 1), "sympy literal"),
+    (lambda s: s.replace('"name": "x"', '"name": "x\\r"', 1), "control characters"),
+])
+def test_program_text_that_could_run_code_is_refused(fcn_pt2, tmp_path, edit, match):
+    with zipfile.ZipFile(fcn_pt2) as zf:
+        prefix = zf.namelist()[0].split("/", 1)[0] + "/"
+        text = zf.read(prefix + "models/model.json").decode()
+    changed = edit(text)
+    assert changed != text
+    refused(rewrite_zip(fcn_pt2, tmp_path / "edited.pt2", replace={"models/model.json": changed.encode()}), match)
+
+
+def test_compiled_and_unknown_entries_are_refused(fcn_pt2, tmp_path):
+    refused(rewrite_zip(fcn_pt2, tmp_path / "aoti.pt2", add={"data/aotinductor/model/model.so": b"\x7fELF"}), "AOTInductor")
+    refused(rewrite_zip(fcn_pt2, tmp_path / "legacy.pt2", add={"data/weights/model.pt": b"x"}), "does not write")
+
+
+def test_torchscript_loads_and_agrees_with_the_export(fcn_pt2, tmp_path):
+    net = Fcn(3, 2)
+    path = tmp_path / "fcn.ts"
+    with pytest.warns(Warning):  # torch 2.13 deprecates torch.jit.save
+        torch.jit.save(torch.jit.script(net.eval()), path)
+    assert model_format(path) == "torchscript"
+    x = np.random.default_rng(0).uniform(6000, 9000, (2, 3, 40, 48)).astype(np.float32)
+    outs = []
+    for p in (path, fcn_pt2):
+        runner = BatchRunner(load_model(p, p.name, "cpu"), n_labels=2, activation=None)
+        outs.append(next(runner.run(iter([x]))))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_probe_names_the_shape_a_model_fails_on(tmp_path):
+    from predict_fixtures import FlattenHead
+
+    path = tmp_path / "flat.ts"
+    with pytest.warns(Warning):
+        torch.jit.save(torch.jit.script(FlattenHead()), path)
+    model = load_model(path, "flat", "cpu")
+    assert probe(model, 3, 32, 2, 2) == (2, 2, 32, 32)
+    with pytest.raises(InvalidParameterError, match=r"input of shape \(2, 3, 64, 64\)") as err:
+        probe(model, 3, 64, 2, 2)
+    assert err.value.param == "model_path"
+
+
+def test_output_channel_count_must_match_the_labels(fcn_pt2):
+    model = load_model(fcn_pt2, "fcn", "cpu")
+    with pytest.raises(InvalidParameterError, match="returns 2 channels") as err:
+        probe(model, 3, 32, 1, 3)
+    assert err.value.param == "labels"
+
+
+def test_a_probed_shape_is_not_run_again_but_still_checked_against_the_labels(fcn_pt2):
+    model = load_model(fcn_pt2, "fcn-probed", "cpu")
+    calls = []
+    model.module.register_forward_hook(lambda *args: calls.append(1))
+    assert probe(model, 3, 32, 2, 2) == probe(model, 3, 32, 2, 2) == (2, 2, 32, 32)
+    assert len(calls) == 1
+    with pytest.raises(InvalidParameterError, match="returns 2 channels") as err:
+        probe(model, 3, 32, 2, 3)
+    assert err.value.param == "labels" and len(calls) == 1
+    probe(model, 3, 64, 2, 2)  # another shape runs
+    assert len(calls) == 2
+
+
+def test_cuda_without_a_gpu_is_refused():
+    if torch.cuda.is_available():  # pragma: no cover - the test machines have no GPU
+        pytest.skip("a GPU is present")
+    with pytest.raises(InvalidParameterError, match="no CUDA GPU") as err:
+        resolve_device("cuda")
+    assert err.value.param == "device"
+    assert resolve_device("auto") == "cpu"
