@@ -140,11 +140,13 @@ def read_store(index_uri: str):
     return grid, pixels, variables.attrs.get("nodata"), location
 
 
-def gdalwarp_command(gdalwarp: str, grid: OutputGrid, tiles: list[str], extra: list[str], dst: Path) -> list[str]:
+def gdalwarp_command(gdalwarp: str, grid: OutputGrid, tiles: list[str], extra: list[str],
+                     dst: Path) -> list[str]:
     return [
         gdalwarp, "-q", "-overwrite", "-multi", "-wo", "NUM_THREADS=ALL_CPUS", "-r", "near",
         "-t_srs", grid.crs, "-te", *(repr(v) for v in grid.bounds), "-ts", str(grid.width), str(grid.height),
-        "-of", "GTiff", "-co", "TILED=YES", "-co", "COMPRESS=ZSTD", "-co", "BLOCKXSIZE=512", "-co", "BLOCKYSIZE=512",
+        "-of", "GTiff", "-co", "TILED=YES", "-co", "COMPRESS=ZSTD",
+        "-co", "BLOCKXSIZE=512", "-co", "BLOCKYSIZE=512",
         *extra, *tiles, str(dst),
     ]
 
@@ -177,7 +179,8 @@ def aoi_inside(grid: OutputGrid):
     minx, miny, maxx, maxy = geometry.bounds
     dense = geometry.segmentize(max(maxx - minx, maxy - miny, 1e-9) / 64)
     projected = shape(transform_geom(aoi.crs, grid.crs, mapping(dense)))
-    return geometry_mask([projected], out_shape=(grid.height, grid.width), transform=grid.transform, invert=True)
+    return geometry_mask([projected], out_shape=(grid.height, grid.width), transform=grid.transform,
+                         invert=True)
 
 
 def read_geotiff(path: Path, grid: OutputGrid):
@@ -230,7 +233,8 @@ class Recorder:
             try:
                 return original(*args, **kwargs)
             finally:
-                event = Event(label, threading.get_ident(), start, time.perf_counter(), time.thread_time() - cpu)
+                event = Event(label, threading.get_ident(), start, time.perf_counter(),
+                              time.thread_time() - cpu)
                 with self._lock:
                     self.events.append(event)
 
@@ -319,7 +323,8 @@ def profile_flow(output_uri: Path, shard_size_bytes: int) -> None:
     ]
     for label, seconds in timeline:
         print(f"  {label:<62} {seconds:7.2f} s  {100 * seconds / wall:5.1f}%")
-    engine = (plan1 - plan0) + (create1 - create0) + (shard1 - shard0) + (commit1 - commit0) + (index1 - index0)
+    engine = ((plan1 - plan0) + (create1 - create0) + (shard1 - shard0) + (commit1 - commit0)
+              + (index1 - index0))
     print(f"  {'engine steps (critical path)':<62} {engine:7.2f} s  {100 * engine / wall:5.1f}%")
     print(f"  {'Prefect between steps':<62} {wall - engine:7.2f} s  {100 * (wall - engine) / wall:5.1f}%")
 
@@ -336,7 +341,8 @@ def profile_flow(output_uri: Path, shard_size_bytes: int) -> None:
          c("render_window") - c("gdal warp (WarpedVRT.read)") - c("create WarpedVRT") - c("aoi mask")),
         ("AOI mask (rasterize)", w("aoi mask"), c("aoi mask")),
         ("Zarr write (encoded in zarr's own threads: CPU not seen)", w("zarr write"), None),
-        ("build_shard other (count valid, decode mask)", w("build_shard") - w("render_window") - w("zarr write"),
+        ("build_shard other (count valid, decode mask)",
+         w("build_shard") - w("render_window") - w("zarr write"),
          c("build_shard") - c("render_window") - c("zarr write")),
         ("thread not in build_shard (Prefect task runs, idle)", phase - w("build_shard"), None),
     ]
@@ -396,7 +402,8 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
@@ -416,8 +423,10 @@ def main() -> None:
     import numpy as np
     import rasterio
 
-    version = subprocess.run([gdalwarp, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    print(f"gdalwarp: {version} | rasterflow's GDAL (rasterio {rasterio.__version__}): {rasterio.__gdal_version__}")
+    version = subprocess.run([gdalwarp, "--version"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    print(f"gdalwarp: {version} | rasterflow's GDAL (rasterio {rasterio.__version__}): "
+          f"{rasterio.__gdal_version__}")
     load = os.getloadavg()[0]
     print(f"CPUs: {os.cpu_count()} | load average at start: {load:.2f}")
     if load > 0.5:
@@ -450,7 +459,8 @@ def main() -> None:
     inside = aoi_inside(grid)
     rasterflow_again = read_store(last_index)[1]
     leaks = int(((reference != nodata).any(axis=0) & ~inside).sum())
-    diffs = {name: compare(reference, read_geotiff(Path(cmd[-1]), grid), inside) for name, cmd in commands.items()}
+    diffs = {name: compare(reference, read_geotiff(Path(cmd[-1]), grid), inside)
+             for name, cmd in commands.items()}
 
     rf = statistics.median(times["rasterflow build_gti_mosaic"])
     rows = [["rasterflow build_gti_mosaic (warm)", f"{rf:.2f}", "1.00", "reference", "reference"]]
@@ -461,14 +471,17 @@ def main() -> None:
     print(f"\nMedian of {args.runs} runs; ratio > 1 means rasterflow is faster. Pixels = output pixels (all "
           f"{len(BANDS)} bands compared); AOI = pixel centre inside the AOI ({int(inside.sum()):,} inside, "
           f"{int((~inside).sum()):,} outside of {inside.size:,}).")
-    print(table(rows, ["contender", "median s", "gdalwarp/rasterflow", "px differ in AOI", "px differ outside"]))
+    print(table(rows, ["contender", "median s", "gdalwarp/rasterflow", "px differ in AOI",
+                       "px differ outside"]))
     print(f"rasterflow cold (first call, embedded server start): {cold:.2f} s")
     equal = diffs[EXACT_VARIANT].inside == 0
     print(f"{EXACT_VARIANT} equals rasterflow inside the AOI, pixel for pixel: {'YES' if equal else 'NO'}")
     print(f"rasterflow pixels with data outside the AOI (expected 0): {leaks:,}")
-    print(f"rasterflow runs reproduce each other: {'yes' if np.array_equal(reference, rasterflow_again) else 'NO'}")
-    print("Outside the AOI gdalwarp without -cutline keeps data where rasterflow writes nodata; with -cutline "
-          "gdalwarp tests source pixel centres, rasterflow output pixel centres, so edge pixels differ.")
+    print("rasterflow runs reproduce each other: "
+          f"{'yes' if np.array_equal(reference, rasterflow_again) else 'NO'}")
+    print("Outside the AOI gdalwarp without -cutline keeps data where rasterflow writes nodata; with "
+          "-cutline gdalwarp tests source pixel centres, rasterflow output pixel centres, so edge "
+          "pixels differ.")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
     if args.profile:

@@ -60,7 +60,8 @@ def quiet_prefect(home: Path) -> None:
 
 
 def make_sample(size: int) -> dict[str, Path]:
-    spec = importlib.util.spec_from_file_location("make_stac_sample", REPO / "scripts" / "make_stac_sample.py")
+    spec = importlib.util.spec_from_file_location("make_stac_sample",
+                                                  REPO / "scripts" / "make_stac_sample.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     folder = OUT / f"stac-{size}"
@@ -137,10 +138,11 @@ def run_odc(url: str, bounds, out_path: Path) -> float:
     items = [pystac.Item.from_dict({**d, "links": []}) for d in search.items_as_dicts()
              if d["properties"]["eo:cloud_cover"] < 75]
     items.sort(key=lambda it: it.datetime)
-    cube = odc.stac.load(items, bands=[*BANDS.values(), "scl"], geobox=geobox, chunks={"x": CHUNK, "y": CHUNK},
-                         resampling="nearest", groupby="id")
+    cube = odc.stac.load(items, bands=[*BANDS.values(), "scl"], geobox=geobox,
+                         chunks={"x": CHUNK, "y": CHUNK}, resampling="nearest", groupby="id")
     cube = cube.sortby("time")
-    offsets = xr.DataArray([-1000.0 if it.properties["s2:processing_baseline"] >= "04.00" else 0.0 for it in items],
+    offsets = xr.DataArray([-1000.0 if it.properties["s2:processing_baseline"] >= "04.00" else 0.0
+                            for it in items],
                            dims="time", coords={"time": cube.time})
     reflectance = cube[list(BANDS.values())].to_array("band").astype("float32")
     valid = ~cube.scl.isin(MASKED) & (reflectance != 0).all("band")
@@ -188,7 +190,8 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()}")
         cold, _ = run_rasterflow(url, aoi, OUT / "rf-cold", args.shard_size_bytes)
         print(f"rasterflow cold call (starts Prefect's embedded server): {cold:.2f} s")
-        times: dict[str, list[float]] = {"rasterflow build_mosaic": [], "odc-stac load + xarray median + to_zarr": []}
+        times: dict[str, list[float]] = {"rasterflow build_mosaic": [],
+                                         "odc-stac load + xarray median + to_zarr": []}
         index_uri = None
         for run in range(args.runs):
             shutil.rmtree(OUT / f"rf-{run}", ignore_errors=True)

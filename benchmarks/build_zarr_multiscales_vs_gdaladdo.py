@@ -35,7 +35,8 @@ Rounds are interleaved so background load hits all contenders alike; medians
 are reported, with the ratio gdaladdo / rasterflow (above 1: rasterflow is
 faster), and each contender's median CPU seconds (its processes and their
 children, Prefect's server included: ``cputime.py``), which other load on a
-shared machine sways much less than wall time. Run from the repository root (outputs go to ``benchmarks/out/``)::
+shared machine sways much less than wall time. Run from the repository root
+(outputs go to ``benchmarks/out/``)::
 
     python benchmarks/build_zarr_multiscales_vs_gdaladdo.py [--runs 3] [--resolution 5]
 """
@@ -103,7 +104,8 @@ def build_input(resolution: float) -> tuple[str, Path]:
     store = gpd.read_parquet(index).location[0]
     geotiff = OUT / "input.tif"
     data = xr.open_zarr(store)["variables"].isel(time=0)
-    data.rio.to_raster(geotiff, tiled=True, blockxsize=XY_CHUNKSIZE, blockysize=XY_CHUNKSIZE, compress="ZSTD", nodata=0)
+    data.rio.to_raster(geotiff, tiled=True, blockxsize=XY_CHUNKSIZE, blockysize=XY_CHUNKSIZE,
+                       compress="ZSTD", nodata=0)
     return store, geotiff
 
 
@@ -116,8 +118,8 @@ def run_rasterflow(store: str, output_uri: Path) -> float:
 def run_gdaladdo(gdaladdo: str, geotiff: Path, factors: list[int], threads: str | None) -> float:
     copy = OUT / "gdaladdo.tif"
     shutil.copyfile(geotiff, copy)
-    command = [gdaladdo, "-q", "-r", "average", *(["--config", "GDAL_NUM_THREADS", threads] if threads else []),
-               str(copy), *map(str, factors)]
+    command = [gdaladdo, "-q", "-r", "average",
+               *(["--config", "GDAL_NUM_THREADS", threads] if threads else []), str(copy), *map(str, factors)]
     start = time.perf_counter()
     subprocess.run(command, check=True)
     return time.perf_counter() - start
@@ -141,7 +143,8 @@ def run_engine(store: str, output_uri: Path, workers: int = 2) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each contender (median reported)")
-    parser.add_argument("--resolution", type=float, default=RESOLUTION, help="pixel size of the input mosaic (m)")
+    parser.add_argument("--resolution", type=float, default=RESOLUTION,
+                        help="pixel size of the input mosaic (m)")
     args = parser.parse_args()
     gdaladdo = require_gdaladdo()
     shutil.rmtree(OUT, ignore_errors=True)
@@ -159,8 +162,8 @@ def main() -> None:
     raw_mb = shapes[0][0] * shapes[0][1] * len(BANDS) * 2 / 1e6
     print(f"input: {shapes[0][0]} x {shapes[0][1]} px x {len(BANDS)} bands uint16 ({raw_mb:.0f} MB raw), "
           f"built in {time.perf_counter() - start:.1f} s")
-    print(f"levels: {len(shapes)} ({', '.join(f'{h} x {w}' for h, w in shapes)}); gdaladdo factors {factors}; "
-          f"partitions per level {[len(lvl.jobs) for lvl in pyramid.levels]}")
+    print(f"levels: {len(shapes)} ({', '.join(f'{h} x {w}' for h, w in shapes)}); "
+          f"gdaladdo factors {factors}; partitions per level {[len(lvl.jobs) for lvl in pyramid.levels]}")
 
     cold = run_rasterflow(store, OUT / "rasterflow" / "warmup")
     print(f"rasterflow cold call (starts Prefect's embedded server): {cold:.2f} s")
@@ -169,7 +172,8 @@ def main() -> None:
         "gdaladdo -r average (1 thread)": lambda r: run_gdaladdo(gdaladdo, geotiff, factors, None),
         "gdaladdo -r average (GDAL_NUM_THREADS=ALL_CPUS)":
             lambda r: run_gdaladdo(gdaladdo, geotiff, factors, "ALL_CPUS"),
-        "rasterflow engine only, no Prefect (2 threads)": lambda r: run_engine(store, OUT / "engine" / f"run{r}"),
+        "rasterflow engine only, no Prefect (2 threads)":
+            lambda r: run_engine(store, OUT / "engine" / f"run{r}"),
     }
     times: dict[str, list[float]] = {name: [] for name in contenders}
     cpu: dict[str, list[float]] = {name: [] for name in contenders}
@@ -180,7 +184,8 @@ def main() -> None:
             cpu[name].append(cpu_seconds() - before)
     medians = {name: statistics.median(t) for name, t in times.items()}
     ours = medians["rasterflow build_zarr_multiscales"]
-    print(f"\nmedian of {args.runs} runs (seconds), ratio = contender / rasterflow (above 1: rasterflow faster)")
+    print(f"\nmedian of {args.runs} runs (seconds), ratio = contender / rasterflow "
+          "(above 1: rasterflow faster)")
     width = max(map(len, medians))
     for name, median in medians.items():
         runs = ", ".join(f"{t:.2f}" for t in times[name])

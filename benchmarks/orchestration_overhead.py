@@ -125,11 +125,12 @@ def main() -> None:
                 times[layout, mode].append(seconds)
 
     median = {key: statistics.median(values) for key, values in times.items()}
-    print(f"\nbuild_gti_mosaic at {opts.resolution:g} m, {opts.workers} workers, median of {opts.runs} interleaved "
-          f"rounds (seconds):")
+    print(f"\nbuild_gti_mosaic at {opts.resolution:g} m, {opts.workers} workers, median of {opts.runs} "
+          f"interleaved rounds (seconds):")
     print(f"{'layout':<17} {'partitions':>10} " + " ".join(f"{m:>9}" for m in modes))
     for layout in LAYOUTS:
-        print(f"{layout:<17} {partitions[layout]:>10} " + " ".join(f"{median[layout, m]:9.3f}" for m in modes))
+        print(f"{layout:<17} {partitions[layout]:>10} "
+              + " ".join(f"{median[layout, m]:9.3f}" for m in modes))
     added = partitions["many partitions"] - partitions["one partition"]
     for mode in modes[1:]:
         one = median["one partition", mode] - median["one partition", "plain"]

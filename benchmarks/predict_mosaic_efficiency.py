@@ -88,7 +88,8 @@ def unique_patches(store_uri: str) -> list[tuple[int, int]]:
     values = open_store(store_uri)["variables"].values[0]
     valid = (values != 0).any(axis=0)
     h, w = valid.shape
-    rows, cols = AxisTiling(h, PATCH, CLIP, MergeModeEnum.CLIP), AxisTiling(w, PATCH, CLIP, MergeModeEnum.CLIP)
+    rows, cols = (AxisTiling(h, PATCH, CLIP, MergeModeEnum.CLIP),
+                  AxisTiling(w, PATCH, CLIP, MergeModeEnum.CLIP))
     return [(int(r), int(c)) for i, r in enumerate(rows.origins) for j, c in enumerate(cols.origins)
             if valid[rows.start[i]:rows.end[i], cols.start[j]:cols.end[j]].any()]
 
@@ -149,19 +150,21 @@ def main() -> None:
     image = read_store(store)
     multipliers = {4: None, 8: None}
     for m in multipliers:
-        plan = plan_predict_mosaic(PredictMosaicParams.parse(**values, xy_block_multiplier=m), str(OUT / "plan"))
+        plan = plan_predict_mosaic(PredictMosaicParams.parse(**values, xy_block_multiplier=m),
+                                   str(OUT / "plan"))
         multipliers[m] = plan
     patches = unique_patches(store)
     stack = [image[:, r : r + PATCH, c : c + PATCH] for r, c in patches]
-    batches = [torch.from_numpy(np.stack(stack[k : k + args.batch])) for k in range(0, len(stack), args.batch)]
+    batches = [torch.from_numpy(np.stack(stack[k : k + args.batch]))
+               for k in range(0, len(stack), args.batch)]
     singles = [torch.from_numpy(p[None].copy()) for p in stack]
-    print(f"mosaic {image.shape[1]} x {image.shape[2]} px, {len(patches)} patches of {PATCH} px, batch {args.batch}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(f"mosaic {image.shape[1]} x {image.shape[2]} px, {len(patches)} patches of {PATCH} px, "
+          f"batch {args.batch}, torch threads {torch.get_num_threads()}")
 
     time_model(model, batches[:2])  # warm the kernels
     runs = {"bare": [], "naive": []} | {f"predict_mosaic m={m}": [] for m in multipliers}
-    predict_call = lambda m, root: RasterflowClient(RasterflowConfig(output_uri=str(root), max_workers=2)).predict_mosaic(
-        **values, xy_block_multiplier=m)
+    predict_call = lambda m, root: (RasterflowClient(RasterflowConfig(output_uri=str(root), max_workers=2))
+                                    .predict_mosaic(**values, xy_block_multiplier=m))
     predict_call(4, OUT / "rasterflow" / "warmup")  # warm client: Prefect up, torch imported, model loaded
     for run in range(args.runs):
         runs["bare"].append(time_model(model, batches))

@@ -126,7 +126,8 @@ def build_mosaic(resolution: float) -> str:
 
     index = client(OUT / "mosaic").build_gti_mosaic(
         gti=str(SAMPLE / "tiles.parquet"), aoi=str(SAMPLE / "aoi.geojson"), bands=["red"],
-        location_field="location", crs_epsg=32621, resolution=resolution, resampling=ResamplingMethod.BILINEAR,
+        location_field="location", crs_epsg=32621, resolution=resolution,
+        resampling=ResamplingMethod.BILINEAR,
     )
     import geopandas as gpd
 
@@ -155,7 +156,8 @@ def write_binary_geotiff(store: str, threshold: float, path: Path) -> int:
 def run_gdal(gdal_polygonize: str, binary: Path, dst: Path, connectivity: int, driver: str = "GPKG") -> float:
     if dst.exists():
         dst.unlink()
-    command = [gdal_polygonize, "-q", *(["-8"] if connectivity == 8 else []), str(binary), "-f", driver, str(dst)]
+    command = [gdal_polygonize, "-q", *(["-8"] if connectivity == 8 else []), str(binary), "-f", driver,
+               str(dst)]
     start = time.perf_counter()
     subprocess.run(command, check=True)
     return time.perf_counter() - start
@@ -173,8 +175,9 @@ def run_engine(store: str, threshold: float, connectivity: int, output_uri: Path
     """The flow's engine calls in a thread pool of all cores, polygonize in the process pool, no Prefect."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from rasterflow.engine.vectorize_mosaic import merge, plan as planning, polygonize
     from rasterflow.engine.processes import run_in_process
+    from rasterflow.engine.vectorize_mosaic import merge, polygonize
+    from rasterflow.engine.vectorize_mosaic import plan as planning
     from rasterflow.params import VectorizeMosaicParams
 
     params = VectorizeMosaicParams.parse(store=store, features=["red"], threshold=threshold, vector_crs=None,
@@ -186,7 +189,8 @@ def run_engine(store: str, threshold: float, connectivity: int, output_uri: Path
     steps["plan + create output"] = time.perf_counter() - t
     t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        summaries = list(pool.map(lambda job: run_in_process(polygonize.polygonize_block, job, plan.settings), plan.jobs))
+        summaries = list(pool.map(lambda job: run_in_process(polygonize.polygonize_block, job, plan.settings),
+                                  plan.jobs))
     steps[f"polygonize {len(plan.jobs)} blocks ({os.cpu_count()} worker processes)"] = time.perf_counter() - t
     t = time.perf_counter()
     merge.merge_parts(plan, sorted(s.part for s in summaries if s.part))
@@ -210,7 +214,9 @@ def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gda
     import shapely
     from rasterio.features import shapes
 
-    from rasterflow.engine.vectorize_mosaic import merge, parts as part_files, plan as planning, polygonize
+    from rasterflow.engine.vectorize_mosaic import merge, polygonize
+    from rasterflow.engine.vectorize_mosaic import parts as part_files
+    from rasterflow.engine.vectorize_mosaic import plan as planning
     from rasterflow.params import VectorizeMosaicParams
 
     params = VectorizeMosaicParams.parse(store=store, features=["red"], threshold=threshold, vector_crs=None,
@@ -232,12 +238,14 @@ def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gda
     profile = cProfile.Profile()
     profile.enable()
     parts = timed("polygonize_array, all blocks", lambda: [
-        polygonize.polygonize_array(b, j.window, (source.grid.height, source.grid.width), source.nodata, plan.settings,
-                                finisher) for b, j in zip(blocks, plan.jobs)])
+        polygonize.polygonize_array(b, j.window, (source.grid.height, source.grid.width), source.nodata,
+                                    plan.settings, finisher)
+        for b, j in zip(blocks, plan.jobs, strict=True)])
     profile.disable()
     stats = pstats.Stats(profile, stream=io.StringIO()).stats
     cpu["  of which rasterio.features.shapes (GDAL)"] = sum(
-        tottime for (file, _, name), (_, _, tottime, _, _) in stats.items() if name == "shapes" and "rasterio" in file)
+        tottime for (file, _, name), (_, _, tottime, _, _) in stats.items()
+        if name == "shapes" and "rasterio" in file)
 
     def encode(table: pa.Table) -> bytes:
         sink = io.BytesIO()
@@ -273,7 +281,8 @@ def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gda
         print(f"  {label:<56}{seconds:6.2f}")
     cores = os.cpu_count() or 1
     print(f"ceilings of the ratio on {cores} cores, perfectly shared, before any orchestration: "
-          f"GDAL's polygonize alone {gdal_cpu / (bare / cores):.2f}, the engine {gdal_cpu / (engine_cpu / cores):.2f}")
+          f"GDAL's polygonize alone {gdal_cpu / (bare / cores):.2f}, "
+          f"the engine {gdal_cpu / (engine_cpu / cores):.2f}")
 
 
 def same_polygons(rasterflow_uri: str, gdal_path: Path) -> tuple[bool, str]:
@@ -283,7 +292,8 @@ def same_polygons(rasterflow_uri: str, gdal_path: Path) -> tuple[bool, str]:
     import shapely
 
     got = gpd.read_parquet(rasterflow_uri).geometry.values
-    ref = shapely.make_valid(gpd.read_file(gdal_path).geometry.values, method="structure", keep_collapsed=False)
+    ref = shapely.make_valid(gpd.read_file(gdal_path).geometry.values, method="structure",
+                             keep_collapsed=False)
     if len(got) != len(ref):
         return False, f"{len(got)} polygons vs {len(ref)}"
     g, e = shapely.STRtree(ref).query(shapely.point_on_surface(got), predicate="within")
@@ -330,7 +340,8 @@ def main() -> None:
     contenders = {
         "rasterflow vectorize_mosaic": lambda k: run_rasterflow(
             store, args.threshold, args.connectivity, OUT / "rasterflow" / f"run{k}")[0],
-        "gdal_polygonize (GPKG, 1 process)": lambda k: run_gdal(gdal_polygonize, binary, gpkg, args.connectivity),
+        "gdal_polygonize (GPKG, 1 process)": lambda k: run_gdal(gdal_polygonize, binary, gpkg,
+                                                                args.connectivity),
         "gdal_polygonize -f FlatGeobuf": lambda k: run_gdal(gdal_polygonize, binary, fgb, args.connectivity,
                                                             "FlatGeobuf"),
         "rasterflow engine only, no Prefect": lambda k: sum(run_engine(
@@ -349,11 +360,12 @@ def main() -> None:
     medians = {name: statistics.median(t) for name, t in times.items()}
     ours = medians["rasterflow vectorize_mosaic"]
     width = max(map(len, medians))
-    print(f"\nmedian of {args.runs} interleaved runs (seconds); ratio = contender / rasterflow (above 1: rasterflow "
-          "is faster)")
+    print(f"\nmedian of {args.runs} interleaved runs (seconds); ratio = contender / rasterflow "
+          "(above 1: rasterflow is faster)")
     for name, median in medians.items():
         print(f"  {name:<{width}}  {median:6.2f}   ratio {median / ours:5.2f}   "
-              f"CPU {statistics.median(cpu[name]):5.2f} s   runs [{', '.join(f'{t:.2f}' for t in times[name])}]")
+              f"CPU {statistics.median(cpu[name]):5.2f} s   "
+              f"runs [{', '.join(f'{t:.2f}' for t in times[name])}]")
     print(f"ratio gdal_polygonize / rasterflow: {medians['gdal_polygonize (GPKG, 1 process)'] / ours:.2f} "
           "(goal: at least 2)")
     print(f"identical polygon sets: {'yes' if identical else 'NO'} ({detail})")

@@ -19,17 +19,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pydantic import BaseModel
-
 from .enums import InferenceActorEnum, MergeModeEnum, ResamplingMethod, RuntimeEnum
 from .errors import RasterflowError
 from .params import (
-    BuildAndPredictMosaicRecipeParams, BuildGtiMosaicParams, BuildMosaicParams, BuildZarrMultiscalesParams,
-    PredictMosaicParams, VectorizeMosaicParams,
+    BuildAndPredictMosaicRecipeParams,
+    BuildGtiMosaicParams,
+    BuildMosaicParams,
+    BuildZarrMultiscalesParams,
+    PredictMosaicParams,
+    VectorizeMosaicParams,
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
@@ -45,7 +48,8 @@ class _ProgressHandler(logging.Handler):
         self.tasks: dict[str, int] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        label, done, total = getattr(record, "label", None), getattr(record, "done", None), getattr(record, "total", None)
+        label, done = getattr(record, "label", None), getattr(record, "done", None)
+        total = getattr(record, "total", None)
         if label is None or done is None:
             return
         if label not in self.tasks:
@@ -53,7 +57,7 @@ class _ProgressHandler(logging.Handler):
         self.progress.update(self.tasks[label], completed=done)
 
 
-def _client(config: Optional[Path], verbose: bool):
+def _client(config: Path | None, verbose: bool):
     if not verbose:
         # Quiet the console only; run logs still reach the Prefect API and UI.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
@@ -63,7 +67,8 @@ def _client(config: Optional[Path], verbose: bool):
 
 
 def _run_with_progress(call):
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console)
     handler = _ProgressHandler(progress)
     logger = logging.getLogger("rasterflow.progress")
     logger.addHandler(handler)
@@ -144,6 +149,10 @@ class Command:
     def method(self) -> str:
         return self.name.replace("-", "_")
 
+    def shape(self, name: str) -> Shape:
+        """How ``name`` appears on this command's line (every command shares runtime and envs)."""
+        return self.shapes.get(name) or _EXECUTION.get(name) or Shape()
+
 
 def _parse_envs(pairs: list[str]) -> dict[str, str] | None:
     envs = {}
@@ -199,15 +208,19 @@ COMMANDS = [
         "gti": Shape(argument=True), "aoi": Shape(argument=True), "bands": Shape(flags=("--band", "-b")),
     }, _summary, "Mosaic the tiles of a GTI tile index over an AOI into sharded Zarr v3 stores."),
     Command("build-mosaic", BuildMosaicParams, {
-        "aoi": Shape(argument=True), "datasets": Shape(flags=("--dataset", "-d")), "start": _DATE, "end": _DATE,
-    }, _summary, "Composite named datasets (Sentinel-2 medians, NAIP) from STAC catalogs into Zarr v3 stores."),
+        "aoi": Shape(argument=True), "datasets": Shape(flags=("--dataset", "-d")),
+        "start": _DATE, "end": _DATE,
+    }, _summary, "Composite named datasets (Sentinel-2 medians, NAIP) from STAC catalogs "
+                 "into Zarr v3 stores."),
     Command("build-and-predict-mosaic-recipe", BuildAndPredictMosaicRecipeParams, {
-        "aoi": Shape(argument=True), "model_recipe": Shape(flags=("--recipe", "-m")), "start": _DATE, "end": _DATE,
+        "aoi": Shape(argument=True), "model_recipe": Shape(flags=("--recipe", "-m")),
+        "start": _DATE, "end": _DATE,
     }, _summary, "Build a recipe's mosaic over an AOI and run its model: predictions from an area and dates.",
         skip=("model_path",)),
     Command("build-zarr-multiscales", BuildZarrMultiscalesParams, {
         "store": Shape(argument=True),
-        "resampling": Shape(flags=("--resampling", "-r"), cli_type=list[str], default=[], parse=_parse_resampling,
+        "resampling": Shape(flags=("--resampling", "-r"), cli_type=list[str], default=[],
+                            parse=_parse_resampling,
                             help="METHOD for all bands, or BAND=METHOD (repeat); average, near, mode."),
     }, _summary, "Add overview levels and band statistics to a store, as a new multiscales Zarr store."),
     Command("predict-mosaic", PredictMosaicParams, {
@@ -219,7 +232,8 @@ COMMANDS = [
     Command("vectorize-mosaic", VectorizeMosaicParams, {
         "store": Shape(argument=True), "features": Shape(flags=("--feature", "-f")),
         "vectorize_config": Shape(cli_type=list[str], default=[], parse=_parse_vectorize_config,
-                                  help="KEY=VALUE (repeat): stats, connectivity (4|8), min_area, simplify_tolerance."),
+                                  help="KEY=VALUE (repeat): stats, connectivity (4|8), min_area, "
+                                       "simplify_tolerance."),
         "vector_crs": Shape(cli_type=str, parse=lambda v: None if v.lower() == "none" else v,
                             help="CRS of the polygons, e.g. EPSG:4326; 'none' keeps the store's."),
     }, _vector_summary, "Threshold store bands into polygons (exact across block seams), as one GeoParquet."),
@@ -271,15 +285,14 @@ _COMMON = [
 
 
 def _register(command: Command) -> None:
-    shapes = _EXECUTION | command.shapes
     fields = {name: f for name, f in command.params.model_fields.items() if name not in command.skip}
     arguments = [n for n, s in command.shapes.items() if s.argument]
     order = arguments + [n for n in fields if n not in arguments and n not in _EXECUTION] + list(_EXECUTION)
-    parameters = [_cli_parameter(n, fields[n], shapes.get(n, Shape())) for n in order] + _COMMON
+    parameters = [_cli_parameter(n, fields[n], command.shape(n)) for n in order] + _COMMON
 
     def run(**values: Any) -> None:
         config, verbose = values.pop("config"), values.pop("verbose")
-        call = {n: shapes[n].parse(v) if n in shapes and shapes[n].parse else v for n, v in values.items()}
+        call = {n: parse(v) if (parse := command.shape(n).parse) else v for n, v in values.items()}
         client = _client(config, verbose)
         command.report(_run_with_progress(lambda: getattr(client, command.method)(**call)))
 
@@ -296,9 +309,10 @@ for _command in COMMANDS:
 def deploy(
     pool_type: str = typer.Option("process", help="Work pool type: process, docker or kubernetes."),
     image: str = typer.Option("rasterflow:latest", help="Worker image (docker and kubernetes pools)."),
-    runtime: list[RuntimeEnum] = typer.Option([], "--runtime", "-r", help="Sizes to deploy (repeat; default all)."),
+    runtime: list[RuntimeEnum] = typer.Option([], "--runtime", "-r",
+                                              help="Sizes to deploy (repeat; default all)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be registered; change nothing."),
-    config: Optional[Path] = typer.Option(None, help="rasterflow.yaml to use (its work_pools names)."),
+    config: Path | None = typer.Option(None, help="rasterflow.yaml to use (its work_pools names)."),
 ) -> None:
     """Create the work pools and register one deployment per (flow, runtime size).
 
@@ -333,7 +347,7 @@ def sample_path(*parts: str) -> str:
 
 @app.command()
 def demo(
-    output: Optional[Path] = typer.Option(None, help="Output root (default: the config's output_uri)."),
+    output: Path | None = typer.Option(None, help="Output root (default: the config's output_uri)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
     """Run the bundled Landsat-8 sample through every workflow rasterflow has."""
@@ -350,13 +364,15 @@ def demo(
     client = RasterflowClient(config)
     console.print("[bold]1. build_gti_mosaic[/]: Landsat-8 Iguazu sample, 4 COG tiles -> EPSG:3857 Zarr v3")
     mosaic = _run_with_progress(lambda: client.build_gti_mosaic(
-        gti=sample_path("landsat8_iguazu", "tiles.parquet"), aoi=sample_path("landsat8_iguazu", "aoi.geojson"),
+        gti=sample_path("landsat8_iguazu", "tiles.parquet"),
+        aoi=sample_path("landsat8_iguazu", "aoi.geojson"),
         bands=["red", "green", "blue"], location_field="location", xy_chunksize=256,
         shard_size_bytes=4_000_000,
     ))
     _summary(mosaic)
 
-    console.print("\n[bold]2. predict_mosaic[/]: the shipped water/land model (a stand-in trained on this sample)")
+    console.print("\n[bold]2. predict_mosaic[/]: the shipped water/land model "
+                  "(a stand-in trained on this sample)")
     model = str(resources.files("rasterflow").joinpath("models", "landsat8_water.pt2"))
     predictions = _run_with_progress(lambda: client.predict_mosaic(
         mosaic, model, patch_size=256, clip_size=8, device="auto",

@@ -23,12 +23,23 @@ from .engine.predict_mosaic.request import DEFAULT_BLOCK_MULTIPLIER
 from .engine.request import DEFAULT_CRS_EPSG, DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE
 from .engine.vectorize_mosaic.request import DEFAULT_VECTOR_CRS
 from .enums import (
-    DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes, ResamplingMethod, RuntimeEnum, VectorizeMethodEnum,
+    DatasetEnum,
+    InferenceActorEnum,
+    MergeModeEnum,
+    ModelRecipes,
+    ResamplingMethod,
+    RuntimeEnum,
+    VectorizeMethodEnum,
 )
 from .errors import ConfigError, InvalidParameterError, RasterflowError
 from .params import (
-    BuildAndPredictMosaicRecipeParams, BuildGtiMosaicParams, BuildMosaicParams, BuildZarrMultiscalesParams,
-    PredictMosaicParams, VectorizeMosaicParams, WorkflowParams,
+    BuildAndPredictMosaicRecipeParams,
+    BuildGtiMosaicParams,
+    BuildMosaicParams,
+    BuildZarrMultiscalesParams,
+    PredictMosaicParams,
+    VectorizeMosaicParams,
+    WorkflowParams,
 )
 
 # Offline by default: no usage telemetry from the embedded server or the client.
@@ -107,7 +118,7 @@ class RasterflowClient:
         params = BuildGtiMosaicParams.parse(**_arguments(locals()))
         from .flows.build_gti_mosaic import build_gti_mosaic_flow
 
-        return self._run(build_gti_mosaic_flow, params, wait)
+        return self._run_index(build_gti_mosaic_flow, params, wait)
 
     def build_mosaic(
         self,
@@ -138,7 +149,7 @@ class RasterflowClient:
         params = BuildMosaicParams.parse(**_arguments(locals()))
         from .flows.build_mosaic import build_mosaic_flow
 
-        return self._run(build_mosaic_flow, params, wait)
+        return self._run_index(build_mosaic_flow, params, wait)
 
     def vectorize_mosaic(
         self,
@@ -195,7 +206,7 @@ class RasterflowClient:
         params = BuildZarrMultiscalesParams.parse(**_arguments(locals()))
         from .flows.build_zarr_multiscales import build_zarr_multiscales_flow
 
-        return self._run(build_zarr_multiscales_flow, params, wait)
+        return self._run_index(build_zarr_multiscales_flow, params, wait)
 
     def predict_mosaic(
         self,
@@ -233,7 +244,7 @@ class RasterflowClient:
         params = PredictMosaicParams.parse(**_arguments(locals()))
         from .flows.predict_mosaic import predict_mosaic_flow
 
-        return self._run(predict_mosaic_flow, params, wait)
+        return self._run_index(predict_mosaic_flow, params, wait)
 
     def build_and_predict_mosaic_recipe(
         self,
@@ -263,7 +274,7 @@ class RasterflowClient:
             recipe = ModelRecipes(model_recipe)
         except ValueError:
             raise InvalidParameterError("model_recipe", model_recipe, "is not a model recipe",
-                                        [r.value for r in ModelRecipes]) from None
+                                        ", ".join(r.value for r in ModelRecipes)) from None
         model_path = self.config.recipe_models.get(recipe) or recipe_spec(recipe).model_uri
         params = BuildAndPredictMosaicRecipeParams.parse(
             aoi=aoi, start=start, end=end, model_recipe=recipe, model_path=model_path, crs_epsg=crs_epsg,
@@ -272,7 +283,7 @@ class RasterflowClient:
         self._check_recipe_model(recipe, model_path)
         from .flows.build_and_predict_mosaic_recipe import build_and_predict_mosaic_recipe_flow
 
-        return self._run(build_and_predict_mosaic_recipe_flow, params, wait)
+        return self._run_index(build_and_predict_mosaic_recipe_flow, params, wait)
 
     def _check_recipe_model(self, recipe: ModelRecipes, model_path: str) -> None:
         """Fail before any work when the recipe's weights cannot be fetched, saying how to fix it."""
@@ -291,6 +302,12 @@ class RasterflowClient:
                 f"`recipe_models: {{{recipe.value}: <path or URL>}}`; offline, the bundled stand-in with the "
                 f"same contract is {recipe_spec(recipe).standin}",
             )
+
+    def _run_index(self, flow, params: WorkflowParams, wait: bool = True) -> str:
+        """``_run`` of a flow that always returns a URI (a flow run id when not waiting)."""
+        uri = self._run(flow, params, wait)
+        assert uri is not None
+        return uri
 
     def _run(self, flow, params: WorkflowParams, wait: bool = True) -> str | None:
         if self.config.execution == "deployment":
@@ -313,7 +330,8 @@ class RasterflowClient:
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
         # No runtime tag: tags make every task run look up tag concurrency limits,
         # an API call per task that the embedded SQLite server pays for in stalls.
-        with using_config(self.config), _environment(params.envs), temporary_settings(run_settings(self.config)):
+        with (using_config(self.config), _environment(params.envs),
+              temporary_settings(run_settings(self.config))):
             return runnable(**params.flow_parameters())
 
     def _run_deployment(self, flow, params: WorkflowParams, wait: bool) -> str | None:
@@ -325,6 +343,7 @@ class RasterflowClient:
         result storage (PREFECT_DEFAULT_RESULT_STORAGE_BLOCK, or a shared
         PREFECT_HOME on one machine).
         """
+        from prefect.client.schemas.objects import FlowRun
         from prefect.deployments import run_deployment
         from prefect.exceptions import MissingResult, ObjectNotFound
 
@@ -342,6 +361,7 @@ class RasterflowClient:
                 f"no deployment {name!r} on the Prefect API ({api_url()}): run `rasterflow deploy` "
                 "against it first, or use `execution: local`"
             ) from None
+        assert isinstance(flow_run, FlowRun)  # called from sync code: the sync implementation ran
         if not wait:
             return str(flow_run.id)
         state = flow_run.state

@@ -66,7 +66,8 @@ def deployment_name(flow_name: str, runtime: RuntimeEnum) -> str:
 def default_job_template(pool_type: str) -> dict[str, Any]:
     """Prefect's own default base job template for ``pool_type`` (read offline)."""
     if pool_type not in POOL_TYPES:
-        raise InvalidParameterError("pool_type", pool_type, "is not a supported work pool type", POOL_TYPES)
+        raise InvalidParameterError("pool_type", pool_type, "is not a supported work pool type",
+                                    ", ".join(POOL_TYPES))
     metadata = json.loads(resources.files("prefect").joinpath(*_WORKER_METADATA).read_text())
     worker = metadata[_COLLECTIONS[pool_type]][pool_type]
     return copy.deepcopy(worker["default_base_job_configuration"])
@@ -93,7 +94,8 @@ def job_template(pool_type: str, runtime: RuntimeEnum, image: str = DEFAULT_IMAG
         variables["image"]["default"] = image
         cpu = f"{spec.cpu:g}"
         memory = f"{spec.memory_gib}Gi"
-        for key, value in {"cpu_request": cpu, "cpu_limit": cpu, "memory_request": memory, "memory_limit": memory}.items():
+        resources = {"cpu_request": cpu, "cpu_limit": cpu, "memory_request": memory, "memory_limit": memory}
+        for key, value in resources.items():
             variables[key]["default"] = value
         if runtime.is_gpu:
             pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
@@ -117,7 +119,8 @@ def pool_plan(config: RasterflowConfig, pool_type: str = "process", image: str =
     return plan
 
 
-def deployment_plan(config: RasterflowConfig, runtimes: list[RuntimeEnum] | None = None) -> list[DeploymentSpec]:
+def deployment_plan(config: RasterflowConfig,
+                    runtimes: list[RuntimeEnum] | None = None) -> list[DeploymentSpec]:
     from prefect.utilities.callables import parameter_schema
 
     from .flows import FLOWS
@@ -165,7 +168,8 @@ def apply_plan(pools: list[PoolSpec], deployments: list[DeploymentSpec]) -> list
                 continue
             if found.type != pool.type:
                 raise InvalidParameterError(
-                    "pool_type", pool.type, f"work pool {pool.name!r} already exists with type {found.type!r}",
+                    "pool_type", pool.type,
+                    f"work pool {pool.name!r} already exists with type {found.type!r}",
                     f"{found.type!r}, or delete the pool first (prefect work-pool delete {pool.name})",
                 )
         applied = [_apply_pool(client, pool, existing.get(pool.name)) for pool in pools]
@@ -184,7 +188,8 @@ def _apply_pool(client, pool: PoolSpec, existing) -> Applied:
 
     if existing is None:
         client.create_work_pool(WorkPoolCreate(
-            name=pool.name, type=pool.type, description=pool.description, base_job_template=pool.base_job_template,
+            name=pool.name, type=pool.type, description=pool.description,
+            base_job_template=pool.base_job_template,
         ))
         return Applied("work pool", pool.name, "created")
     if existing.base_job_template == pool.base_job_template and existing.description == pool.description:
@@ -228,7 +233,7 @@ def render_prefect_yaml(config: RasterflowConfig) -> str:
     """
     import yaml
 
-    deployments = [
+    deployments: list[dict[str, Any]] = [
         {"name": spec.name, "flow_name": spec.flow_name, "entrypoint": spec.entrypoint,
          "description": spec.description, "work_pool": {"name": spec.work_pool_name}}
         for spec in deployment_plan(config)
@@ -236,7 +241,8 @@ def render_prefect_yaml(config: RasterflowConfig) -> str:
     deployments.append({
         "name": "nightly-example", "flow_name": "build-gti-mosaic",
         "entrypoint": "rasterflow.flows.build_gti_mosaic:build_gti_mosaic_flow",
-        "description": "Example: rebuild a mosaic every night at 03:00 UTC (edit the parameters, then unpause).",
+        "description": "Example: rebuild a mosaic every night at 03:00 UTC "
+                       "(edit the parameters, then unpause).",
         "work_pool": {"name": config.work_pools[RuntimeEnum.MEDIUM]},
         "schedules": [{"cron": "0 3 * * *", "timezone": "UTC", "active": False}],
         "parameters": {
@@ -250,7 +256,8 @@ def render_prefect_yaml(config: RasterflowConfig) -> str:
         "# `rasterflow deploy` (also creates the pools), or with `prefect --no-prompt deploy --all`\n"
         "# from this directory once the pools exist.\n"
     )
-    body = {"name": "rasterflow", "prefect-version": _prefect_version(), "pull": [], "deployments": deployments}
+    body = {"name": "rasterflow", "prefect-version": _prefect_version(), "pull": [],
+            "deployments": deployments}
     return header + yaml.safe_dump(body, sort_keys=False, width=110)
 
 

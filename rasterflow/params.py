@@ -31,8 +31,9 @@ from .enums import RuntimeEnum
 NON_COMPUTING = frozenset({"envs", "runtime"})
 
 __all__ = [
-    "BuildAndPredictMosaicRecipeParams", "BuildGtiMosaicParams", "BuildMosaicParams", "BuildZarrMultiscalesParams",
-    "NON_COMPUTING", "PredictMosaicParams", "VectorizeConfig", "VectorizeMosaicParams", "WorkflowParams",
+    "BuildAndPredictMosaicRecipeParams", "BuildGtiMosaicParams", "BuildMosaicParams",
+    "BuildZarrMultiscalesParams", "NON_COMPUTING", "PredictMosaicParams", "VectorizeConfig",
+    "VectorizeMosaicParams", "WorkflowParams",
 ]
 
 
@@ -42,7 +43,8 @@ class WorkflowParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     runtime: RuntimeEnum = Field(default=RuntimeEnum.SMALL, exclude=True, description=(
-        "Size of the machine the run needs (RuntimeEnum); with execution: deployment, the work pool it runs on."))
+        "Size of the machine the run needs (RuntimeEnum); with execution: deployment, the work pool it "
+        "runs on."))
     envs: dict[str, str] | None = Field(default=None, repr=False, exclude=True, description=(
         "Environment for the reading tasks (GDAL/AWS options). Never logged, never in provenance or Prefect "
         "parameters."))

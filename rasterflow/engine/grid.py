@@ -44,7 +44,7 @@ class Grid(BaseModel):
         a = self.affine
         return a.c, a.f + a.e * self.height, a.c + a.a * self.width, a.f
 
-    def window(self, row0: int, row1: int, col0: int, col1: int) -> "Grid":
+    def window(self, row0: int, row1: int, col0: int, col1: int) -> Grid:
         """The sub-grid of rows [row0, row1) and columns [col0, col1)."""
         t = self.affine @ Affine.translation(col0, row0)
         return Grid(crs=self.crs, transform=tuple(t)[:6], width=col1 - col0, height=row1 - row0)

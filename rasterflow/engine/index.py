@@ -60,10 +60,12 @@ def stores_of(uri: str, storage_options: dict[str, Any] | None = None, param: st
         index = read_index(uri, storage_options)
     except Exception as exc:  # parquet readers raise many types for a file that is not one
         raise InvalidParameterError(
-            param, uri, f"is not a Zarr group (no zarr.json or .zgroup) nor an index GeoParquet ({exc})", STORE_OR_INDEX
+            param, uri, f"is not a Zarr group (no zarr.json or .zgroup) nor an index GeoParquet ({exc})",
+            STORE_OR_INDEX,
         ) from None
     if "location" not in index.columns:
-        raise InvalidParameterError(param, uri, f"index has no 'location' column (columns: {list(index.columns)})",
+        raise InvalidParameterError(param, uri,
+                                    f"index has no 'location' column (columns: {list(index.columns)})",
                                     STORE_OR_INDEX)
     if index.empty:
         raise InvalidParameterError(param, uri, "index lists no store", STORE_OR_INDEX)

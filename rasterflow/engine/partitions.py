@@ -56,7 +56,8 @@ def _fit(n_chunks_y: int, n_chunks_x: int, max_units: int) -> tuple[int, int]:
     return ky, kx
 
 
-def shard_shape(height: int, width: int, bytes_per_pixel: int, chunk: int, shard_size_bytes: int) -> ShardShape:
+def shard_shape(height: int, width: int, bytes_per_pixel: int, chunk: int,
+                shard_size_bytes: int) -> ShardShape:
     """Largest near-square shard of whole chunks within ``shard_size_bytes``.
 
     ``bytes_per_pixel`` covers all bands of one time slot. A budget smaller than
@@ -84,7 +85,8 @@ def partition_windows(
 
 def aoi_partitions(grid: Grid, aoi, shard: ShardShape, bytes_per_pixel: int, shard_size_bytes: int
                    ) -> Iterator[tuple[Window, Grid, object, str | None]]:
-    """(window, its grid, its box, AOI mask as WKB hex or None when inside) of the partitions touching ``aoi``.
+    """(window, its grid, its box, AOI mask as WKB hex or None when inside) of the partitions touching
+    ``aoi``.
 
     Partitions outside the AOI are never planned: they read as the fill value,
     which is nodata. The mask is clipped to the window plus a pixel.
@@ -94,4 +96,5 @@ def aoi_partitions(grid: Grid, aoi, shard: ShardShape, bytes_per_pixel: int, sha
         wgrid = grid.window(window.row0, window.row1, window.col0, window.col1)
         wbox = box(*wgrid.bounds)
         if wbox.intersects(aoi):
-            yield window, wgrid, wbox, None if aoi.contains(wbox) else aoi.intersection(wbox.buffer(pixel)).wkb_hex
+            mask = None if aoi.contains(wbox) else aoi.intersection(wbox.buffer(pixel)).wkb_hex
+            yield window, wgrid, wbox, mask

@@ -57,7 +57,8 @@ def output_dir(output_root: str, workflow: str, request: str) -> str:
     return uris.join(output_root, workflow, request[:16])
 
 
-def provenance(workflow: str, parameters: dict[str, Any], inputs: dict[str, Any], request: str) -> dict[str, Any]:
+def provenance(workflow: str, parameters: dict[str, Any], inputs: dict[str, Any],
+               request: str) -> dict[str, Any]:
     """What an output records of how it was made (credentials are never parameters)."""
     return {
         "workflow": workflow,

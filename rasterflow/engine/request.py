@@ -54,13 +54,15 @@ class Request(BaseModel):
         return self.model_dump(mode="json")
 
 
-def invalid_parameter(exc: ValidationError, model: type[BaseModel], values: dict[str, Any]) -> InvalidParameterError:
+def invalid_parameter(exc: ValidationError, model: type[BaseModel],
+                      values: dict[str, Any]) -> InvalidParameterError:
     """The first problem of ``exc`` as an error naming its parameter, its value and what is valid."""
     err = exc.errors()[0]
     param = str(err["loc"][0]) if err["loc"] else "parameters"
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        return InvalidParameterError(param, err.get("input"), "unknown parameter", ", ".join(model.model_fields))
+        return InvalidParameterError(param, err.get("input"), "unknown parameter",
+                                     ", ".join(model.model_fields))
     return InvalidParameterError(param, values.get(param, err.get("input")), message)
 
 
@@ -76,7 +78,8 @@ def check_epsg(value: int) -> int:
     try:
         crs = CRS.from_epsg(value)
     except CRSError:
-        raise ValueError("not a known EPSG code; use a code such as 3857, 4326 or 326xx for UTM north") from None
+        raise ValueError("not a known EPSG code; use a code such as 3857, 4326 or 326xx for UTM "
+                         "north") from None
     if not (crs.is_projected or crs.is_geographic):
         raise ValueError(f"EPSG:{value} is not a horizontal CRS a raster grid can use")
     return value
@@ -146,14 +149,17 @@ StoreOrIndex = Annotated[Uri, Field(description=(
 EpsgCode = Annotated[int, AfterValidator(check_epsg), Field(description="EPSG code of the output grid.")]
 ChunkSize = Annotated[int, AfterValidator(_chunk_size), Field(
     json_schema_extra={"minimum": 16, "maximum": 16384},
-    description="Zarr chunk size in x and y, in pixels (16..16384). A chunk holds every band of one time slice.")]
-ShardBytes = Annotated[int, AfterValidator(_positive_bytes), Field(json_schema_extra={"exclusiveMinimum": 0}, description=(
-    "Uncompressed size budget of one shard (whole chunks, near-square), in bytes: the unit one task writes "
-    "whole. Large shards suit object storage."))]
+    description="Zarr chunk size in x and y, in pixels (16..16384). A chunk holds every band of one time "
+                "slice.")]
+ShardBytes = Annotated[int, AfterValidator(_positive_bytes), Field(
+    json_schema_extra={"exclusiveMinimum": 0},
+    description="Uncompressed size budget of one shard (whole chunks, near-square), in bytes: the unit one "
+                "task writes whole. Large shards suit object storage.")]
 Resolution = Annotated[float | None, AfterValidator(_resolution), Field(description=(
     "Pixel size in units of the target CRS. None: the finest native resolution of the inputs."))]
 SkipXyCoords = Annotated[bool, Field(description=(
-    "Write no x/y coordinate arrays; the transform stays in spatial_ref and the spatial:transform attribute."))]
+    "Write no `x`/`y` coordinate arrays; the transform stays in `spatial_ref` and the `spatial:transform` "
+    "attribute."))]
 BandNames = Annotated[list[str], Field(min_length=1), AfterValidator(unique_names("band"))]
 Day = Annotated[date, BeforeValidator(_day)]
 BlockMultiplier = Annotated[int, Field(ge=1, le=64, description=(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import uuid
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dask.array as da
@@ -23,6 +23,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 import zarr
 from pydantic import BaseModel, ConfigDict, ValidationError
+from zarr.codecs import ZstdCodec
 from zarr.errors import ZarrUserWarning
 
 from ..errors import StoreError
@@ -97,7 +98,7 @@ class Marker(BaseModel):
 def start_marker(fingerprint: str, provenance: dict[str, Any]) -> Marker:
     """The marker of a store being written anew: a fresh generation, status 'writing'."""
     return Marker(status=WRITING, generation=uuid.uuid4().hex, fingerprint=fingerprint,
-                  created=datetime.now(timezone.utc).isoformat(), **provenance)
+                  created=datetime.now(UTC).isoformat(), **provenance)
 
 
 def adopted_generation(marker: Marker | None, fingerprint: str) -> str | None:
@@ -146,7 +147,8 @@ def store_identity(uri: str, storage_options: dict[str, Any] | None = None) -> s
     def stamp(info: dict[str, Any]) -> str:
         return str(info.get("ETag") or info.get("mtime") or info.get("LastModified") or "")
 
-    return stable_hash(sorted((name[len(path):], info.get("size"), stamp(info)) for name, info in listing.items()))
+    return stable_hash(sorted((name[len(path):], info.get("size"), stamp(info))
+                              for name, info in listing.items()))
 
 
 # The zarr-conventions v1 schemas of the proj: and spatial: attributes below.
@@ -204,7 +206,8 @@ def _template(spec: StoreSpec) -> xr.Dataset:
 
 
 def create_store(
-    spec: StoreSpec, fingerprint: str, provenance: dict[str, Any], storage_options: dict[str, Any] | None = None
+    spec: StoreSpec, fingerprint: str, provenance: dict[str, Any],
+    storage_options: dict[str, Any] | None = None,
 ) -> str:
     """Create (or adopt) the store's metadata; returns its generation id.
 
@@ -226,9 +229,10 @@ def create_store(
         chunks=(1, len(spec.bands), c, c),
         shards=(1, len(spec.bands), spec.shard.rows, spec.shard.cols),
         fill_value=np.asarray(spec.nodata, dtype=spec.dtype).item(),
-        compressors=[zarr.codecs.ZstdCodec(level=3)],
+        compressors=[ZstdCodec(level=3)],
     )
-    ds.to_zarr(zarr_store(spec.uri, storage_options), mode="w", compute=False, zarr_format=3, consolidated=False)
+    ds.to_zarr(zarr_store(spec.uri, storage_options), mode="w", compute=False, zarr_format=3,
+               consolidated=False)
     return marker.generation
 
 
@@ -262,8 +266,10 @@ def commit_store(uri: str, storage_options: dict[str, Any] | None = None) -> Non
         warnings.simplefilter("ignore", ZarrUserWarning)  # consolidated metadata is not in the v3 spec yet
         zarr.consolidate_metadata(store)
     group = zarr.open_group(store, mode="r+", zarr_format=3)
-    record = dict(group.attrs[ATTR])
-    record.update(status=COMPLETE, completed=datetime.now(timezone.utc).isoformat())
+    marked = group.attrs[ATTR]
+    assert isinstance(marked, dict)  # the marker read above: a JSON object
+    record = dict(marked)
+    record.update(status=COMPLETE, completed=datetime.now(UTC).isoformat())
     group.attrs[ATTR] = record
 
 

@@ -66,7 +66,8 @@ def with_requester_pays(uri: str, storage_options: dict[str, Any], requester_pay
 BUCKET_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 
 
-def check_output_root(uri: str, storage_options: dict[str, Any] | None = None, param: str = "output_uri") -> None:
+def check_output_root(uri: str, storage_options: dict[str, Any] | None = None,
+                      param: str = "output_uri") -> None:
     """Fail before anything is written when ``uri``'s bucket is missing or refused.
 
     Without this, a typo in the bucket name surfaces as a failed write deep in
@@ -80,7 +81,8 @@ def check_output_root(uri: str, storage_options: dict[str, Any] | None = None, p
         fs.info(bucket)
     except FileNotFoundError:
         raise InvalidParameterError(param, uri, f"bucket {bucket!r} does not exist",
-                                    "a URI in an existing bucket (buckets are not created by rasterflow)") from None
+                                    "a URI in an existing bucket (buckets are not created by "
+                                    "rasterflow)") from None
     except Exception as exc:
         raise storage_error(uri, exc) from None
 

@@ -32,7 +32,8 @@ def read_vector(uri: str, param: str, storage_options: dict[str, Any] | None = N
     except FileNotFoundError:
         raise InvalidParameterError(param, uri, "no such file or object", VECTOR_FORMATS) from None
     except Exception as exc:  # readers raise a zoo of types for bad input
-        raise InvalidParameterError(param, uri, f"cannot be read as a vector dataset ({exc})", VECTOR_FORMATS) from None
+        raise InvalidParameterError(param, uri, f"cannot be read as a vector dataset ({exc})",
+                                    VECTOR_FORMATS) from None
     if frame.crs is None:
         raise InvalidParameterError(param, uri, "has no CRS", "a dataset whose geometries declare a CRS")
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]

@@ -29,8 +29,8 @@ from rasterio.vrt import WarpedVRT
 
 from ..enums import ResamplingMethod
 from . import uris
-from .grid import Grid
 from .gdal import read_error, tile_env
+from .grid import Grid
 
 EXACT_TOLERANCE = 1e-9
 
@@ -142,7 +142,7 @@ def read_aligned(
                     return None
                 kx, ky = _whole(st.a / gt.a), _whole(st.e / gt.e)
                 ox, oy = _whole((gt.c - st.c) / gt.a), _whole((gt.f - st.f) / gt.e)
-                if None in (kx, ky, ox, oy) or kx < 1 or ky < 1:
+                if kx is None or ky is None or ox is None or oy is None or kx < 1 or ky < 1:
                     return None
                 if any(set(src.mask_flag_enums[i - 1]) - {MaskFlags.all_valid, MaskFlags.nodata}
                        for i in tile.band_indexes):

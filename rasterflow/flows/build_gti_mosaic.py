@@ -42,7 +42,8 @@ def build_gti_mosaic_flow(
     request = BuildGtiMosaicRequest.parse(**locals())
     config = current_config()
     plan = plan_partitions(request, config.output_uri)
-    get_run_logger().info("%d store(s), %d partition(s) under %s", len(plan.stores), plan.n_jobs, plan.output_dir)
+    get_run_logger().info("%d store(s), %d partition(s) under %s", len(plan.stores), plan.n_jobs,
+                          plan.output_dir)
 
     write_stores(plan, build_shard_task.with_options(**io_task_options(config)))
     index_uri = write_index_task(plan)

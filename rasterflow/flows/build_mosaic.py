@@ -53,7 +53,8 @@ def build_mosaic_flow(
     )
     publish_stores(
         "build-mosaic", index_uri,
-        f"# build-mosaic\n\nIndex: `{index_uri}`\n\n{len(plan.stores)} store(s), {plan.n_jobs} partition(s).\n\n"
+        f"# build-mosaic\n\nIndex: `{index_uri}`\n\n"
+        f"{len(plan.stores)} store(s), {plan.n_jobs} partition(s).\n\n"
         f"Scenes per year:\n{scenes}\n",
     )
     return index_uri

@@ -11,7 +11,7 @@ where histogram bins must come from level 0's moments first -> commit-store
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import Task, flow, get_run_logger
 
 from ..config import current_config
 from ..engine.build_zarr_multiscales.levels import LevelSummary
@@ -21,8 +21,13 @@ from ..engine.build_zarr_multiscales.stages import Work, stages
 from ..engine.build_zarr_multiscales.stats import Bins
 from ..enums import ResamplingMethod
 from ..tasks.build_zarr_multiscales import (
-    build_levels_task, build_shard_task, commit_pyramid_task, count_shard_task, create_pyramid_task,
-    merge_statistics_task, plan_partitions,
+    build_levels_task,
+    build_shard_task,
+    commit_pyramid_task,
+    count_shard_task,
+    create_pyramid_task,
+    merge_statistics_task,
+    plan_partitions,
 )
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
@@ -46,7 +51,8 @@ def build_zarr_multiscales_flow(
     options = io_task_options(config)
     creating = [create_pyramid_task.with_options(**options).submit(p, plan.provenance) for p in plan.pyramids]
     generations = {uri: gen for created in wait_reporting(creating, "stores") for uri, gen in created.items()}
-    tasks = {"shard": build_shard_task.with_options(**options), "count": count_shard_task.with_options(**options),
+    tasks: dict[str, Task[..., LevelSummary]] = {"shard": build_shard_task.with_options(**options),
+             "count": count_shard_task.with_options(**options),
              "chain": build_levels_task.with_options(**options)}
     results: dict[str, list[LevelSummary]] = {p.uri: [] for p in plan.pyramids}
     bins: dict[str, list[Bins | None]] = {}
@@ -58,11 +64,12 @@ def build_zarr_multiscales_flow(
         assert isinstance(job, LevelJob)
         # Of every store the job writes: a level 0 replaced under a cached level 1 is copied again.
         generation = "+".join(generations[j.store_uri] for j in [job, *job.copies])
-        return tasks[work.kind].submit(job, generation, bins.get(work.pyramid.uri) if work.with_bins else None)
+        given = bins.get(work.pyramid.uri) if work.with_bins else None
+        return tasks[work.kind].submit(job, generation, given)
 
     for stage in stages(plan.pyramids):
         done = wait_reporting([submit(work) for work in stage.work], stage.label)
-        for work, result in zip(stage.work, done):
+        for work, result in zip(stage.work, done, strict=True):
             results[work.pyramid.uri].append(result)
         for pyramid in stage.bins_after:
             bins[pyramid.uri] = merge_statistics_task(pyramid, results[pyramid.uri]).bins

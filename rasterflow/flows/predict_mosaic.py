@@ -11,12 +11,19 @@ blocks succeeded; the index is written last.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
 
 from ..config import current_config
+from ..engine.predict_mosaic.block import BlockSummary
 from ..engine.predict_mosaic.request import DEFAULT_BLOCK_MULTIPLIER, PredictMosaicRequest
 from ..enums import InferenceActorEnum, MergeModeEnum
 from ..tasks.policy import io_task_options
-from ..tasks.predict_mosaic import create_prediction_store_task, infer_block_task, plan_blocks, remove_scratch_task
+from ..tasks.predict_mosaic import (
+    create_prediction_store_task,
+    infer_block_task,
+    plan_blocks,
+    remove_scratch_task,
+)
 from ..tasks.publish import publish_stores
 from ..tasks.stores import commit_store_task, write_index_task
 from .runtime import wait_reporting
@@ -44,14 +51,16 @@ def predict_mosaic_flow(
     logger = get_run_logger()
     plan = plan_blocks(request, config.output_uri)
     device_used = plan.provenance["inputs"]["device"]
-    logger.info("%d store(s), %d block(s) on %s under %s", len(plan.stores), plan.n_jobs, device_used, plan.output_dir)
+    logger.info("%d store(s), %d block(s) on %s under %s", len(plan.stores), plan.n_jobs, device_used,
+                plan.output_dir)
 
     generations = {s.spec.uri: create_prediction_store_task(s, plan.provenance) for s in plan.stores}
     block_task = infer_block_task.with_options(**io_task_options(config))
-    futures, sharing = [], {}
+    futures: list[PrefectFuture[BlockSummary]] = []
+    sharing: dict[str, PrefectFuture[BlockSummary]] = {}
     for s in plan.stores:
         for job in s.jobs:  # phase 0 first, so every neighbour a job waits for is already submitted
-            future = block_task.submit(job, generations[s.spec.uri],
+            future = block_task.submit(job, generations[s.spec.uri], return_state=False,
                                        wait_for=[sharing[uri] for uri in job.take_from if uri in sharing])
             futures.append(future)
             if job.share_uri:

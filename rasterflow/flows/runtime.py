@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from typing import Any
+from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
@@ -66,6 +67,7 @@ def wait_reporting(futures: list, label: str) -> list:
     """
     total = len(futures)
     artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: 0/{total}") if total else None
+    assert artifact_id is None or isinstance(artifact_id, UUID)  # sync code: the sync implementation ran
     results: dict[int, Any] = {}
     failures = []
     position = {id(future): n for n, future in enumerate(futures)}
@@ -77,12 +79,16 @@ def wait_reporting(futures: list, label: str) -> list:
             results[position[id(future)]] = future.result()
         else:
             failures.append(future)
-        progress_log.info("%s %d/%d", label, done, total, extra={"done": done, "total": total, "label": label})
-        if artifact_id is not None and (done == total or time.monotonic() - reported >= PROGRESS_INTERVAL_SECONDS):
+        progress_log.info("%s %d/%d", label, done, total,
+                          extra={"done": done, "total": total, "label": label})
+        due = done == total or time.monotonic() - reported >= PROGRESS_INTERVAL_SECONDS
+        if artifact_id is not None and due:
             reported = time.monotonic()
-            update_progress_artifact(artifact_id, progress=100.0 * done / total, description=f"{label}: {done}/{total}")
+            update_progress_artifact(artifact_id, progress=100.0 * done / total,
+                                     description=f"{label}: {done}/{total}")
     if failures:
-        failures.sort(key=lambda f: not (f.state.is_failed() or f.state.is_crashed()))  # stable: first to fail
+        # stable: first to fail
+        failures.sort(key=lambda f: not (f.state.is_failed() or f.state.is_crashed()))
         failures[0].result()  # raises the task's own exception
     return [results[n] for n in range(total)]
 

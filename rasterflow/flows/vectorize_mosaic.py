@@ -15,7 +15,11 @@ from ..config import current_config
 from ..engine.vectorize_mosaic.merge import MergeSummary
 from ..engine.vectorize_mosaic.plan import VectorizePlan
 from ..engine.vectorize_mosaic.polygonize import PolygonizeSummary
-from ..engine.vectorize_mosaic.request import DEFAULT_BLOCK_MULTIPLIER, DEFAULT_VECTOR_CRS, VectorizeMosaicRequest
+from ..engine.vectorize_mosaic.request import (
+    DEFAULT_BLOCK_MULTIPLIER,
+    DEFAULT_VECTOR_CRS,
+    VectorizeMosaicRequest,
+)
 from ..enums import VectorizeMethodEnum
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_polygons
@@ -37,12 +41,14 @@ def vectorize_mosaic_flow(
     request = VectorizeMosaicRequest.parse(**locals())
     config = current_config()
     plan = plan_polygonize(request, config.output_uri)
-    get_run_logger().info("%d store(s), %d block(s) under %s", len(plan.stores), len(plan.jobs), plan.output_dir)
+    get_run_logger().info("%d store(s), %d block(s) under %s", len(plan.stores), len(plan.jobs),
+                          plan.output_dir)
 
     generation = create_output_task(plan)
     options = io_task_options(config)
     block_task = polygonize_task.with_options(**options)
-    summaries = wait_reporting([block_task.submit(job, plan.settings, generation) for job in plan.jobs], "blocks")
+    submitted = [block_task.submit(job, plan.settings, generation) for job in plan.jobs]
+    summaries = wait_reporting(submitted, "blocks")
     parts = sorted(s.part for s in summaries if s.part)
     result = merge_parquet_task.with_options(**options)(plan, parts, generation)
     _publish(plan, summaries, result)

@@ -17,9 +17,18 @@ from prefect import task
 
 from ..config import current_config
 from ..engine.build_zarr_multiscales.levels import (
-    LevelSummary, build_level_chain, build_level_shard, count_level_shard,
+    LevelSummary,
+    build_level_chain,
+    build_level_shard,
+    count_level_shard,
 )
-from ..engine.build_zarr_multiscales.plan import LevelChain, LevelJob, MultiscalesPlan, PyramidPlan, plan_multiscales
+from ..engine.build_zarr_multiscales.plan import (
+    LevelChain,
+    LevelJob,
+    MultiscalesPlan,
+    PyramidPlan,
+    plan_multiscales,
+)
 from ..engine.build_zarr_multiscales.pyramid import commit_pyramid, create_pyramid
 from ..engine.build_zarr_multiscales.request import BuildZarrMultiscalesRequest
 from ..engine.build_zarr_multiscales.statistics import PyramidStatistics, band_statistics, merge_moments

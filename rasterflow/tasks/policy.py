@@ -88,7 +88,8 @@ class RasterflowResultStorage(RemoteFileSystem):
     @property
     def filesystem(self):
         if not self._filesystem:
-            self._filesystem, _ = uris.filesystem(self.basepath, current_config().storage_options_for(self.basepath))
+            options = current_config().storage_options_for(self.basepath)
+            self._filesystem, _ = uris.filesystem(self.basepath, options)
         return self._filesystem
 
 

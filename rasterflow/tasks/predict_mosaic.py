@@ -16,7 +16,11 @@ from prefect import task
 from ..config import current_config
 from ..engine.predict_mosaic.block import BlockSummary, infer_block
 from ..engine.predict_mosaic.plan import (
-    InferBlockJob, PredictPlan, PredictStorePlan, create_prediction_store, plan_predict_mosaic,
+    InferBlockJob,
+    PredictPlan,
+    PredictStorePlan,
+    create_prediction_store,
+    plan_predict_mosaic,
 )
 from ..engine.predict_mosaic.request import PredictMosaicRequest
 from ..engine.predict_mosaic.scratch import remove_scratch

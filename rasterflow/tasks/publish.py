@@ -24,23 +24,27 @@ def publish_stores(workflow: str, index_uri: str, summary: str) -> list[dict[str
     """Table of the stores an index lists; summary with a quicklook of the first."""
     config = current_config()
     rows = outputs.store_rows(index_uri, config.storage_options_for)
-    create_table_artifact(rows, key=f"{workflow}-outputs", description=f"Stores written by this run ({index_uri})")
-    first = rows[0] if rows else {"location": None, "bands": ""}
+    create_table_artifact(rows, key=f"{workflow}-outputs",
+                          description=f"Stores written by this run ({index_uri})")
+    first: dict[str, Any] = rows[0] if rows else {"location": None, "bands": ""}
     shown = quicklook.drawn_bands(first["bands"].split(", "))
     caption = f"{first['location']}: {', '.join(shown)} as {'RGB' if len(shown) == 3 else 'a colour ramp'}"
     picture = _picture(quicklook.store_png, first["location"], f"{caption}, first time slot")
-    create_markdown_artifact(f"{summary}\n\n{picture}", key=f"{workflow}-summary", description=f"{workflow} summary")
+    create_markdown_artifact(f"{summary}\n\n{picture}", key=f"{workflow}-summary",
+                             description=f"{workflow} summary")
     return rows
 
 
 @task(name="publish-outputs", persist_result=False)
-def publish_polygons(workflow: str, uri: str | None, features: list[str], summary: str) -> list[dict[str, Any]]:
+def publish_polygons(workflow: str, uri: str | None, features: list[str],
+                     summary: str) -> list[dict[str, Any]]:
     """Table of the GeoParquet written (none when no polygon passed); summary with its polygons drawn."""
     config = current_config()
     rows = [outputs.polygons_row(uri, features, config.storage_options_for(uri))] if uri else []
     create_table_artifact(rows, key=f"{workflow}-outputs", description="GeoParquet written by this run")
     picture = _picture(quicklook.polygons_png, uri, f"{uri}: polygons")
-    create_markdown_artifact(f"{summary}\n\n{picture}", key=f"{workflow}-summary", description=f"{workflow} summary")
+    create_markdown_artifact(f"{summary}\n\n{picture}", key=f"{workflow}-summary",
+                             description=f"{workflow} summary")
     return rows
 
 

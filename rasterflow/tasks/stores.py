@@ -20,7 +20,8 @@ from ..engine.store import commit_store, create_store
 @task(name="create-store", persist_result=False)
 def create_store_task(store: StorePlan, provenance: dict[str, Any]) -> str:
     """The store's metadata (or the store adopted as it is); returns its generation."""
-    return create_store(store.spec, store.fingerprint, provenance, current_config().storage_options_for(store.spec.uri))
+    storage_options = current_config().storage_options_for(store.spec.uri)
+    return create_store(store.spec, store.fingerprint, provenance, storage_options)
 
 
 @task(name="commit-store", persist_result=False)

@@ -20,7 +20,11 @@ from ..config import current_config
 from ..engine.processes import run_in_process
 from ..engine.vectorize_mosaic.merge import MergeSummary, merge_parts
 from ..engine.vectorize_mosaic.plan import (
-    PolygonizeJob, VectorizePlan, VectorizeSettings, create_output, plan_vectorize,
+    PolygonizeJob,
+    VectorizePlan,
+    VectorizeSettings,
+    create_output,
+    plan_vectorize,
 )
 from ..engine.vectorize_mosaic.polygonize import PolygonizeSummary, polygonize_block
 from ..engine.vectorize_mosaic.request import VectorizeMosaicRequest

@@ -71,7 +71,8 @@ RECIPES: dict[ModelRecipes, RecipeSpec] = {
             name="Fields of The World (FTW) baseline field-boundary segmentation",
             source="https://github.com/fieldsoftheworld/ftw-baselines",
             paper="Kerner et al., Fields of The World, arXiv:2409.16252 (AAAI 2025)",
-            licence="code MIT; upstream weights come as CC-BY (commercial use) and FULL (non-commercial) sets",
+            licence="code MIT; upstream weights come as CC-BY (commercial use) and FULL (non-commercial) "
+                    "sets",
         ),
         datasets=(DatasetEnum.S2_MED_PLANTING, DatasetEnum.S2_MED_HARVEST),
         features=_bands(DatasetEnum.S2_MED_PLANTING, _S2_RGBN) + _bands(DatasetEnum.S2_MED_HARVEST, _S2_RGBN),

@@ -17,8 +17,11 @@ def _optional_epsg(value: int | None) -> int | None:
 
 class BuildAndPredictMosaicRecipeRequest(Request):
     aoi: Annotated[Aoi, Field(description=(
-        "Area of interest: any vector file geopandas reads; one prediction store per geometry."))]
-    start: Annotated[Day, Field(description="First day of the period (a date or YYYY-MM-DD), inclusive.")]
+        "Area of interest: any vector file geopandas reads, local or remote; one prediction store per "
+        "geometry."))]
+    start: Annotated[Day, Field(description=(
+        "First day of the period (a `datetime`, a `date` or `YYYY-MM-DD`; a datetime stands for its day), "
+        "inclusive. One time slice per calendar year, within the seasons the recipe's datasets use."))]
     end: Annotated[Day, Field(description="Last day of the period, inclusive.")]
     model_recipe: Annotated[ModelRecipes, Field(description=(
         "The recipe (ModelRecipes): datasets, feature bands in model order, labels and inference settings "
@@ -27,7 +30,9 @@ class BuildAndPredictMosaicRecipeRequest(Request):
         "The recipe's weights: its public URI, or the config's recipe_models entry (a mirror, a local "
         "file)."))]
     crs_epsg: Annotated[int | None, AfterValidator(_optional_epsg), Field(description=(
-        "EPSG code of the grid; None keeps the datasets' native CRS, the UTM zone of the AOI's centroid."))] = None
+        "EPSG code of the output grid. None: the datasets' native CRS, the UTM zone of the AOI's centroid "
+        "(Sentinel-2 and NAIP are delivered in UTM), so an AOI inside one zone is not resampled; an AOI "
+        "across zones (or the equator) takes the centroid's zone and the run logs a warning."))] = None
 
     @field_validator("end")
     @classmethod

@@ -67,7 +67,8 @@ class MosaicPlan(StoresPlan):
     stores: list[MosaicStorePlan]  # type: ignore[assignment]  # narrower store type
 
     def index_rows(self) -> list[dict[str, Any]]:
-        return [store_row(sp.spec, self.workflow, sp.footprint_wkb, aoi_index=sp.aoi_index, **self.index_columns())
+        return [store_row(sp.spec, self.workflow, sp.footprint_wkb, aoi_index=sp.aoi_index,
+                          **self.index_columns())
                 for sp in self.stores]
 
     def index_columns(self) -> dict[str, Any]:
@@ -78,7 +79,7 @@ class MosaicPlan(StoresPlan):
 class AoiStore(NamedTuple):
     """What ``aoi_stores`` gives per AOI geometry: its store, and the geometry on the store's grid."""
 
-    index: int
+    aoi_index: int
     spec: StoreSpec
     fingerprint: str
     geometry: Any  # shapely, in the store's CRS
@@ -95,10 +96,11 @@ def aoi_stores(aoi, dst_crs: CRS, res: tuple[float, float], anchor: tuple[float,
         shard = shard_shape(grid.height, grid.width, bytes_per_pixel, chunk, shard_size_bytes)
         spec = StoreSpec(uri=uris.join(output, f"aoi-{i}.zarr"), grid=grid, bands=list(bands), times=times,
                          dtype=dtype, nodata=nodata, shard=shard, skip_xy_coords=skip_xy_coords)
-        yield AoiStore(index=i, spec=spec, fingerprint=stable_hash([request, i]), geometry=geom_dst)
+        yield AoiStore(aoi_index=i, spec=spec, fingerprint=stable_hash([request, i]), geometry=geom_dst)
 
 
-def store_partitions(store: AoiStore, shard_size_bytes: int) -> Iterator[tuple[Window, Grid, Any, str | None]]:
+def store_partitions(store: AoiStore,
+                     shard_size_bytes: int) -> Iterator[tuple[Window, Grid, Any, str | None]]:
     """The partitions of ``store`` that touch its AOI geometry (``partitions.aoi_partitions``)."""
     spec = store.spec
     shard: ShardShape = spec.shard
@@ -212,25 +214,28 @@ def plan_gti_mosaic(
     # Footprints in the target CRS, grown by the kernel's reach so a window that
     # only needs a tile's edge pixels for interpolation still reads that tile.
     reach = (request.resampling.kernel_radius + 1) * max(res)
-    footprints = [reproject_geometry(densified(geom), gti.crs, dst_crs).buffer(reach) for geom in gti.geometry]
+    footprints = [reproject_geometry(densified(geom), gti.crs, dst_crs).buffer(reach)
+                  for geom in gti.geometry]
 
     rid = request_id(params=request.fingerprint_parameters(), tiles=[(t.uri, t.fingerprint) for t in infos],
                      aoi=[g.wkb_hex for g in aoi.geometry], aoi_crs=aoi.crs.to_string())
     out = output_dir(output_root, WORKFLOW, rid)
     stores = []
-    for store in aoi_stores(aoi, dst_crs, res, anchor, out, rid, bands=request.bands, times=times, dtype=dtype,
-                            nodata=nodata, chunk=request.xy_chunksize, shard_size_bytes=request.shard_size_bytes,
-                            skip_xy_coords=request.skip_xy_coords):
+    for store in aoi_stores(aoi, dst_crs, res, anchor, out, rid, bands=request.bands, times=times,
+                            dtype=dtype, nodata=nodata, chunk=request.xy_chunksize,
+                            shard_size_bytes=request.shard_size_bytes, skip_xy_coords=request.skip_xy_coords):
         jobs = [
             ShardJob(key=f"{store.fingerprint[:16]}-t{t}-{window.id}", store_uri=store.spec.uri, time_index=t,
                      window=window, grid=wgrid, tiles=tiles, dtype=dtype, nodata=nodata,
                      resampling=request.resampling, requester_pays=request.requester_pays, mask_wkb=mask)
             for window, wgrid, wbox, mask in store_partitions(store, request.shard_size_bytes)
             for t in range(len(times))
-            if (tiles := [r for r, s, fp in zip(reads, slot_of, footprints) if s == t and fp.intersects(wbox)])
+            if (tiles := [r for r, s, fp in zip(reads, slot_of, footprints, strict=True)
+                          if s == t and fp.intersects(wbox)])
         ]
-        stores.append(MosaicStorePlan(spec=store.spec, fingerprint=store.fingerprint, aoi_index=store.index,
-                                      jobs=jobs, footprint_wkb=store.spec.grid.footprint("EPSG:4326").wkb_hex))
+        footprint = store.spec.grid.footprint("EPSG:4326").wkb_hex
+        stores.append(MosaicStorePlan(spec=store.spec, fingerprint=store.fingerprint,
+                                      aoi_index=store.aoi_index, jobs=jobs, footprint_wkb=footprint))
 
     inputs = {"gti": request.gti, "aoi": request.aoi, "tiles": [t.uri for t in infos]}
     return MosaicPlan(workflow=WORKFLOW, request_id=rid, output_dir=out, stores=stores,

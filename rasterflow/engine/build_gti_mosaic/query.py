@@ -37,7 +37,9 @@ def _swap_backticks(query: str) -> tuple[str, dict[str, str]]:
     A scanner, not a regex: a backtick inside a quoted string is part of the
     string, and pairing it with a later one would hide code from the checker.
     """
-    out, names, i, quote = [], {}, 0, None
+    out: list[str] = []
+    names: dict[str, str] = {}
+    i, quote = 0, None
     while i < len(query):
         ch = query[i]
         if quote:
@@ -86,25 +88,34 @@ def validate_query_syntax(query: str, columns: Iterable[str] | None = None) -> N
         raise _fail(query, "empty expression")
     tree, placeholders = _parse(query)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            raise _fail(query, "function calls are not allowed")
-        if isinstance(node, (ast.Attribute, ast.Subscript)):
-            raise _fail(query, "attribute access and indexing are not allowed")
-        if not isinstance(node, _ALLOWED):
-            raise _fail(query, f"'{type(node).__name__}' expressions are not allowed")
-        if isinstance(node, ast.BinOp) and not isinstance(node.op, (ast.BitAnd, ast.BitOr)):
-            raise _fail(query, "arithmetic is not allowed")
+        _check_node(query, node, placeholders)
+    if columns is not None:
+        _check_columns(query, tree, placeholders, set(columns))
+
+
+def _check_node(query: str, node: ast.AST, placeholders: dict[str, str]) -> None:
+    """Raise unless ``node`` is one of the constructs a safe filter may use."""
+    if isinstance(node, ast.Call):
+        raise _fail(query, "function calls are not allowed")
+    if isinstance(node, (ast.Attribute, ast.Subscript)):
+        raise _fail(query, "attribute access and indexing are not allowed")
+    if not isinstance(node, _ALLOWED):
+        raise _fail(query, f"'{type(node).__name__}' expressions are not allowed")
+    if isinstance(node, ast.BinOp) and not isinstance(node.op, (ast.BitAnd, ast.BitOr)):
+        raise _fail(query, "arithmetic is not allowed")
+    if isinstance(node, ast.Name):
+        name = placeholders.get(node.id, node.id)
+        if name.startswith("__") or node.id.startswith("__"):
+            raise _fail(query, f"dunder name {name!r} is not allowed")
+
+
+def _check_columns(query: str, tree: ast.Expression, placeholders: dict[str, str], known: set[str]) -> None:
+    """Raise if a name in ``tree`` is not one of the ``known`` columns."""
+    for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             name = placeholders.get(node.id, node.id)
-            if name.startswith("__") or node.id.startswith("__"):
-                raise _fail(query, f"dunder name {name!r} is not allowed")
-    if columns is not None:
-        known = set(columns)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Name):
-                name = placeholders.get(node.id, node.id)
-                if name not in known:
-                    raise _fail(query, f"unknown column {name!r}; columns are {sorted(known)}")
+            if name not in known:
+                raise _fail(query, f"unknown column {name!r}; columns are {sorted(known)}")
 
 
 def apply_query(frame: pd.DataFrame, query: str) -> pd.DataFrame:

@@ -36,7 +36,8 @@ class TileInfo(BaseModel):
     fingerprint: str
 
 
-def inspect_tile(uri: str, storage_options: dict[str, Any] | None = None, requester_pays: bool = False) -> TileInfo:
+def inspect_tile(uri: str, storage_options: dict[str, Any] | None = None,
+                 requester_pays: bool = False) -> TileInfo:
     try:
         with tile_env(requester_pays, storage_options), rasterio.open(uris.rasterio_path(uri)) as src:
             if src.crs is None:

@@ -127,14 +127,15 @@ def _naip(dataset: DatasetEnum, resolution: float) -> DatasetSpec:
     return DatasetSpec(
         dataset=dataset, source=DatasetSource(stac_url=EARTH_SEARCH, collection="naip"),
         bands=tuple(Band(name=b, asset="image", index=i + 1) for i, b in enumerate(NAIP_BANDS)),
-        resolution=resolution, dtype="uint8", nodata=0, rule=Rule.LATEST, season=Season.YEAR, requester_pays=True,
+        resolution=resolution, dtype="uint8", nodata=0, rule=Rule.LATEST, season=Season.YEAR,
+        requester_pays=True,
     )
 
 
 CATALOG: dict[DatasetEnum, DatasetSpec] = {
     DatasetEnum.S2_MED_WINDOWED_PIXEL: _s2(DatasetEnum.S2_MED_WINDOWED_PIXEL, S2_BANDS, Season.YEAR),
-    DatasetEnum.S2_MED_WINDOWED_PIXEL_ALL_BANDS: _s2(DatasetEnum.S2_MED_WINDOWED_PIXEL_ALL_BANDS, S2_ALL_BANDS,
-                                                     Season.YEAR),
+    DatasetEnum.S2_MED_WINDOWED_PIXEL_ALL_BANDS: _s2(DatasetEnum.S2_MED_WINDOWED_PIXEL_ALL_BANDS,
+                                                     S2_ALL_BANDS, Season.YEAR),
     DatasetEnum.S2_MED_PLANTING: _s2(DatasetEnum.S2_MED_PLANTING, S2_BANDS, Season.PLANTING),
     DatasetEnum.S2_MED_HARVEST: _s2(DatasetEnum.S2_MED_HARVEST, S2_BANDS, Season.HARVEST),
     DatasetEnum.NAIP_30CM: _naip(DatasetEnum.NAIP_30CM, 0.3),
@@ -142,7 +143,8 @@ CATALOG: dict[DatasetEnum, DatasetSpec] = {
 }
 
 
-def dataset_spec(dataset: DatasetEnum, overrides: dict[DatasetEnum, DatasetSource] | None = None) -> DatasetSpec:
+def dataset_spec(dataset: DatasetEnum,
+                 overrides: dict[DatasetEnum, DatasetSource] | None = None) -> DatasetSpec:
     """The catalog entry, with its source replaced by the config's ``datasets`` entry if any."""
     spec = CATALOG[dataset]
     override = (overrides or {}).get(dataset)

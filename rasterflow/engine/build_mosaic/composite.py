@@ -136,8 +136,8 @@ def _nearest(grid: Grid, read: TileRead, dtype: str, nodata: float, requester_pa
     """One asset on ``grid``, nearest neighbour: a plain read when the grids align, else the warp."""
     values = read_aligned(grid, read, dtype, nodata, requester_pays, storage_options)
     if values is None:
-        values = render_window(grid, [read], dtype, nodata, ResamplingMethod.NEAREST, requester_pays=requester_pays,
-                               storage_options=storage_options)
+        values = render_window(grid, [read], dtype, nodata, ResamplingMethod.NEAREST,
+                               requester_pays=requester_pays, storage_options=storage_options)
     return values
 
 
@@ -192,8 +192,8 @@ def check_stack(spec: DatasetSpec, n_scenes: int, width: int, max_stack_bytes: i
 
 
 def median_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene],
-                     max_stack_bytes: int = MAX_STACK_BYTES, storage_options_for: uris.OptionsFor = uris.no_options
-                     ) -> np.ndarray:
+                     max_stack_bytes: int = MAX_STACK_BYTES,
+                     storage_options_for: uris.OptionsFor = uris.no_options) -> np.ndarray:
     """(bands + 1, rows, cols) float32: per-band medians, then N_VALID_PIXELS."""
     nb = len(spec.bands)
     out = np.full((nb + 1, grid.height, grid.width), np.nan, dtype=np.float32)
@@ -227,9 +227,11 @@ def composite_window(job: CompositeJob, storage_options_for: uris.OptionsFor = u
     out = np.full((job.n_bands, job.grid.height, job.grid.width), job.nodata, dtype=job.dtype)
     for part in job.parts:
         if part.spec.rule is Rule.MEDIAN:
-            values = median_composite(job.grid, part.spec, part.scenes, job.max_stack_bytes, storage_options_for)
+            values = median_composite(job.grid, part.spec, part.scenes, job.max_stack_bytes,
+                                      storage_options_for)
         else:
-            values = latest_composite(job.grid, part.spec, part.scenes, job.dtype, job.nodata, storage_options_for)
+            values = latest_composite(job.grid, part.spec, part.scenes, job.dtype, job.nodata,
+                                      storage_options_for)
         out[part.band_offset: part.band_offset + len(values)] = values
     if job.mask_wkb:
         from rasterio.features import geometry_mask

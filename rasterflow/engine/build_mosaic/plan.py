@@ -59,11 +59,13 @@ def _resolution(request: BuildMosaicRequest, specs: list[DatasetSpec], dst_crs: 
     return res, res
 
 
-def _parts(found: SceneIndex, footprints, offsets: list[int], year: int, wbox, width: int) -> list[DatasetPart]:
+def _parts(found: SceneIndex, footprints, offsets: list[int], year: int, wbox,
+           width: int) -> list[DatasetPart]:
     """Each dataset's scenes of ``year`` that touch the partition ``wbox``, with where its bands go."""
     parts = []
-    for ds, offset in zip(found.specs, offsets):
-        touching = [s for s in found.scenes[ds.prefix].get(year, []) if footprints[ds.prefix][s.id].intersects(wbox)]
+    for ds, offset in zip(found.specs, offsets, strict=False):  # offsets end with the total: one more
+        touching = [s for s in found.scenes[ds.prefix].get(year, [])
+                    if footprints[ds.prefix][s.id].intersects(wbox)]
         if touching:
             if ds.rule is Rule.MEDIAN:
                 check_stack(ds, len(touching), width)  # fails here, before any store exists
@@ -88,30 +90,33 @@ def plan_dataset_mosaic(
     # Scene footprints in the target CRS, grown by a pixel so edge pixels still read them.
     reach = max(res)
     footprints = {
-        prefix: {sid: reproject_geometry(densified(wkb.loads(bytes.fromhex(h))), "EPSG:4326", dst_crs).buffer(reach)
+        prefix: {sid: reproject_geometry(densified(wkb.loads(bytes.fromhex(h))), "EPSG:4326",
+                                         dst_crs).buffer(reach)
                  for sid, h in fps.items()}
         for prefix, fps in found.footprints.items()
     }
     rid = request_id(
         params=request.fingerprint_parameters(), sources=[s.source.describe() for s in found.specs],
-        scenes={p: {y: [s.model_dump() for s in sc] for y, sc in by.items()} for p, by in found.scenes.items()},
+        scenes={p: {y: [s.model_dump() for s in sc] for y, sc in by.items()}
+                for p, by in found.scenes.items()},
         aoi=[g.wkb_hex for g in aoi.geometry], aoi_crs=aoi.crs.to_string(),
     )
     out = output_dir(output_root, WORKFLOW, rid)
     stores = []
     for store in aoi_stores(aoi, dst_crs, res, (0.0, 0.0), out, rid, bands=bands, times=times, dtype=dtype,
-                            nodata=nodata, chunk=request.xy_chunksize, shard_size_bytes=request.shard_size_bytes,
-                            skip_xy_coords=request.skip_xy_coords):
+                            nodata=nodata, chunk=request.xy_chunksize,
+                            shard_size_bytes=request.shard_size_bytes, skip_xy_coords=request.skip_xy_coords):
         jobs = [
-            CompositeJob(key=f"{store.fingerprint[:16]}-t{t}-{window.id}", store_uri=store.spec.uri, time_index=t,
-                         window=window, grid=wgrid, n_bands=len(bands), parts=parts, dtype=dtype, nodata=nodata,
-                         mask_wkb=mask)
+            CompositeJob(key=f"{store.fingerprint[:16]}-t{t}-{window.id}", store_uri=store.spec.uri,
+                         time_index=t, window=window, grid=wgrid, n_bands=len(bands), parts=parts,
+                         dtype=dtype, nodata=nodata, mask_wkb=mask)
             for window, wgrid, wbox, mask in store_partitions(store, request.shard_size_bytes)
             for t, year in enumerate(found.years)
             if (parts := _parts(found, footprints, offsets, year, wbox, wgrid.width))
         ]
-        stores.append(CompositeStorePlan(spec=store.spec, fingerprint=store.fingerprint, aoi_index=store.index,
-                                         jobs=jobs, footprint_wkb=store.spec.grid.footprint("EPSG:4326").wkb_hex))
+        footprint = store.spec.grid.footprint("EPSG:4326").wkb_hex
+        stores.append(CompositeStorePlan(spec=store.spec, fingerprint=store.fingerprint,
+                                         aoi_index=store.aoi_index, jobs=jobs, footprint_wkb=footprint))
     inputs = {
         "aoi": request.aoi,
         "datasets": {s.prefix: {"source": s.source.describe(),

@@ -9,8 +9,18 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from ...enums import DatasetEnum
 from ..request import (
-    DEFAULT_CRS_EPSG, DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE, Aoi, ChunkSize, Day, EpsgCode, Request,
-    Resolution, ShardBytes, SkipXyCoords, end_not_before_start,
+    DEFAULT_CRS_EPSG,
+    DEFAULT_SHARD_SIZE_BYTES,
+    DEFAULT_XY_CHUNKSIZE,
+    Aoi,
+    ChunkSize,
+    Day,
+    EpsgCode,
+    Request,
+    Resolution,
+    ShardBytes,
+    SkipXyCoords,
+    end_not_before_start,
 )
 
 
@@ -22,7 +32,8 @@ def _each_once(value: list[DatasetEnum]) -> list[DatasetEnum]:
 
 
 class BuildMosaicRequest(Request):
-    datasets: Annotated[list[DatasetEnum], Field(min_length=1), AfterValidator(_each_once), Field(description=(
+    datasets: Annotated[list[DatasetEnum], Field(min_length=1), AfterValidator(_each_once),
+                        Field(description=(
         "Named datasets (DatasetEnum), each once; several share one grid, their bands named "
         "<dataset>:<band>."))]
     aoi: Annotated[Aoi, Field(description=(
@@ -35,8 +46,8 @@ class BuildMosaicRequest(Request):
     xy_chunksize: ChunkSize = DEFAULT_XY_CHUNKSIZE
     shard_size_bytes: ShardBytes = DEFAULT_SHARD_SIZE_BYTES
     resolution: Annotated[Resolution, Field(description=(
-        "Pixel size in units of the target CRS. None: the finest native resolution of the datasets, in metres "
-        "(converted at 111 320 m per degree for a geographic CRS)."))] = None
+        "Pixel size in units of the target CRS. None: the finest native resolution of the datasets, in "
+        "metres (converted at 111 320 m per degree for a geographic CRS)."))] = None
     skip_xy_coords: SkipXyCoords = False
 
     @field_validator("end")

@@ -14,7 +14,7 @@ cover limit, are applied here) or stac-geoparquet files (read with geopandas).
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import geopandas as gpd
@@ -31,7 +31,7 @@ MAX_ITEMS = 10_000  # per search: a sanity bound far above a few years over a co
 
 
 def _iso(day: date, end: bool = False) -> str:
-    moment = datetime.combine(day, time.max if end else time.min, tzinfo=timezone.utc)
+    moment = datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -55,11 +55,13 @@ def search_items(spec: DatasetSpec, bbox: tuple[float, float, float, float], fir
 def _api_items(spec: DatasetSpec, bbox, first: date | None, last: date | None) -> list[dict[str, Any]]:
     import pystac_client
 
-    url = spec.source.stac_url
-    span = f"{_iso(first) if first else '..'}/{_iso(last, end=True) if last else '..'}" if first or last else None
+    url, collection = spec.source.stac_url, spec.source.collection
+    assert url is not None and collection is not None  # catalog entries name both; a mirror merges onto them
+    start, end = _iso(first) if first else "..", _iso(last, end=True) if last else ".."
+    span = f"{start}/{end}" if first or last else None
     try:
         client = pystac_client.Client.open(url)
-        search = client.search(collections=[spec.source.collection], bbox=list(bbox), datetime=span,
+        search = client.search(collections=[collection], bbox=list(bbox), datetime=span,
                                max_items=MAX_ITEMS, limit=250)
         return list(search.items_as_dicts())
     except Exception as exc:  # requests and pystac-client raise many types; all mean "cannot search"
@@ -126,7 +128,8 @@ def tile_index(spec: DatasetSpec, items: list[dict[str, Any]]) -> gpd.GeoDataFra
             "offset": offset, **{f"href:{a}": h["href"] for a, h in hrefs.items()},
             "geometry": shape(item["geometry"]),
         })
-    columns = ["id", "datetime", "cloud_cover", "baseline", "offset", *[f"href:{a}" for a in assets], "geometry"]
+    columns = ["id", "datetime", "cloud_cover", "baseline", "offset", *[f"href:{a}" for a in assets],
+               "geometry"]
     frame = gpd.GeoDataFrame(rows, columns=columns, geometry="geometry", crs="EPSG:4326")
     frame["datetime"] = pd.to_datetime(frame["datetime"])  # typed even when empty
     return frame.sort_values(["datetime", "id"], kind="stable").reset_index(drop=True)
@@ -158,7 +161,7 @@ def search_dataset(spec: DatasetSpec, area, windows: list[tuple[int, date, date]
             out[year], n = found(first, last)
             n_items += n
     if all(frame.empty for frame in out.values()):
-        raise nothing_found(spec, bbox, [(f, l) for _, f, l in windows], n_items, storage_options)
+        raise nothing_found(spec, bbox, [(start, end) for _, start, end in windows], n_items, storage_options)
     return out
 
 
@@ -166,7 +169,7 @@ def nothing_found(spec: DatasetSpec, bbox, windows: list[tuple[date, date]], n_i
                   storage_options: dict[str, Any] | None = None) -> InvalidParameterError:
     """The error for an empty search, with the nearest dates the source has over the area."""
     where = f"area {[round(v, 5) for v in bbox]} (EPSG:4326)"
-    when = ", ".join(f"{f}..{l}" for f, l in windows)
+    when = ", ".join(f"{start}..{end}" for start, end in windows)
     first, last = windows[0][0], windows[-1][1]
     if n_items:
         problem = (f"{n_items} item(s) of {spec.source.describe()} over {where} in {when}, but none "
@@ -184,6 +187,7 @@ def nothing_found(spec: DatasetSpec, bbox, windows: list[tuple[date, date]], n_i
     if after:
         near.append(f"earliest after: {after[0].date()}")
     hint = "; ".join(near) if near else "the source has no usable scene over this area at any date"
-    problem = f"no scene of {spec.source.describe()} over {where} in {spec.season.value} window(s) {when} ({hint})"
+    problem = (f"no scene of {spec.source.describe()} over {where} in {spec.season.value} window(s) {when} "
+               f"({hint})")
     return InvalidParameterError("datasets", spec.prefix, problem, "dates or an area the source covers")
 

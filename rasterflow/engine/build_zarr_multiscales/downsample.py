@@ -81,12 +81,13 @@ def _blocks(band: np.ndarray) -> tuple[np.ndarray, ...]:
 def _average(band: np.ndarray, nodata: float) -> np.ndarray:
     values = _blocks(band)
     valid = [valid_mask(v, nodata) for v in values]
-    count = valid[0].view(np.uint8) + valid[1].view(np.uint8) + valid[2].view(np.uint8) + valid[3].view(np.uint8)
+    count = (valid[0].view(np.uint8) + valid[1].view(np.uint8) + valid[2].view(np.uint8)
+             + valid[3].view(np.uint8))
     some = count > 0
     if np.issubdtype(band.dtype, np.integer):
         # Sum all four, then take out the nodata ones: no masked copies. int32
         # holds four 16-bit values; wider types need int64.
-        acc = np.int32 if band.dtype.itemsize <= 2 else np.int64
+        acc: type[np.signedinteger] = np.int32 if band.dtype.itemsize <= 2 else np.int64
         total = values[0].astype(acc)
         for v in values[1:]:
             total += v
@@ -96,7 +97,7 @@ def _average(band: np.ndarray, nodata: float) -> np.ndarray:
         # blocks (n = 4) are most of them: a shift; the division only for the partial ones.
         signed = np.issubdtype(band.dtype, np.signedinteger)
         magnitude = np.abs(total) if signed else total
-        mean = (magnitude + 2) >> 2
+        mean: np.ndarray = (magnitude + 2) >> 2
         partial = np.flatnonzero((count.ravel() - np.uint8(1)) < 3)  # 1 to 3 valid (0 - 1 wraps to 255)
         if partial.size:
             m, n = magnitude.ravel()[partial], count.ravel()[partial].astype(acc)
@@ -104,8 +105,8 @@ def _average(band: np.ndarray, nodata: float) -> np.ndarray:
         if signed:
             np.negative(mean, out=mean, where=total < 0)
     else:
-        total = sum(np.where(ok, v, 0).astype(np.float64) for v, ok in zip(values, valid))
-        mean = total / np.maximum(count, 1)
+        sums = sum(np.where(ok, v, 0).astype(np.float64) for v, ok in zip(values, valid, strict=True))
+        mean = sums / np.maximum(count, 1)
     out = mean.astype(band.dtype)  # a mean of valid values fits the type
     out[~some] = nodata
     if not math.isnan(nodata):
@@ -119,7 +120,8 @@ def _mode(band: np.ndarray, nodata: float) -> np.ndarray:
     valid = [valid_mask(v, nodata) for v in values]
     # Votes for each of the four candidates; invalid candidates cannot win.
     votes = np.stack([
-        sum(((values[i] == values[j]) & valid[j]).astype(np.int8) for j in range(4)) - (~valid[i]).astype(np.int8) * 8
+        sum(((values[i] == values[j]) & valid[j]).astype(np.int8) for j in range(4))
+        - (~valid[i]).astype(np.int8) * 8
         for i in range(4)
     ])
     winner = np.argmax(votes, axis=0)  # the first of equal counts: row-major tie-break

@@ -133,6 +133,7 @@ def _copy_shards(job: LevelJob, storage_options_for: uris.OptionsFor) -> bool:
     dst = open_data_array(dst_uri, dst_options)
     if layout(src) != layout(dst):
         return False
+    assert dst.shards is not None  # rasterflow stores are sharded
     rows, cols = dst.shards[-2:]
     src_fs, src_root = uris.filesystem(uris.join(src_uri, DATA_VAR), src_options)
     dst_fs, dst_root = uris.filesystem(uris.join(dst_uri, DATA_VAR), dst_options)
@@ -161,9 +162,10 @@ def _window_moments(job: LevelJob, storage_options: dict[str, Any]) -> list[Mome
     step = max(chunk, MAX_SHARD_BYTES // max(row_bytes, 1) // chunk * chunk)
     moments = [Moments() for _ in job.methods]
     for r in range(job.window.row0, job.window.row1, step):
-        strip = Window(row0=r, row1=min(r + step, job.window.row1), col0=job.window.col0, col1=job.window.col1)
+        strip = Window(row0=r, row1=min(r + step, job.window.row1), col0=job.window.col0,
+                       col1=job.window.col1)
         data = read_level(job.store_uri, job.time_index, strip, storage_options)
-        moments = [m.merge(band_moments(band, job.nodata)) for m, band in zip(moments, data)]
+        moments = [m.merge(band_moments(band, job.nodata)) for m, band in zip(moments, data, strict=True)]
     return moments
 
 
@@ -183,9 +185,11 @@ def count_level_shard(job: LevelJob, bins: list[Bins | None] | None,
 
 def _count(data: np.ndarray, nodata: float, bins: list[Bins | None]) -> list[str | None]:
     """Histogram counts per band, packed (``pack_counts``)."""
-    return [pack_counts(band_counts(band, nodata, b)) if b is not None else None for band, b in zip(data, bins)]
+    return [pack_counts(band_counts(band, nodata, b)) if b is not None else None
+            for band, b in zip(data, bins, strict=True)]
 
 
-def read_level(uri: str, time_index: int, window: Window, storage_options: dict[str, Any] | None) -> np.ndarray:
+def read_level(uri: str, time_index: int, window: Window,
+               storage_options: dict[str, Any] | None) -> np.ndarray:
     array = open_data_array(uri, storage_options)
-    return array[time_index, :, window.row0 : window.row1, window.col0 : window.col1]
+    return np.asarray(array[time_index, :, window.row0 : window.row1, window.col0 : window.col1])

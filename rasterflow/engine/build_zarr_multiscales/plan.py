@@ -198,13 +198,15 @@ def _methods(request: BuildZarrMultiscalesRequest, source: Source) -> list[Resam
     return [chosen.get(b, default(b)) for b in source.bands]
 
 
-def level_shapes(height: int, width: int, chunk: int, levels: int | None, uri: str = "") -> list[tuple[int, int]]:
+def level_shapes(height: int, width: int, chunk: int, levels: int | None,
+                 uri: str = "") -> list[tuple[int, int]]:
     """(height, width) of every level: down to one chunk, or ``levels`` of them."""
     shapes = [(height, width)]
     while (levels is None and max(shapes[-1]) > chunk) or (levels is not None and len(shapes) < levels):
         if shapes[-1] == (1, 1):
             raise InvalidParameterError(
-                "levels", levels, f"is more than {uri or 'the store'} allows: level {len(shapes) - 1} is one pixel",
+                "levels", levels,
+                f"is more than {uri or 'the store'} allows: level {len(shapes) - 1} is one pixel",
                 f"1 to {len(shapes)} for a {height} x {width} grid, or None (down to one {chunk} px chunk)",
             )
         shapes.append(halved_shape(*shapes[-1]))
@@ -218,7 +220,8 @@ def _store_names(uris_: list[str]) -> list[str]:
 
 
 def plan_multiscales(
-    request: BuildZarrMultiscalesRequest, output_root: str, storage_options_for: uris.OptionsFor = uris.no_options
+    request: BuildZarrMultiscalesRequest, output_root: str,
+    storage_options_for: uris.OptionsFor = uris.no_options,
 ) -> MultiscalesPlan:
     """Every check that needs the inputs, then the levels and partitions; writes nothing."""
     uris.check_output_root(output_root, storage_options_for(output_root))
@@ -249,9 +252,12 @@ def _plan_pyramid(source: Source, shapes: list[tuple[int, int]], methods: list[R
     levels: list[LevelPlan] = []
     for level, (height, width) in enumerate(shapes):
         scale = 2**level
-        grid = Grid(crs=source.grid.crs, transform=tuple(base * Affine.scale(scale))[:6], width=width, height=height)
-        copy_shards = level == 0 and source.spec.shard is not None  # level 0 takes the input's shards
-        shard = source.spec.shard if copy_shards else shard_shape(height, width, bytes_per_pixel, source.chunk, budget)
+        grid = Grid(crs=source.grid.crs, transform=tuple(base * Affine.scale(scale))[:6], width=width,
+                    height=height)
+        shard = source.spec.shard if level == 0 else None  # level 0 takes the input's shards
+        copy_shards = shard is not None
+        if shard is None:
+            shard = shard_shape(height, width, bytes_per_pixel, source.chunk, budget)
         shard_bytes = shard.rows * shard.cols * bytes_per_pixel
         shards_per_partition = LEVEL0_PARTITION_SHARDS if level == 0 and not copy_shards else 1
         partition_bytes = shard_bytes * shards_per_partition
@@ -288,18 +294,23 @@ def _plan_pyramid(source: Source, shapes: list[tuple[int, int]], methods: list[R
 
 def _fold_copies(copies: list[LevelJob], jobs: list[LevelJob]) -> list[LevelJob]:
     """Level-1 jobs that also copy the level-0 partitions under them, when each lies under exactly one."""
-    rows = sorted({j.source_window.row0 for j in jobs})
-    cols = sorted({j.source_window.col0 for j in jobs})
-    by_corner = {(j.time_index, j.source_window.row0, j.source_window.col0): j for j in jobs}
+    rows = sorted({_source_window(j).row0 for j in jobs})
+    cols = sorted({_source_window(j).col0 for j in jobs})
+    by_corner = {(j.time_index, _source_window(j).row0, _source_window(j).col0): j for j in jobs}
     folded: dict[str, list[LevelJob]] = {j.key: [] for j in jobs}
     for c in copies:
         corner = (c.time_index, rows[bisect.bisect_right(rows, c.window.row0) - 1],
                   cols[bisect.bisect_right(cols, c.window.col0) - 1])
         owner = by_corner.get(corner)
-        if owner is None or not _inside(c.window, owner.source_window):
+        if owner is None or not _inside(c.window, _source_window(owner)):
             return jobs
         folded[owner.key].append(c)
     return [job.model_copy(update={"copies": folded[job.key]}) for job in jobs]
+
+
+def _source_window(job: LevelJob) -> Window:
+    assert job.source_window is not None  # jobs above level 0 read a window of the level below
+    return job.source_window
 
 
 def _inside(inner: Window, outer: Window) -> bool:

@@ -14,8 +14,16 @@ import zarr
 
 from .. import uris
 from ..store import (
-    ATTR, PROJ_CONVENTION, SPATIAL_CONVENTION, adopted_generation, commit_store, create_store, open_data_array,
-    read_marker, start_marker, zarr_store,
+    ATTR,
+    PROJ_CONVENTION,
+    SPATIAL_CONVENTION,
+    adopted_generation,
+    commit_store,
+    create_store,
+    open_data_array,
+    read_marker,
+    start_marker,
+    zarr_store,
 )
 from .plan import CONVENTION_METHOD, PyramidPlan
 
@@ -45,7 +53,8 @@ def create_pyramid(pyramid: PyramidPlan, provenance: dict[str, Any],
         group.attrs[ATTR] = marker.model_dump(mode="json", exclude_none=True)
         generation = marker.generation
     levels = {
-        lvl.spec.uri: create_store(lvl.spec, lvl.fingerprint, provenance | {"level": lvl.level}, storage_options)
+        lvl.spec.uri: create_store(lvl.spec, lvl.fingerprint, provenance | {"level": lvl.level},
+                                   storage_options)
         for lvl in pyramid.levels
     }
     return {pyramid.uri: generation} | levels

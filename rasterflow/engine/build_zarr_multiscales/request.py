@@ -28,11 +28,14 @@ def _overview_kernels(value):
 
 class BuildZarrMultiscalesRequest(Request):
     store: Annotated[StoreOrIndex, Field(description=(
-        "A Zarr store (a rasterflow store, or any georeferenced Zarr rioxarray reads), or an index GeoParquet "
-        "of stores: one multiscales store per input. The input is never modified."))]
+        "A Zarr store, or an index GeoParquet whose `location` column lists stores (what every workflow "
+        "returns): one multiscales store per input store. A store is a rasterflow store (mosaics, "
+        "predictions) or any georeferenced Zarr xarray opens and rioxarray georeferences. The input is never "
+        "modified."))]
     levels: Annotated[int | None, AfterValidator(_levels), Field(description=(
-        "Levels in all, level 0 included; None: down to one chunk."))] = None
-    resampling: Annotated[ResamplingMethod | dict[str, ResamplingMethod] | None, AfterValidator(_overview_kernels),
-                          Field(description=(
-        "average, near or mode, for every band or as a mapping band -> method; None: average, and mode for "
-        "integer bands marked categorical."))] = None
+        "Levels in all, level 0 included (>= 1; 1 is level 0 alone, with its statistics). None: halve until "
+        "a level fits in one chunk. More levels than it takes to reach one pixel is an error."))] = None
+    resampling: Annotated[ResamplingMethod | dict[str, ResamplingMethod] | None,
+                          AfterValidator(_overview_kernels), Field(description=(
+        "Overview kernel: a `ResamplingMethod` for every band, or a mapping band name -> method; `average`, "
+        "`near` or `mode`. None: `mode` for categorical bands, `average` for the rest."))] = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import uuid
 import warnings
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -99,19 +100,24 @@ def _choose_variables(ds: xr.Dataset, uri: str) -> list[str]:
         return [DATA_VAR]
     rasters = [name for name, da in ds.data_vars.items() if da.ndim >= 2 and _spatial_dims(da)]
     if not rasters:
-        raise _bad_store(uri, f"has no data variable with spatial dimensions (data variables: {list(ds.data_vars)})")
+        raise _bad_store(uri, f"has no data variable with spatial dimensions "
+                              f"(data variables: {list(ds.data_vars)})")
     if len(rasters) == 1:
         return [str(rasters[0])]
     first = ds[rasters[0]]
     same = all(ds[n].dims == first.dims and ds[n].dtype == first.dtype for n in rasters)
-    extra = set(first.dims) - set(_spatial_dims(first))
+    spatial = _spatial_dims(first)
+    assert spatial is not None  # rasters have both spatial dimensions
+    extra = set(first.dims) - set(spatial)
     if same and all(_is_time(ds, d) for d in extra):
         return sorted(str(n) for n in rasters)
-    raise _bad_store(uri, f"has several raster variables {rasters} of different shapes or with a band dimension",
-                     "a store with 'variables', a single raster variable, or same-shaped 2-D variables (read as bands)")
+    raise _bad_store(uri, f"has several raster variables {rasters} of different shapes or with a band "
+                          "dimension",
+                     "a store with 'variables', a single raster variable, or same-shaped 2-D variables "
+                     "(read as bands)")
 
 
-def _is_time(ds: xr.Dataset, dim: str) -> bool:
+def _is_time(ds: xr.Dataset, dim: Hashable) -> bool:
     return dim == "time" or (dim in ds.coords and np.issubdtype(ds[dim].dtype, np.datetime64))
 
 
@@ -141,7 +147,11 @@ def inspect_source(uri: str, storage_options: dict[str, Any]) -> Source:
 def _describe(ds: xr.Dataset, uri: str, storage_options: dict[str, Any]) -> Source:
     names = _choose_variables(ds, uri)
     da = ds[names[0]]
-    y_dim, x_dim = _spatial_dims(da)
+    spatial = _spatial_dims(da)
+    if spatial is None:  # a `variables` array without both spatial dimensions
+        raise _bad_store(uri, f"variable {names[0]!r} has dimensions {da.dims}, without both spatial "
+                              "dimensions rioxarray can find")
+    y_dim, x_dim = spatial
     extra = [d for d in da.dims if d not in (y_dim, x_dim)]
     time_dims = [d for d in extra if _is_time(ds, d)]
     band_dims = [d for d in extra if d not in time_dims]
@@ -157,11 +167,13 @@ def _describe(ds: xr.Dataset, uri: str, storage_options: dict[str, Any]) -> Sour
                          "a georeferenced store: write it with da.rio.write_crs(...) before to_zarr")
     dtype = np.dtype(da.dtype)
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-        raise _bad_store(uri, f"variable {names[0]!r} has data type {dtype}", "integer or floating-point data")
+        raise _bad_store(uri, f"variable {names[0]!r} has data type {dtype}",
+                         "integer or floating-point data")
     height, width = da.sizes[y_dim], da.sizes[x_dim]
     t = da.rio.transform()
     if t.b or t.d:
-        raise _bad_store(uri, f"has a rotated grid (transform {tuple(t)[:6]})", "a north-up (or south-up) grid")
+        raise _bad_store(uri, f"has a rotated grid (transform {tuple(t)[:6]})",
+                         "a north-up (or south-up) grid")
     flip = t.e > 0
     if flip:  # south-up storage: describe it north-up
         t = Affine(t.a, 0.0, t.c, 0.0, -t.e, t.f + t.e * height)

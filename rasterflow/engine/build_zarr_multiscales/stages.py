@@ -24,8 +24,8 @@ from .. import uris
 from .levels import LevelSummary, build_level_chain, build_level_shard, count_level_shard
 from .plan import LevelChain, LevelJob, PyramidPlan
 from .pyramid import commit_pyramid, create_pyramid
-from .stats import Bins
 from .statistics import band_statistics, merge_moments
+from .stats import Bins
 
 
 class Work(NamedTuple):
@@ -51,7 +51,8 @@ def stages(pyramids: list[PyramidPlan]) -> list[Stage]:
     first += [Work(p, "shard", job) for p in beside for job in p.levels[1].jobs]
     out = [Stage("levels 0 and 1" if beside else "level 0", first, [p for p in pyramids if p.needs_bins])]
     out.append(Stage("level 1", [Work(p, "shard", job, True) for p in pyramids
-                                 if len(p.levels) > 1 and p.uri not in beside_uris for job in p.levels[1].jobs]))
+                                 if len(p.levels) > 1 and p.uri not in beside_uris
+                                 for job in p.levels[1].jobs]))
     out.append(Stage("histograms", [Work(p, "count", job, True) for p in pyramids if p.needs_count_pass
                                     for job in p.levels[0].jobs]))
     for level in range(2, max((len(p.levels) for p in pyramids), default=0)):
@@ -88,7 +89,7 @@ def build_pyramids(pyramids: list[PyramidPlan], provenance: dict[str, Any],
     bins: dict[str, list[Bins | None]] = {}
     for stage in stages(pyramids):
         done = list(map_(lambda work: run_work(work, bins, storage_options_for), stage.work))
-        for work, result in zip(stage.work, done):
+        for work, result in zip(stage.work, done, strict=True):
             results[work.pyramid.uri].append(result)
         for pyramid in stage.bins_after:
             bins[pyramid.uri] = merge_moments(pyramid, results[pyramid.uri]).bins

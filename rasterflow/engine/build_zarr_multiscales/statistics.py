@@ -46,7 +46,8 @@ def merge_moments(pyramid: PyramidPlan, results: list[LevelSummary]) -> PyramidS
             values[t][b] = values[t][b].merge(v)
     tallied_values = any(result.values for result in results)
     if tallied_values:
-        moments = [[m.merge(v.moments()) for m, v in zip(ms, vs)] for ms, vs in zip(moments, values)]
+        moments = [[m.merge(v.moments()) for m, v in zip(ms, vs, strict=True)]
+                   for ms, vs in zip(moments, values, strict=True)]
     bins = []
     for b in range(nb):
         overall = Moments()
@@ -69,8 +70,9 @@ def band_statistics(
                 counts[result.time_index][b] += unpack_counts(c)
     for t, per_band in enumerate(stats.values):
         for b, v in enumerate(per_band):
-            if stats.bins[b] is not None:
-                counts[t][b] += v.histogram(stats.bins[b])
+            band_bins = stats.bins[b]
+            if band_bins is not None:
+                counts[t][b] += v.histogram(band_bins)
     pixels = spec.grid.width * spec.grid.height
     nodata = "nan" if math.isnan(spec.nodata) else spec.nodata  # JSON has no NaN; STAC writes "nan"
     bands = []
@@ -80,9 +82,12 @@ def band_statistics(
         slices = []
         for t in range(nt):
             overall = overall.merge(stats.moments[t][b])
-            if bins:
-                total += counts[t][b]
-            slices.append({"time": spec.times[t], **summarize(stats.moments[t][b], bins, counts[t][b], pixels)})
+            if total is not None:
+                slot_counts = counts[t][b]
+                assert slot_counts is not None  # a band with bins has counts in every time slot
+                total += slot_counts
+            slices.append({"time": spec.times[t],
+                           **summarize(stats.moments[t][b], bins, counts[t][b], pixels)})
         bands.append({
             "name": name, "data_type": spec.dtype, "nodata": nodata,
             "resampling": CONVENTION_METHOD[pyramid.methods[b]],

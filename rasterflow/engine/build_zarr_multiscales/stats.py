@@ -56,7 +56,7 @@ class Moments(BaseModel):
     maximum: float | None = None
 
     @classmethod
-    def of(cls, values: np.ndarray) -> "Moments":
+    def of(cls, values: np.ndarray) -> Moments:
         """``values``: the valid values, any shape."""
         if values.size == 0:
             return cls()
@@ -67,7 +67,7 @@ class Moments(BaseModel):
                    minimum=float(values.min()), maximum=float(values.max()))
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray, offset: int) -> "Moments":
+    def from_counts(cls, counts: np.ndarray, offset: int) -> Moments:
         """Exact moments of values ``offset + i`` occurring ``counts[i]`` times."""
         present = np.flatnonzero(counts)
         if present.size == 0:
@@ -80,11 +80,13 @@ class Moments(BaseModel):
         return cls(count=n, mean=mean, m2=float(counts @ (d * d)),
                    minimum=float(offset + present[0]), maximum=float(offset + present[-1]))
 
-    def merge(self, other: "Moments") -> "Moments":
+    def merge(self, other: Moments) -> Moments:
         if not other.count:
             return self
         if not self.count:
             return other
+        assert self.minimum is not None and self.maximum is not None  # set whenever count > 0
+        assert other.minimum is not None and other.maximum is not None
         n = self.count + other.count
         delta = other.mean - self.mean
         return Moments(
@@ -112,11 +114,12 @@ class Bins(BaseModel):
     exact: bool
 
     @classmethod
-    def covering(cls, moments: Moments, integer: bool) -> "Bins | None":
+    def covering(cls, moments: Moments, integer: bool) -> Bins | None:
         """Bins for the values ``moments`` summarize; None when there are none."""
         if not moments.count:
             return None
         lo, hi = moments.minimum, moments.maximum
+        assert lo is not None and hi is not None  # set whenever count > 0
         if integer:
             span = int(hi - lo) + 1
             # Integer edges at half values, as GDAL's histograms of integer bands.
@@ -133,7 +136,8 @@ class Bins(BaseModel):
         """The bin of each of ``values`` (valid values, within [lo, hi])."""
         if self.exact:
             return values.ravel().astype(np.int64) - int(self.lo + 0.5)
-        index = ((values.ravel().astype(np.float64) - self.lo) * (self.n / (self.hi - self.lo))).astype(np.int64)
+        scale = self.n / (self.hi - self.lo)
+        index = ((values.ravel().astype(np.float64) - self.lo) * scale).astype(np.int64)
         return np.clip(index, 0, self.n - 1, out=index)  # the maximum sits on the closed upper edge
 
     def count(self, values: np.ndarray) -> np.ndarray:
@@ -222,14 +226,14 @@ class ValueCounts(BaseModel):
     counts: str = ""  # pack_counts of the count of each value from offset on; "" for none
 
     @classmethod
-    def of(cls, band: np.ndarray, nodata: float) -> "ValueCounts":
+    def of(cls, band: np.ndarray, nodata: float) -> ValueCounts:
         tally = value_counts(band, nodata)
         if tally is None:
             raise ValueError(f"per-value counts need integers of at most 16 bits, not {band.dtype}")
         return cls.trimmed(*tally)
 
     @classmethod
-    def trimmed(cls, counts: np.ndarray, offset: int) -> "ValueCounts":
+    def trimmed(cls, counts: np.ndarray, offset: int) -> ValueCounts:
         present = np.flatnonzero(counts)
         if present.size == 0:
             return cls()
@@ -238,7 +242,7 @@ class ValueCounts(BaseModel):
     def array(self) -> np.ndarray:
         return unpack_counts(self.counts) if self.counts else np.zeros(0, dtype=np.int64)
 
-    def merge(self, other: "ValueCounts") -> "ValueCounts":
+    def merge(self, other: ValueCounts) -> ValueCounts:
         if not other.counts:
             return self
         if not self.counts:
@@ -285,6 +289,7 @@ def summarize(moments: Moments, bins: Bins | None, counts: np.ndarray | None, pi
     }
     if not moments.count or bins is None or counts is None:
         return {"statistics": stats, "histogram": None}
+    assert moments.minimum is not None and moments.maximum is not None  # set whenever count > 0
     stats |= {
         "minimum": moments.minimum,
         "maximum": moments.maximum,

@@ -20,7 +20,7 @@ from .. import uris
 from ..partitions import Window
 from ..store import open_data_array, write_window
 from .model import BatchRunner, LoadedModel, fetch_model, file_sha256, load_model, resolve_device
-from .patches import AxisTiling, block_tiling
+from .patches import AxisTiling, BlockTiling, block_tiling
 from .plan import InferBlockJob, InferenceSpec
 from .scratch import Patch, load_shared, save_shared
 
@@ -46,13 +46,14 @@ def _checked_model(spec: InferenceSpec, storage_options: dict[str, Any]) -> Load
     memo_key = (str(local), stat.st_size, stat.st_mtime_ns)
     sha = _SHA_MEMO.get(memo_key) or _SHA_MEMO.setdefault(memo_key, file_sha256(local))
     if sha != spec.model_sha256:
-        raise InvalidParameterError("model_path", spec.model_uri, "the file changed after this run was planned",
+        raise InvalidParameterError("model_path", spec.model_uri,
+                                    "the file changed after this run was planned",
                                     f"the file with sha256 {spec.model_sha256[:12]}..., or a new run")
     return load_model(local, sha, resolve_device(spec.device), shown=spec.model_uri)
 
 
-def read_block_input(job: InferBlockJob, read: tuple[int, int, int, int], storage_options: dict[str, Any] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def read_block_input(job: InferBlockJob, read: tuple[int, int, int, int],
+                     storage_options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features of the read window (slices stacked on channels, nodata -> 0) and pixel validity.
 
     Parts of the window past the image (an axis shorter than one patch) are
@@ -70,7 +71,7 @@ def read_block_input(job: InferBlockJob, read: tuple[int, int, int, int], storag
     lo, hi = min(job.feature_indexes), max(job.feature_indexes) + 1
     pick = [i - lo for i in job.feature_indexes]
     for s, t in enumerate(job.input_times):
-        raw = array[t, lo:hi, r0 : r0 + rr, c0 : c0 + cc][pick]
+        raw = np.asarray(array[t, lo:hi, r0 : r0 + rr, c0 : c0 + cc])[pick]
         values = data[s * n_feat : (s + 1) * n_feat, :rr, :cc]
         values[...] = raw
         floating = np.issubdtype(raw.dtype, np.floating)
@@ -96,8 +97,8 @@ class _Merger:
         else:
             self.acc = np.zeros(shape, np.float32)
             self.wsum = np.zeros(shape[1:], np.float32)
-            self.row_w = {}
-            self.col_w = {}
+            self.row_w: dict[int, np.ndarray] = {}
+            self.col_w: dict[int, np.ndarray] = {}
 
     def span(self, i: int, j: int) -> tuple[slice, slice, slice, slice]:
         """Block slices and patch slices of patch (i, j)'s region within the block."""
@@ -125,7 +126,8 @@ class _Merger:
         if self.clip:
             return self.out
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.wsum > 0, self.acc / self.wsum, np.float32(np.nan)).astype(np.float32, copy=False)
+            merged = np.where(self.wsum > 0, self.acc / self.wsum, np.float32(np.nan))
+            return merged.astype(np.float32, copy=False)
 
 
 def predict_block(job: InferBlockJob, model: LoadedModel, storage_options: dict[str, Any] | None = None,
@@ -151,12 +153,7 @@ def predict_block(job: InferBlockJob, model: LoadedModel, storage_options: dict[
         return None, stats, {}
 
     merger = _Merger(rows, cols, w, len(spec.keep))
-    needed: list[Patch] = []
-    for i in tiling.rows:
-        for j in tiling.cols:
-            br, bc, _, _ = merger.span(int(i), int(j))
-            if core[br, bc].any():  # a patch with no valid pixel in its region only yields nodata
-                needed.append((int(i), int(j)))
+    needed = _needed_patches(tiling, merger, core)
     known = known or {}
     to_run = [ij for ij in needed if ij not in known]
     stats["patches"], stats["patches_taken"] = len(to_run), len(needed) - len(to_run)
@@ -196,6 +193,17 @@ def predict_block(job: InferBlockJob, model: LoadedModel, storage_options: dict[
     return result, stats, shared
 
 
+def _needed_patches(tiling: BlockTiling, merger: _Merger, core: np.ndarray) -> list[Patch]:
+    """The block's patches, row-major, whose region in the block holds a valid pixel."""
+    needed: list[Patch] = []
+    for i in tiling.rows:
+        for j in tiling.cols:
+            br, bc, _, _ = merger.span(int(i), int(j))
+            if core[br, bc].any():  # a patch with no valid pixel in its region only yields nodata
+                needed.append((int(i), int(j)))
+    return needed
+
+
 def _patches_of(rows: AxisTiling, cols: AxisTiling, windows: list[Window]) -> set[Patch]:
     """Every patch the blocks over ``windows`` may need."""
     out: set[Patch] = set()
@@ -206,7 +214,8 @@ def _patches_of(rows: AxisTiling, cols: AxisTiling, windows: list[Window]) -> se
 
 
 def infer_block(job: InferBlockJob, storage_options_for: uris.OptionsFor = uris.no_options) -> BlockSummary:
-    """Predict one block, share what its neighbours need, and write its shards whole; returns a small summary."""
+    """Predict one block, share what its neighbours need, and write its shards whole; returns a small
+    summary."""
     model = _checked_model(job.spec, storage_options_for(job.spec.model_uri))
     known = {}
     if job.take_from:

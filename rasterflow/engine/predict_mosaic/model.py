@@ -28,7 +28,8 @@ from .model_check import ACCEPTED, ModelFormat, check_pt2_archive, model_format,
 
 def model_cache_dir() -> Path:
     """Where remote models are copied (``RASTERFLOW_MODEL_CACHE`` overrides)."""
-    root = os.environ.get("RASTERFLOW_MODEL_CACHE") or os.path.join(tempfile.gettempdir(), "rasterflow-models")
+    root = (os.environ.get("RASTERFLOW_MODEL_CACHE")
+            or os.path.join(tempfile.gettempdir(), "rasterflow-models"))
     return Path(root)
 
 
@@ -84,7 +85,8 @@ class LoadedModel:
     static_channels: int | None = None
     static_hw: tuple[int | None, int | None] = (None, None)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    probed: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict, repr=False)  # input -> output shape
+    # input -> output shape
+    probed: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict, repr=False)
 
 
 def resolve_device(device: str) -> str:
@@ -139,7 +141,8 @@ def _load(path: Path, device: str, shown: str) -> LoadedModel:
         program = torch.export.load(str(path))
     except Exception as exc:
         raise refuse(shown, f"could not be loaded as a torch.export archive ({exc})") from None
-    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+    user_inputs = program.graph_signature.user_inputs
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs]
     if len(inputs) != 1:
         raise refuse(shown, f"takes {len(inputs)} inputs; one (B, C, H, W) float32 tensor is expected")
     if device != "cpu":
@@ -169,7 +172,8 @@ class BatchRunner:
     per patch. On the CPU the model runs where the data is.
     """
 
-    def __init__(self, model: LoadedModel, n_labels: int, activation: str | None, keep: list[int] | None = None):
+    def __init__(self, model: LoadedModel, n_labels: int, activation: str | None,
+                 keep: list[int] | None = None):
         self.model = model
         self.n_labels = n_labels
         self.activation = activation
@@ -182,13 +186,16 @@ class BatchRunner:
         try:
             out = self.model.module(x)
         except torch.cuda.OutOfMemoryError:
-            raise InvalidParameterError("max_batch_size", x.shape[0], f"out of GPU memory on a batch of shape {tuple(x.shape)}",
+            raise InvalidParameterError("max_batch_size", x.shape[0],
+                                        f"out of GPU memory on a batch of shape {tuple(x.shape)}",
                                         "a smaller max_batch_size") from None
         except Exception as exc:
             raise InvalidParameterError(
-                "model_path", self.model.source, f"the model failed on an input of shape {tuple(x.shape)} float32 "
+                "model_path", self.model.source,
+                f"the model failed on an input of shape {tuple(x.shape)} float32 "
                 f"(batch, channels, height, width): {type(exc).__name__}: {str(exc)[:300]}",
-                "a model taking (B, C, H, W) float32 with C = the number of features (times 2 for change detection)",
+                "a model taking (B, C, H, W) float32 with C = the number of features "
+                "(times 2 for change detection)",
             ) from None
         if not self.checked:
             check_output(tuple(x.shape), out, self.n_labels, self.model.source)
@@ -224,7 +231,8 @@ class BatchRunner:
             if host_in is None or host_in.shape[1:] != batch.shape[1:] or host_in.shape[0] < batch.shape[0]:
                 host_in = in_bufs[slot] = torch.empty(batch.shape, dtype=torch.float32).pin_memory()
             n = batch.shape[0]
-            host_in[:n].numpy()[...] = batch  # the previous use of this slot finished: its event was waited on
+            # the previous use of this slot finished: its event was waited on
+            host_in[:n].numpy()[...] = batch
             with self.model.lock, torch.inference_mode():
                 x = host_in[:n].to(device, non_blocking=True)
                 out = self._forward(x)
@@ -252,19 +260,24 @@ def check_output(in_shape: tuple[int, ...], out: Any, n_labels: int, source: str
     import torch
 
     if not isinstance(out, torch.Tensor):
-        raise InvalidParameterError("model_path", source, f"returned {type(out).__name__} for an input of shape "
-                                    f"{in_shape}; a single (B, labels, H, W) tensor is expected")
+        raise InvalidParameterError("model_path", source,
+                                    f"returned {type(out).__name__} for an input of shape {in_shape}; "
+                                    "a single (B, labels, H, W) tensor is expected")
     shape = tuple(out.shape)
     if len(shape) == 4 and shape[0] == in_shape[0] and shape[2:] == in_shape[2:] and shape[1] != n_labels:
-        raise InvalidParameterError("labels", n_labels, f"the model returns {shape[1]} channels (output shape {shape} "
+        raise InvalidParameterError("labels", n_labels,
+                                    f"the model returns {shape[1]} channels (output shape {shape} "
                                     f"for an input of shape {in_shape}) but {n_labels} labels were given",
                                     f"{shape[1]} label names, one per output channel")
     if len(shape) != 4 or shape[0] != in_shape[0] or shape[2:] != in_shape[2:]:
-        raise InvalidParameterError("model_path", source, f"returned shape {shape} for an input of shape {in_shape}; "
-                                    "predict_mosaic needs (B, labels, H, W) with the input's batch, height and width")
+        raise InvalidParameterError("model_path", source,
+                                    f"returned shape {shape} for an input of shape {in_shape}; "
+                                    "predict_mosaic needs (B, labels, H, W) with the input's batch, height "
+                                    "and width")
 
 
-def probe(model: LoadedModel, in_channels: int, patch_size: int, batch: int, n_labels: int) -> tuple[int, ...]:
+def probe(model: LoadedModel, in_channels: int, patch_size: int, batch: int,
+          n_labels: int) -> tuple[int, ...]:
     """One forward pass on zeros, so a wrong model fails the plan, before anything is written.
 
     A shape that passed is remembered with the loaded model (itself kept per

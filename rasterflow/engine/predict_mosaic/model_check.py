@@ -78,7 +78,8 @@ def model_format(path: Path, shown: str | None = None) -> ModelFormat:
         if prefix is not None and "archive_format" in rel:
             if zf.read(prefix + "archive_format").decode(errors="replace").strip() == "pt2":
                 return "pt2"
-    if prefix is not None and "data.pkl" in rel and "constants.pkl" in rel and any(n.startswith("code/") for n in rel):
+    if (prefix is not None and "data.pkl" in rel and "constants.pkl" in rel
+            and any(n.startswith("code/") for n in rel)):
         return "torchscript"
     if "data.pkl" in rel:
         raise refuse(shown, "is a torch.save checkpoint (a pickle in a zip); loading it would run code "
@@ -128,17 +129,20 @@ def check_pt2_archive(path: Path, shown: str | None = None) -> None:
                 raise refuse(shown, "holds AOTInductor-compiled native code, which loading would execute; "
                                      "save the ExportedProgram with torch.export.save instead")
             if not _PT2_ENTRY.fullmatch(rel):
-                raise refuse(shown, f"has an entry torch.export.save does not write for a plain model ({rel!r}); "
+                raise refuse(shown, "has an entry torch.export.save does not write for a plain model "
+                                    f"({rel!r}); "
                                      "pickled payloads, legacy layouts and compiled artefacts are refused")
         models = [n for n in names if n[len(prefix):].startswith("models/")]
         if len(models) != 1:
             raise refuse(shown, f"holds {len(models)} exported programs; one is expected")
         model_name = models[0][len(prefix) + len("models/") : -len(".json")]
-        for config in (f"data/weights/{model_name}_weights_config.json", f"data/constants/{model_name}_constants_config.json"):
+        for config in (f"data/weights/{model_name}_weights_config.json",
+                       f"data/constants/{model_name}_constants_config.json"):
             if prefix + config not in names:
                 raise refuse(shown, f"lacks {config}")
             for fqn, meta in json.loads(zf.read(prefix + config))["config"].items():
-                if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
+                if (meta.get("use_pickle")
+                        or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_"))):
                     raise refuse(shown, f"stores {fqn!r} as a pickled object (a tensor subclass, TorchScript "
                                          "object or opaque constant); only plain tensors are accepted")
         program = json.loads(zf.read(models[0]))
@@ -148,7 +152,8 @@ def check_pt2_archive(path: Path, shown: str | None = None) -> None:
             try:
                 torch.load(io.BytesIO(zf.read(sample)), weights_only=True)
             except Exception as exc:  # the restricted unpickler refuses anything but tensors and containers
-                raise refuse(shown, f"its sample inputs need more than the weights-only unpickler allows ({exc})") from None
+                raise refuse(shown, "its sample inputs need more than the weights-only unpickler allows "
+                                    f"({exc})") from None
 
 
 def _check_program(node: Any, shown: str) -> None:
@@ -160,7 +165,8 @@ def _check_program(node: Any, shown: str) -> None:
             for key, value in item.items():
                 stack.append(key)
                 if key == "target" and isinstance(value, str) and not _TARGET.fullmatch(value):
-                    raise refuse(shown, f"calls {value!r}; only torch.ops, operator and math functions are accepted")
+                    raise refuse(shown, f"calls {value!r}; only torch.ops, operator and math functions "
+                                        "are accepted")
                 if key == "expr_str" and isinstance(value, str):
                     _check_sympy_literal(value, shown)
                 stack.append(value)

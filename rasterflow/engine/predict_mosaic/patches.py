@@ -138,7 +138,8 @@ class BlockTiling:
     read: tuple[int, int, int, int]
 
 
-def block_tiling(row_axis: AxisTiling, col_axis: AxisTiling, window: tuple[int, int, int, int]) -> BlockTiling:
+def block_tiling(row_axis: AxisTiling, col_axis: AxisTiling,
+                 window: tuple[int, int, int, int]) -> BlockTiling:
     r0, r1, c0, c1 = window
     rows, cols = row_axis.select(r0, r1), col_axis.select(c0, c1)
     p = row_axis.patch_size

@@ -48,7 +48,15 @@ from ..index import store_row, stores_of
 from ..partitions import ShardShape, Window
 from ..plan import StorePlan, StoresPlan
 from ..provenance import output_dir, provenance, request_id, stable_hash
-from ..store import DATA_VAR, StoreDescription, StoreSpec, create_store, describe_store, read_marker, zarr_store
+from ..store import (
+    DATA_VAR,
+    StoreDescription,
+    StoreSpec,
+    create_store,
+    describe_store,
+    read_marker,
+    zarr_store,
+)
 from .model import LoadedModel, fetch_model, file_sha256, load_model, probe, resolve_device
 from .model_check import model_format
 from .request import PredictMosaicRequest
@@ -137,7 +145,8 @@ def input_stores(store: str, request: PredictMosaicRequest, storage_options_for:
             raise InvalidParameterError("store", uri, str(exc), "complete rasterflow stores") from None
         source.band_indexes(request.features, "features")
         if request.actor == CHANGE and len(source.times) != 2:
-            raise InvalidParameterError("store", uri, f"has {len(source.times)} time slice(s); change detection "
+            raise InvalidParameterError("store", uri,
+                                        f"has {len(source.times)} time slice(s); change detection "
                                         "stacks exactly two (earlier, later)",
                                         "a store built with a time_column giving two slices")
         described.append(source)
@@ -149,11 +158,13 @@ def _batch_size(model: LoadedModel, request: PredictMosaicRequest, in_channels: 
     channels, (h, w) = model.static_channels, model.static_hw
     if channels is not None and channels != in_channels:
         what = "features" if request.actor != CHANGE else "features (x2 slices for change detection)"
-        raise InvalidParameterError("features", request.features, f"the model takes {channels} input channels, "
-                                    f"{what} give {in_channels}", f"{channels} channels' worth of features")
+        raise InvalidParameterError("features", request.features,
+                                    f"the model takes {channels} input channels, {what} give {in_channels}",
+                                    f"{channels} channels' worth of features")
     if (h is not None and h != request.patch_size) or (w is not None and w != request.patch_size):
-        raise InvalidParameterError("patch_size", request.patch_size, f"the model was exported for {h} x {w} "
-                                    "patches only", f"patch_size={h}, or export with dynamic height and width")
+        raise InvalidParameterError("patch_size", request.patch_size,
+                                    f"the model was exported for {h} x {w} patches only",
+                                    f"patch_size={h}, or export with dynamic height and width")
     if model.static_batch is not None:
         if request.max_batch_size != model.static_batch:
             raise InvalidParameterError(
@@ -220,7 +231,8 @@ def _store_plan(n: int, source: StoreDescription, request: PredictMosaicRequest,
     block_px = math.ceil(request.xy_block_multiplier * in_chunk / chunk) * chunk
     shard = _shard_shape(block_px, chunk, len(written))
     change = request.actor == CHANGE
-    out_times, delta = ([source.times[1]], _delta_seconds(source.times)) if change else (list(source.times), None)
+    out_times, delta = (([source.times[1]], _delta_seconds(source.times)) if change
+                        else (list(source.times), None))
     spec_out = StoreSpec(
         uri=uris.join(out, f"prediction-{n}.zarr"), grid=source.grid, bands=list(written), times=out_times,
         dtype=OUTPUT_DTYPE, nodata=float("nan"), shard=shard, skip_xy_coords=source.skip_xy_coords,
@@ -231,10 +243,11 @@ def _store_plan(n: int, source: StoreDescription, request: PredictMosaicRequest,
     scratch = uris.join(out, f".scratch-prediction-{n}")
     blocks = _block_windows(g.height, g.width, block_px)
     jobs = sorted(
-        (InferBlockJob(key=f"{store_fp[:16]}-t{t}-{window.id}", input_uri=source.uri, output_uri=spec_out.uri,
-                       input_times=[0, 1] if change else [t], output_time=t, window=window,
-                       height=g.height, width=g.width, feature_indexes=feature_indexes, input_nodata=source.nodata,
-                       spec=spec, **_sharing(at, blocks, uris.join(scratch, f"t{t}")))
+        (InferBlockJob(key=f"{store_fp[:16]}-t{t}-{window.id}", input_uri=source.uri,
+                       output_uri=spec_out.uri, input_times=[0, 1] if change else [t], output_time=t,
+                       window=window, height=g.height, width=g.width, feature_indexes=feature_indexes,
+                       input_nodata=source.nodata, spec=spec,
+                       **_sharing(at, blocks, uris.join(scratch, f"t{t}")))
          for at, window in blocks.items() for t, _ in enumerate(out_times)),
         key=lambda job: job.phase,  # stable: phase 0 first, each phase in row-major order
     )
@@ -286,7 +299,8 @@ def _write_time_delta(store: PredictStorePlan, storage_options: dict[str, Any] |
                      dtype="timedelta64[ns]")
     target = zarr_store(store.spec.uri, storage_options)
     attrs = dict(zarr.open_group(target, mode="r").attrs)  # xarray's append rewrites the group's attributes
-    xr.Dataset(coords={"time_delta": ("time", delta)}).to_zarr(target, mode="a", zarr_format=3, consolidated=False)
+    xr.Dataset(coords={"time_delta": ("time", delta)}).to_zarr(target, mode="a", zarr_format=3,
+                                                              consolidated=False)
     zarr.open_group(target, mode="r+").attrs.put(attrs)
     # Listed beside spatial_ref, so readers take it as a coordinate of `variables`.
     zarr.open_array(target, path=DATA_VAR, mode="r+").attrs["coordinates"] = "spatial_ref time_delta"

@@ -27,42 +27,66 @@ def _output_chunksize(value: int | None) -> int | None:
 
 
 class PredictMosaicRequest(Request):
-    store: StoreOrIndex
+    store: Annotated[StoreOrIndex, Field(description=(
+        "A store URI, or an index GeoParquet (any workflow's answer): every store in its `location` column "
+        "is predicted, into one prediction store each."))]
     model_path: Annotated[Uri, Field(description=(
-        "The model (a local path or fsspec URL): a torch.export .pt2 or a TorchScript archive taking (B, C, H, W) "
-        "float32 and returning (B, len(labels), H, W). Pickles are refused unread."))]
-    patch_size: Annotated[int, Field(ge=8, le=8192, description="Patch side in pixels: what the model sees at once.")]
+        "The model: a local path or fsspec URL of a `torch.export` archive (`.pt2`, `torch.export.save`) "
+        "or a TorchScript archive (`torch.jit.save`), taking (B, C, H, W) float32 and returning (B, "
+        "len(labels), H, W). Remote files are copied once to a local cache (`RASTERFLOW_MODEL_CACHE`, "
+        "default under the temporary folder). Pickles (`torch.save` checkpoints, `pickle.dump`) are refused "
+        "unread."))]
+    patch_size: Annotated[int, Field(ge=8, le=8192, description=(
+        "Side of the square patches the model sees, in pixels (8..8192)."))]
     clip_size: Annotated[int, Field(ge=0, description=(
-        "Pixels dropped from each patch edge before merging; at least the model's receptive-field radius, so "
-        "results do not depend on where patches fall."))]
+        "Pixels dropped from each patch edge before merging; `2 * clip_size < patch_size`. Make it at least "
+        "the model's receptive-field radius: then tiled results equal one forward pass over the whole "
+        "image."))]
     device: Annotated[str, AfterValidator(_device), Field(
-        json_schema_extra={"pattern": f"^({DEVICE_PATTERN})$"},
-        description="cpu, cuda (or cuda:N), or auto: a GPU when there is one.")]
-    features: Annotated[list[str], Field(min_length=1), AfterValidator(unique_names("feature")), Field(description=(
-        "Input bands of the store, in the model's channel order (twice over for change detection: earlier, "
-        "then later slice)."))]
-    labels: Annotated[list[str], Field(min_length=1), AfterValidator(unique_names("label")), Field(description=(
-        "One name per model output channel; the output store's bands."))]
+        json_schema_extra={"pattern": f"^({DEVICE_PATTERN})$"}, description=(
+            "`cpu`, `cuda` (or `cuda:N`), or `auto`: a GPU when torch sees one. `cuda` without a GPU fails "
+            "before any work."))]
+    features: Annotated[list[str], Field(min_length=1), AfterValidator(unique_names("feature")), Field(
+        description="Bands of the input store, in the model's channel order.")]
+    labels: Annotated[list[str], Field(min_length=1), AfterValidator(unique_names("label")),
+                      Field(description=(
+        "Names of the model's output channels, in order; they become the output bands. A count that differs "
+        "from the model's output is an error at the plan's probe pass, before anything is written."))]
     actor: Annotated[InferenceActorEnum, Field(description=(
-        "How outputs are read: softmax per pixel (semantic segmentation), raw values (regression), or change "
-        "detection over two time slices."))]
-    max_batch_size: Annotated[int, Field(ge=1, le=65536, description="Patches per forward pass, at most.")]
+        "How the model's outputs are read. `SEMANTIC_SEGMENTATION_PYTORCH`: softmax over the labels "
+        "(probabilities). `REGRESSION_PYTORCH`: raw outputs. "
+        "`SEMANTIC_SEGMENTATION_CHANGE_DETECTION_PYTORCH`: "
+        "the store's two time slices (earlier first) stacked on the channel axis (`features` names one "
+        "slice's bands, the model takes twice as many channels), softmax; the output has one time slice (the "
+        "later date) and a `time_delta` coordinate (later minus earlier)."))]
+    max_batch_size: Annotated[int, Field(ge=1, le=65536, description=(
+        "Patches per forward pass, at most. A model exported with a static batch size needs exactly that "
+        "size (the last batch is padded)."))]
     merge_mode: Annotated[MergeModeEnum, Field(description=(
-        "How overlapping patches merge: clip (each pixel from the one patch whose centre owns it) or "
-        "weighted_average (Hann-weighted blend)."))]
+        "How overlapping patches merge. `CLIP`: each pixel from the one patch whose clipped centre covers "
+        "it. `WEIGHTED_AVERAGE`: patches overlap by half their centre; each weighs its centre with a Hann "
+        "window (zero in the clipped margin), values are normalised by the summed weights; about four times "
+        "the forward passes of `CLIP`."))]
     select_labels: Annotated[list[str] | None, Field(description=(
-        "Write only these labels (in this order); None writes them all."))] = None
-    xy_block_multiplier: BlockMultiplier = DEFAULT_BLOCK_MULTIPLIER
+        "Write only these labels, in this order (after the softmax over all of them); None writes them "
+        "all."))] = None
+    xy_block_multiplier: Annotated[BlockMultiplier, Field(description=(
+        "Input chunks per block side: a block (one task) is this many input chunks on a side, rounded up to "
+        "whole output chunks; it bounds memory, never changes the result. Blocks sharing a border share "
+        "its patches' predictions (checkerboard order: half the blocks start after their neighbours), so a "
+        "patch runs once whatever the block size."))] = DEFAULT_BLOCK_MULTIPLIER
     output_xy_chunksize: Annotated[int | None, AfterValidator(_output_chunksize), Field(description=(
-        "Chunk size of the output stores in pixels; None: the input store's."))] = None
+        "Chunk size of the output stores in pixels (16..16384); None: the input's. Output shards tile the "
+        "block, up to 512 MB each."))] = None
 
     @field_validator("clip_size")
     @classmethod
     def _clip(cls, value: int, info: ValidationInfo) -> int:
         patch = info.data.get("patch_size")
         if patch is not None and 2 * value >= patch:
-            raise ValueError(f"2 * clip_size must be less than patch_size={patch} so each patch keeps a centre "
-                             f"(valid: 0..{(patch - 1) // 2}, and at least the model's receptive-field radius)")
+            raise ValueError(f"2 * clip_size must be less than patch_size={patch} so each patch keeps a "
+                             f"centre (valid: 0..{(patch - 1) // 2}, and at least the model's "
+                             "receptive-field radius)")
         return value
 
     @field_validator("select_labels")

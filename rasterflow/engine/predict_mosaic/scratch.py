@@ -18,16 +18,20 @@ from .plan import PredictStorePlan
 Patch = tuple[int, int]  # (row, column) index in the global patch grid
 
 
-def save_shared(uri: str, shared: dict[Patch, np.ndarray], storage_options: dict[str, Any] | None = None) -> None:
+def save_shared(uri: str, shared: dict[Patch, np.ndarray],
+                storage_options: dict[str, Any] | None = None) -> None:
     """One scratch file of patch predictions (at least one): their indices and a stack of the arrays."""
     buffer = io.BytesIO()
     patches = sorted(shared)
-    np.savez(buffer, patches=np.array(patches, np.int64), predictions=np.stack([shared[ij] for ij in patches]))
+    np.savez(buffer, patches=np.array(patches, np.int64),
+             predictions=np.stack([shared[ij] for ij in patches]))
     uris.write_bytes_atomic(uri, buffer.getvalue(), storage_options)
 
 
-def load_shared(uri_list: list[str], storage_options: dict[str, Any] | None = None) -> dict[Patch, np.ndarray]:
-    """The predictions in those scratch files; a missing file shares nothing (its block had no valid pixel)."""
+def load_shared(uri_list: list[str],
+                storage_options: dict[str, Any] | None = None) -> dict[Patch, np.ndarray]:
+    """The predictions in those scratch files; a missing file shares nothing (its block had no valid
+    pixel)."""
     known: dict[Patch, np.ndarray] = {}
     for uri in uri_list:
         try:
@@ -36,11 +40,12 @@ def load_shared(uri_list: list[str], storage_options: dict[str, Any] | None = No
         except FileNotFoundError:
             continue
         with np.load(io.BytesIO(raw)) as npz:
-            known.update(zip(map(tuple, npz["patches"].tolist()), npz["predictions"]))
+            known.update(zip(map(tuple, npz["patches"].tolist()), npz["predictions"], strict=True))
     return known
 
 
-def remove_scratch(stores: list[PredictStorePlan], storage_options_for: uris.OptionsFor = uris.no_options) -> None:
+def remove_scratch(stores: list[PredictStorePlan],
+                   storage_options_for: uris.OptionsFor = uris.no_options) -> None:
     """Drop the predictions blocks shared, once every block is written."""
     for store in stores:
         uris.remove(store.scratch_uri, storage_options_for(store.scratch_uri))

@@ -8,7 +8,8 @@ EPSG:4326), what it holds and how big it is, read back from what was written
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -38,12 +39,14 @@ def store_rows(index_uri: str, storage_options_for: Callable[[str], dict[str, An
     return rows
 
 
-def polygons_row(uri: str, features: list[str], storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def polygons_row(uri: str, features: list[str],
+                 storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The row of a vectorize result: its polygons' bounds come from the file's bbox statistics."""
     fs, path = uris.filesystem(uri, storage_options)
     with fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
-        crs = CRS.from_json_dict(json.loads(parquet.schema_arrow.metadata[b"geo"])["columns"]["geometry"]["crs"])
+        geo = json.loads(parquet.schema_arrow.metadata[b"geo"])
+        crs = CRS.from_json_dict(geo["columns"]["geometry"]["crs"])
         bounds = parquet_bounds(parquet)
         polygons = parquet.metadata.num_rows
     to_index = Transformer.from_crs(crs, INDEX_CRS, always_xy=True)
@@ -65,7 +68,8 @@ def parquet_bounds(parquet: pq.ParquetFile) -> tuple[float, float, float, float]
     names = ("bbox.xmin", "bbox.ymin", "bbox.xmax", "bbox.ymax")
     if meta.num_rows == 0 or not all(n in paths for n in names):
         return None
-    stats = [[meta.row_group(g).column(paths[n]).statistics for g in range(meta.num_row_groups)] for n in names]
+    stats = [[meta.row_group(g).column(paths[n]).statistics for g in range(meta.num_row_groups)]
+             for n in names]
     if any(s is None or not s.has_min_max for column in stats for s in column):
         return None
     return (min(s.min for s in stats[0]), min(s.min for s in stats[1]),
@@ -91,8 +95,9 @@ def _format_times(start, end) -> str:
 def _format_size(n: float) -> str:
     if n < 1000:
         return f"{n:.0f} B"
-    for unit in ("kB", "MB", "GB"):
-        n /= 1000
+    n /= 1000
+    for unit in ("kB", "MB"):
         if n < 1000:
-            break
-    return f"{n:.1f} {unit}"
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"

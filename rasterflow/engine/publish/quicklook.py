@@ -24,8 +24,8 @@ from rasterio.io import MemoryFile
 from rasterio.transform import from_bounds
 
 from .. import uris
-from .outputs import parquet_bounds
 from ..store import DATA_VAR, zarr_store
+from .outputs import parquet_bounds
 
 # A photo-like RGBA PNG is ~2.5 bytes a pixel; 384 px keeps the artifact (base64 in the
 # Prefect database) near 300 kB and is still readable in the UI.
@@ -40,7 +40,10 @@ def store_png(uri: str, storage_options: dict[str, Any] | None = None, max_size:
     """The first 3 bands as RGB (one band: a colour ramp), stretched 2-98%, nodata transparent."""
     group = zarr.open_group(zarr_store(uri, storage_options, read_only=True), mode="r")
     level = _coarsest_level(group, max_size)
-    array = (group[level] if level else group)[DATA_VAR]
+    node = group[level] if level else group
+    assert isinstance(node, zarr.Group)  # a multiscales level is a group, as the store is
+    array = node[DATA_VAR]
+    assert isinstance(array, zarr.Array)
     _, n_bands, height, width = array.shape
     step = max(1, math.ceil(max(height, width) / max_size))
     bands = len(drawn_bands(range(n_bands)))
@@ -67,20 +70,24 @@ def polygons_png(uri: str, storage_options: dict[str, Any] | None = None, max_si
         xmin, ymin, xmax, ymax = bounds
         scale = max(xmax - xmin, ymax - ymin) / max_size or 1.0
         shape = (max(1, math.ceil((ymax - ymin) / scale)), max(1, math.ceil((xmax - xmin) / scale)))
-        transform = from_bounds(xmin, ymin, xmin + shape[1] * scale, ymin + shape[0] * scale, shape[1], shape[0])
+        transform = from_bounds(xmin, ymin, xmin + shape[1] * scale, ymin + shape[0] * scale,
+                                shape[1], shape[0])
         burned = np.zeros(shape, dtype="uint8")
         for geoms in _geometry_batches(parquet):
             if not len(geoms):
                 continue
             rasterize(((g, 1) for g in geoms), out=burned, transform=transform, all_touched=True)
-            rasterize(((g, 2) for g in shapely.boundary(geoms)), out=burned, transform=transform, all_touched=True)
+            rasterize(((g, 2) for g in shapely.boundary(geoms)), out=burned, transform=transform,
+                      all_touched=True)
     palette = np.array([(0, 0, 0, 0), _FILL, _EDGE], dtype="uint8")
     return _png(np.moveaxis(palette[burned], -1, 0))
 
 
 def _coarsest_level(group: zarr.Group, max_size: int) -> str | None:
-    """Path of the coarsest multiscales level at least ``max_size`` wide (or the finest), None if not a pyramid."""
-    layout = group.attrs.get("multiscales", {}).get("layout")
+    """Path of the coarsest multiscales level at least ``max_size`` wide (or the finest), None if not a
+    pyramid."""
+    multiscales: Any = group.attrs.get("multiscales", {})  # JSON of the multiscales convention
+    layout = multiscales.get("layout")
     if not layout:
         return None
     wide = [item for item in layout if max(item["spatial:shape"]) >= max_size]
@@ -92,7 +99,7 @@ def _coarsest_level(group: zarr.Group, max_size: int) -> str | None:
 def _stretch(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Each band to 0-255 between its 2nd and 98th percentile of valid pixels."""
     out = np.zeros(data.shape, dtype="uint8")
-    for i, (band, ok) in enumerate(zip(data, valid)):
+    for i, (band, ok) in enumerate(zip(data, valid, strict=True)):
         if not ok.any():
             continue
         low, high = np.percentile(band[ok], [2, 98])

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 from pyproj import CRS
 
-from ..provenance import VERSION
 from .. import uris
+from ..provenance import VERSION
 from .parts import PART_SCHEMA, Finisher, read_part
 from .plan import RESULT_NAME, VectorizePlan, VectorizeSettings
 from .seams import join_border_pieces
@@ -93,7 +93,8 @@ class ResultWriter:
 
 
 def merge_tables(
-    parts: Iterable[pa.Table], finishers: Sequence[Finisher], settings: VectorizeSettings, writer: ResultWriter
+    parts: Iterable[pa.Table], finishers: Sequence[Finisher], settings: VectorizeSettings,
+    writer: ResultWriter,
 ) -> None:
     """Stream finished rows into ``writer``; join the border pieces, then write them.
 

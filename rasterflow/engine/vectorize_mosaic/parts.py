@@ -68,7 +68,8 @@ class Finisher:
 
 
 _RUN = pa.struct([("side", pa.string()), ("line", pa.int32()), ("start", pa.int32()), ("stop", pa.int32())])
-_BBOX = pa.struct([("xmin", pa.float64()), ("ymin", pa.float64()), ("xmax", pa.float64()), ("ymax", pa.float64())])
+_BBOX = pa.struct([("xmin", pa.float64()), ("ymin", pa.float64()), ("xmax", pa.float64()),
+                   ("ymax", pa.float64())])
 _TIME = pa.timestamp("us")
 
 # A part holds finished rows (geometry set) and border pieces (pixels_wkb and

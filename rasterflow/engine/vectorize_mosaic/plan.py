@@ -91,7 +91,8 @@ def block_windows(height: int, width: int, rows: int, cols: int) -> list[Window]
     ]
 
 
-def source_store(uri: str, features: list[str], multiplier: int, storage_options: dict[str, Any]) -> SourceStore:
+def source_store(uri: str, features: list[str], multiplier: int,
+                 storage_options: dict[str, Any]) -> SourceStore:
     try:
         store = describe_store(uri, storage_options)
     except StoreError as exc:
@@ -112,7 +113,8 @@ def _output_crs(request: VectorizeMosaicRequest, stores: list[SourceStore]) -> s
     crss = {CRS.from_wkt(s.grid.crs) for s in stores}
     if len(crss) > 1:
         raise InvalidParameterError(
-            "vector_crs", None, f"the stores are in {len(crss)} different CRSs, and None keeps each store's own",
+            "vector_crs", None,
+            f"the stores are in {len(crss)} different CRSs, and None keeps each store's own",
             "one CRS for all of them, e.g. 'EPSG:4326'",
         )
     return stores[0].grid.crs

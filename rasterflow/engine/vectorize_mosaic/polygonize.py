@@ -1,5 +1,4 @@
-"""Vectorizing stores: each feature band thresholded and polygonized in blocks,
-with the block seams joined so the result equals one whole-raster polygonize.
+"""polygonize: one block of one store thresholded and polygonized, into a part file.
 
 A block task holds one block (``xy_block_multiplier`` chunks on a side). GDAL
 (``rasterio.features.shapes``) polygonizes the block's foreground (value >=
@@ -15,14 +14,9 @@ match a whole-raster run bit for bit.
 A piece that touches no interior block edge is a whole component: it leaves
 its task finished (in the output CRS, filtered, simplified). A piece that
 touches one is kept in pixel coordinates with the runs of edge pixels it owns
-(found by the centre of each run's first pixel, inside exactly one piece).
-The merge connects two pieces when their runs on the two pixel lines facing
-each other across a block edge overlap (4-connectivity) or overlap or meet
-diagonally (8-connectivity, which also covers pieces meeting only at a block
-corner), takes the connected components of that graph, and unions each
-component's pieces: the union of its pixel squares, the point set GDAL returns
-for it when it polygonizes the whole raster. Nothing else is compared, so the
-merge never looks at the pixels again and holds only border pieces in memory.
+(found by the centre of each run's first pixel, inside exactly one piece):
+``seams`` joins such pieces across blocks from their runs alone, so the merge
+never looks at the pixels again and holds only border pieces in memory.
 """
 
 from __future__ import annotations
@@ -65,18 +59,21 @@ class PolygonizeSummary(BaseModel):
 def _pixel_polygons(
     image: np.ndarray, foreground: np.ndarray, connectivity: int, col0: int, row0: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """GDAL's polygon of each region of ``foreground`` (pixel coordinates: column, -row), and its value in ``image``."""
+    """GDAL's polygon of each region of ``foreground`` (pixel coordinates: column, -row), and its value
+    in ``image``."""
     rings: list[list[tuple[float, float]]] = []
     rings_per_polygon: list[int] = []
     values: list[float] = []
-    for geom, value in shapes(image, mask=foreground, connectivity=connectivity, transform=pixel_transform(col0, row0)):
+    for geom, value in shapes(image, mask=foreground, connectivity=connectivity,
+                              transform=pixel_transform(col0, row0)):
         rings.extend(geom["coordinates"])
         rings_per_polygon.append(len(geom["coordinates"]))
         values.append(value)
     ring_sizes = np.fromiter(map(len, rings), np.int64, count=len(rings))
     # One flat array for all vertices, read straight from GDAL's tuples: about
     # 3x faster than np.array of the tuples (itself 3x faster than a Polygon each).
-    coords = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), np.float64, count=2 * int(ring_sizes.sum()))
+    coords = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), np.float64,
+                         count=2 * int(ring_sizes.sum()))
     geoms = shapely.from_ragged_array(
         shapely.GeometryType.POLYGON, coords.reshape(-1, 2),
         (np.concatenate(([0], np.cumsum(ring_sizes))), np.concatenate(([0], np.cumsum(rings_per_polygon)))),
@@ -112,12 +109,14 @@ def _made_valid(polygon: shapely.Polygon):
     touching = np.zeros(len(rings), dtype=bool)
     touching[ring[counts[inverse] > 1]] = True
     touching[0] = True
-    valid = shapely.make_valid(shapely.Polygon(rings[0], list(rings[touching][1:])), method="structure", keep_collapsed=False)
+    valid = shapely.make_valid(shapely.Polygon(rings[0], list(rings[touching][1:])), method="structure",
+                               keep_collapsed=False)
     free = rings[~touching]
     if len(free):
         parts = shapely.get_parts(valid)
         part, hole = _containing(parts, shapely.point_on_surface(shapely.polygons(free)))
-        filled = [shapely.Polygon(p.exterior, [*p.interiors, *free[hole[part == k]]]) for k, p in enumerate(parts)]
+        filled = [shapely.Polygon(p.exterior, [*p.interiors, *free[hole[part == k]]])
+                  for k, p in enumerate(parts)]
         valid = filled[0] if len(filled) == 1 else shapely.MultiPolygon(filled)
     if not shapely.is_valid(valid) or shapely.area(valid) != shapely.area(polygon):
         return shapely.make_valid(polygon, method="structure", keep_collapsed=False)
@@ -148,7 +147,8 @@ def _regions(
     return by_label, np.bincount(image.ravel(), weights=band.ravel(), minlength=n + 1)[1:]
 
 
-def _edge_runs(foreground: np.ndarray, window: Window, raster_shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+def _edge_runs(foreground: np.ndarray, window: Window,
+               raster_shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
     """Runs of foreground on the block's interior edges: side, line, start, stop, and the
     centre of each run's first pixel in pixel coordinates (x = column, y = -row)."""
     height, width = raster_shape
@@ -167,11 +167,13 @@ def _edge_runs(foreground: np.ndarray, window: Window, raster_shape: tuple[int, 
         start, stop = np.flatnonzero(steps == 1) + offset, np.flatnonzero(steps == -1) + offset
         k = len(start)
         lines = np.full(k, line)
-        first_x, first_y = (start + 0.5, -(lines + 0.5)) if side in ("top", "bottom") else (lines + 0.5, -(start + 0.5))
-        for acc, value in zip(out, (np.full(k, side, dtype=object), lines, start, stop, first_x, first_y)):
+        first_x, first_y = ((start + 0.5, -(lines + 0.5)) if side in ("top", "bottom")
+                            else (lines + 0.5, -(start + 0.5)))
+        columns = (np.full(k, side, dtype=object), lines, start, stop, first_x, first_y)
+        for acc, value in zip(out, columns, strict=True):
             acc.append(value)
     empty = [np.zeros(0, object), *(np.zeros(0, np.int64),) * 3, *(np.zeros(0),) * 2]
-    return tuple(np.concatenate(acc) if acc else e for acc, e in zip(out, empty))
+    return tuple(np.concatenate(acc) if acc else e for acc, e in zip(out, empty, strict=True))
 
 
 def _owners(geoms: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -209,7 +211,7 @@ def polygonize_array(
     """Polygonize one block (``values``: features x rows x cols) into part rows."""
     stamp = pd.Timestamp(time) if time is not None else None
     tables = []
-    for feature, band in zip(settings.features, values):
+    for feature, band in zip(settings.features, values, strict=True):
         foreground = band >= settings.threshold  # NaN compares False: never foreground
         # Nodata pixels pass the threshold only if nodata does, compared as the pixels are.
         if not math.isnan(nodata) and band.dtype.type(nodata) >= settings.threshold:
@@ -252,7 +254,7 @@ def read_block(job: PolygonizeJob, storage_options: dict[str, Any] | None = None
     """The job's features over its window (features x rows x cols): whole chunks, one read."""
     array = open_data_array(job.store.uri, storage_options)
     w = job.window
-    block = array[job.time_index, :, w.row0 : w.row1, w.col0 : w.col1]
+    block = np.asarray(array[job.time_index, :, w.row0 : w.row1, w.col0 : w.col1])
     return block[job.store.feature_indexes]
 
 

@@ -22,10 +22,12 @@ class VectorizeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stats: bool = Field(default=True, description="score_mean: the feature's mean over each polygon's pixels.")
+    stats: bool = Field(default=True,
+                        description="score_mean: the feature's mean over each polygon's pixels.")
     connectivity: Literal[4, 8] = Field(default=4, description=(
         "As GDAL's polygonize: 4 joins edge neighbours, 8 corners too."))
-    min_area: float = Field(default=0.0, ge=0, description="Smallest polygon kept, in squared units of the store's CRS.")
+    min_area: float = Field(default=0.0, ge=0,
+                            description="Smallest polygon kept, in squared units of the store's CRS.")
     simplify_tolerance: float = Field(default=0.0, ge=0, description=(
         "Douglas-Peucker tolerance in units of the store's CRS (topology kept); 0: exact pixel edges."))
 
@@ -68,18 +70,30 @@ def _vector_crs(value: str | None) -> str | None:
 
 
 class VectorizeMosaicRequest(Request):
-    store: StoreOrIndex
-    features: Annotated[list[str], Field(min_length=1), AfterValidator(unique_names("feature")), Field(description=(
-        "Bands to polygonize, each on its own; a band's name is its polygons' label."))]
+    store: Annotated[StoreOrIndex, Field(description=(
+        "A store URI (any store of the store contract: a mosaic, a prediction), or an index GeoParquet (any "
+        "workflow's answer): every store in its `location` column is vectorized into the one result. Stores "
+        "of an index are never joined to each other: overlapping stores give overlapping polygons."))]
+    features: Annotated[list[str], Field(min_length=1), AfterValidator(unique_names("feature")), Field(
+        description="Bands to polygonize, each on its own; a band's name is its polygons' `label`.")]
     threshold: Annotated[float, AfterValidator(_threshold), Field(description=(
-        "Pixels with value >= threshold are foreground (nodata never is); connected foreground becomes one "
-        "polygon."))]
+        "A pixel is foreground when its value >= `threshold`; nodata (the store's fill value, NaN for "
+        "predictions) never is. Connected foreground becomes one polygon, whatever block borders it "
+        "crosses."))]
     vectorize_method: Annotated[VectorizeMethodEnum, Field(description=(
-        "The vectorizer: GDAL's polygonize through rasterio."))] = VectorizeMethodEnum.SEMANTIC_SEGMENTATION_RASTERIO
+        "The vectorizer. `SEMANTIC_SEGMENTATION_RASTERIO`, the only one: threshold, then GDAL's "
+        "polygonize."))] = VectorizeMethodEnum.SEMANTIC_SEGMENTATION_RASTERIO
     vectorize_config: Annotated[VectorizeConfig, BeforeValidator(_vectorize_config), Field(description=(
-        "stats (score_mean), connectivity (4 or 8), min_area, simplify_tolerance; see VectorizeConfig."))] = \
-        Field(default_factory=VectorizeConfig)
-    xy_block_multiplier: BlockMultiplier = DEFAULT_BLOCK_MULTIPLIER
+        "A mapping; unknown keys are errors. `stats` (default true): compute `score_mean`. `connectivity` "
+        "(4, default, or 8): pixels touching by an edge, or also by a corner, are one region (GDAL's "
+        "`8CONNECTED`). `min_area` (default 0): drop polygons smaller than this, in squared units of the "
+        "store's CRS, after merging across blocks. `simplify_tolerance` (default 0): Douglas-Peucker "
+        "tolerance in units of the store's CRS, topology preserved, after merging and before "
+        "reprojection."))] = Field(default_factory=VectorizeConfig)
+    xy_block_multiplier: Annotated[BlockMultiplier, Field(description=(
+        "Store chunks per block side (1..64): a block is one polygonize task. It bounds a task's memory and "
+        "never changes the result."))] = DEFAULT_BLOCK_MULTIPLIER
     vector_crs: Annotated[str | None, AfterValidator(_vector_crs), Field(description=(
-        "CRS of the polygons, anything pyproj reads ('EPSG:4326'); None keeps the stores' own."))] = \
-        DEFAULT_VECTOR_CRS
+        "CRS of the output geometries, anything pyproj reads (`EPSG:4326`). None keeps the store's CRS (the "
+        "stores of an index must then share one). Vertices are reprojected as they are, edges are not "
+        "densified."))] = DEFAULT_VECTOR_CRS

@@ -120,7 +120,8 @@ def union_pieces(pieces: np.ndarray):
     # at tolerance 0 moves no edge, so the topology-preserving variant (3x the
     # CPU on large unions) has nothing to preserve.
     merged = shapely.get_parts(shapely.simplify(union, 0.0, preserve_topology=False))
-    holes = np.concatenate([shapely.get_interior_ring(p, np.arange(shapely.get_num_interior_rings(p))) for p in top])
+    holes = np.concatenate([shapely.get_interior_ring(p, np.arange(shapely.get_num_interior_rings(p)))
+                            for p in top])
     if len(holes) and len(merged) == 1:
         merged = [shapely.Polygon(merged[0].exterior, [*merged[0].interiors, *holes])]
     elif len(holes):
@@ -133,12 +134,14 @@ def union_pieces(pieces: np.ndarray):
         owner[h[first]] = m[first]
         if (owner < 0).any():  # a hole outside every outline: the reasoning above failed
             raise RuntimeError(f"{int((owner < 0).sum())} hole(s) enclosed by no part of their component")
-        merged = [shapely.Polygon(p.exterior, [*p.interiors, *holes[owner == k]]) for k, p in enumerate(merged)]
+        merged = [shapely.Polygon(p.exterior, [*p.interiors, *holes[owner == k]])
+                  for k, p in enumerate(merged)]
     parts = [*merged, *polygons[island]]
     return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
 
 
-def join_border_pieces(border: pa.Table, finishers: Sequence[Finisher], settings: VectorizeSettings) -> pa.Table:
+def join_border_pieces(border: pa.Table, finishers: Sequence[Finisher],
+                       settings: VectorizeSettings) -> pa.Table:
     """Union the border pieces of each component and finish them like whole pieces."""
     if border.num_rows == 0:
         return PART_SCHEMA.empty_table()
@@ -167,11 +170,12 @@ def join_border_pieces(border: pa.Table, finishers: Sequence[Finisher], settings
             geoms[k] = pieces[members[c][0]]
         # GEOS releases the GIL: the unions of large components run side by side.
         with ThreadPoolExecutor(max_workers=min(len(joined), os.cpu_count() or 1) or 1) as pool:
-            geoms[joined] = list(pool.map(lambda k: union_pieces(pieces[members[idx[k]]]), joined))
+            geoms[joined] = list(pool.map(lambda k, idx=idx: union_pieces(pieces[members[idx[k]]]), joined))
         stamp = None
         if times is not None and len(idx) and not pd.isna(times[idx[0]]):
             stamp = pd.Timestamp(times[idx[0]])
         tables.append(_finished_rows(
-            finishers[s], geoms, pixels[idx], None if sums is None else sums[idx], label, stamp, int(s), int(t),
+            finishers[s], geoms, pixels[idx], None if sums is None else sums[idx], label, stamp, int(s),
+            int(t),
         ))
     return pa.concat_tables(tables) if tables else PART_SCHEMA.empty_table()
