@@ -14,11 +14,11 @@ and adds noise; NIR and the other L2A bands are derived from it (they are not
 measurements), each at its Sentinel-2 resolution (10, 20 or 60 m). The grid
 origin is moved by < 60 m onto a multiple of 60 m, as Sentinel-2 tiles are.
 SCL (20 m) is vegetation/water with cloud blobs (8, 9, 10: bright in the
-bands), their shadows (3: dark), a few saturated (1) and unclassified (7) pixels; one scene has a no-data strip
-(SCL 0, bands 0). Scenes from 2022-01-25 on use processing baseline 04.00 and
-carry the +1000 BOA offset, earlier ones 03.01. One scene per year has 90 %
-cloud cover (above build_mosaic's 75 % limit). Asset keys follow Earth Search
-v1 (``blue``, ``green``, ..., ``scl``).
+bands), their shadows (3: dark), a few saturated (1) and unclassified (7)
+pixels; one scene has a no-data strip (SCL 0, bands 0). Scenes from 2022-01-25
+on use processing baseline 04.00 and carry the +1000 BOA offset, earlier ones
+03.01. One scene per year has 90 % cloud cover (above build_mosaic's 75 %
+limit). Asset keys follow Earth Search v1 (``blue``, ``green``, ..., ``scl``).
 
 NAIP-like (collection ``naip``): the two Haiti RGBN cut-outs (uint8, 5 m,
 overlapping) as two acquisitions, the second cut-out the OLDER one, so "most
@@ -149,7 +149,8 @@ def _as_seen(values: np.ndarray, scl10: np.ndarray) -> np.ndarray:
     return values
 
 
-def _item(item_id: str, collection: str, dt: str, geom_4326: dict, bbox, properties: dict, assets: dict) -> dict:
+def _item(item_id: str, collection: str, dt: str, geom_4326: dict, bbox, properties: dict,
+          assets: dict) -> dict:
     return {
         "type": "Feature", "stac_version": "1.1.0", "stac_extensions": [], "id": item_id,
         "collection": collection, "geometry": geom_4326, "bbox": list(bbox),
@@ -207,7 +208,8 @@ def make_sentinel2(out: Path, size: int = S2_SIZE_10M) -> list[dict]:
                 dn[_block_mean(nodata10.astype(float), res // 10) > 0] = 0
             path = scene_dir / f"{key}.tif"
             _cog(path, dn[None].astype("uint16"), transform * Affine.scale(res / 10), crs, 0)
-            assets[asset] = {"href": str(path.resolve()), "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            assets[asset] = {"href": str(path.resolve()),
+                             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                              "roles": ["data"], "gsd": res}
         scl_path = scene_dir / "SCL.tif"
         _cog(scl_path, scl[None], transform * Affine.scale(2), crs, None)
@@ -218,7 +220,8 @@ def make_sentinel2(out: Path, size: int = S2_SIZE_10M) -> list[dict]:
         props = {"eo:cloud_cover": cloud, "s2:processing_baseline": baseline, "proj:code": crs.to_string(),
                  "platform": "sentinel-2x"}
         items.append(_item(item_id, S2_COLLECTION, dt, geom, bbox, props, assets))
-    _write_collection(out, _collection(S2_COLLECTION, items, "Sentinel-2 L2A-like scenes made from Landsat-8 (tests)"),
+    _write_collection(out, _collection(S2_COLLECTION, items,
+                                       "Sentinel-2 L2A-like scenes made from Landsat-8 (tests)"),
                       items)
     return items
 
@@ -233,11 +236,13 @@ def make_naip(out: Path) -> list[dict]:
         with rasterio.open(path) as src:
             geom, bbox = _footprint(src.bounds, src.crs)
             crs = src.crs.to_string()
-        assets = {"image": {"href": str(path.resolve()), "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+        assets = {"image": {"href": str(path.resolve()),
+                            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                             "roles": ["data"]}}
         items.append(_item(f"naip_{Path(name).stem}_{dt[:10]}", NAIP_COLLECTION, dt, geom, bbox,
                            {"proj:code": crs, "gsd": 5.0}, assets))
-    _write_collection(out, _collection(NAIP_COLLECTION, items, "NAIP-like RGBN acquisitions made from the Haiti sample"),
+    _write_collection(out, _collection(NAIP_COLLECTION, items,
+                                       "NAIP-like RGBN acquisitions made from the Haiti sample"),
                       items)
     return items
 
@@ -257,6 +262,7 @@ if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     start = datetime.now()
-    for cid, folder in make(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) == 3 else S2_SIZE_10M).items():
+    for cid, folder in make(Path(sys.argv[1]),
+                            int(sys.argv[2]) if len(sys.argv) == 3 else S2_SIZE_10M).items():
         print(f"{cid}: {folder}")
     print(f"done in {(datetime.now() - start).total_seconds():.1f} s")

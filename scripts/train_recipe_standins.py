@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import rasterio
@@ -92,7 +92,8 @@ def chesapeake_rule(x: np.ndarray) -> np.ndarray:
 def tile2net_rule(x: np.ndarray) -> np.ndarray:
     brightness = x.mean(axis=0)
     grey = _grey(x)
-    return np.where(grey & (brightness > 215), 3, np.where(grey & (brightness >= 140), 2, np.where(grey, 1, 0)))
+    return np.where(grey & (brightness > 215), 3,
+                    np.where(grey & (brightness >= 140), 2, np.where(grey, 1, 0)))
 
 
 @dataclass(frozen=True)
@@ -115,16 +116,18 @@ STANDINS = [
                     "harvest B04", "harvest B03", "harvest B02", "harvest B08"],
             ["non_field_background", "field", "field_boundaries"], False, 3000.0, None, None, ftw_rule,
             "field where NDVI > 0.3 in either season; boundary = field pixel with a non-field 4-neighbour",
-            "(B, 8, H, W) float32 Sentinel-2 L2A reflectance x 10000, planting then harvest, each B04 B03 B02 B08"),
+            "(B, 8, H, W) float32 Sentinel-2 L2A reflectance x 10000, planting then harvest, "
+            "each B04 B03 B02 B08"),
     Standin("meta_chm_v1", ["red", "green", "blue"], ["height"], True, 255.0,
             (0.420, 0.411, 0.296), (0.213, 0.156, 0.143), chm_rule,
             "height = 30 m x clip(excess green / 0.25, 0, 1)",
             "(B, 3, H, W) float32 NAIP red, green, blue (0-255)"),
-    Standin("chesapeake_rsc", ["red", "green", "blue", "nir"], ["background", "road"], False, 255.0, None, None,
-            chesapeake_rule, "road where grey, NDVI < 0.1 and 70 <= mean RGB <= 200",
+    Standin("chesapeake_rsc", ["red", "green", "blue", "nir"], ["background", "road"], False, 255.0,
+            None, None, chesapeake_rule, "road where grey, NDVI < 0.1 and 70 <= mean RGB <= 200",
             "(B, 4, H, W) float32 NAIP red, green, blue, nir (0-255)"),
-    Standin("tile_2_net", ["red", "green", "blue"], ["background", "road", "sidewalk", "crosswalk"], False, 255.0,
-            *IMAGENET, tile2net_rule, "grey pixels: road (mean RGB < 140), sidewalk (140-215), crosswalk (> 215)",
+    Standin("tile_2_net", ["red", "green", "blue"], ["background", "road", "sidewalk", "crosswalk"],
+            False, 255.0, *IMAGENET, tile2net_rule,
+            "grey pixels: road (mean RGB < 140), sidewalk (140-215), crosswalk (> 215)",
             "(B, 3, H, W) float32 NAIP red, green, blue (0-255)"),
 ]
 
@@ -191,7 +194,8 @@ def train(spec: Standin) -> dict:
             loss = (((out[:, 0] - y) ** 2) * m).sum() / m.sum().clamp(min=1)
         else:
             y = torch.from_numpy(np.stack(ys).astype(np.int64))
-            loss = (torch.nn.functional.cross_entropy(out, y, reduction="none") * m).sum() / m.sum().clamp(min=1)
+            loss = ((torch.nn.functional.cross_entropy(out, y, reduction="none") * m).sum()
+                    / m.sum().clamp(min=1))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -220,7 +224,8 @@ def train(spec: Standin) -> dict:
         "labels": spec.labels,
         "normalisation": {"divide_by": spec.scale, "mean": spec.mean, "std": spec.std},
         "receptive_field": {"radius": 3},
-        "training": {"data": "rasterflow/samples/haiti_rgbn, crops of both cut-outs; scored on all of rgbn_subb",
+        "training": {"data": "rasterflow/samples/haiti_rgbn, crops of both cut-outs; "
+                             "scored on all of rgbn_subb",
                      "rule": spec.rule_text, "seed": SEED, "steps": STEPS, "crop": CROP,
                      "script": "scripts/train_recipe_standins.py", **score},
         "torch": torch.__version__.split("+")[0],

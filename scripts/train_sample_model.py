@@ -97,7 +97,7 @@ def explain() -> None:
     diff = (dn[0] - dn[2])[valid]
     counts, edges = np.histogram(diff, bins=np.arange(0, 2001, 100))
     print("blue - red (DN), all tiles:")
-    for lo, n in zip(edges[:-1], counts):
+    for lo, n in zip(edges[:-1], counts, strict=True):
         print(f"  {int(lo):5d}..{int(lo) + 99:5d} {n:8d} {'#' * int(60 * n / counts.max())}")
 
 
@@ -129,7 +129,7 @@ def main() -> None:
 
     tiles = [read_tile(t) for t in TRAIN_TILES]
     labels = [rule(t) for t in tiles]
-    pixels = np.concatenate([t[:, v] for t, (_, v) in zip(tiles, labels)], axis=1)
+    pixels = np.concatenate([t[:, v] for t, (_, v) in zip(tiles, labels, strict=True)], axis=1)
     mean, std = pixels.mean(axis=1), pixels.std(axis=1)
     water_share = float(np.mean(np.concatenate([y[v] for y, v in labels])))
 
@@ -167,7 +167,8 @@ def main() -> None:
         "sha256": hashlib.sha256(pt2.read_bytes()).hexdigest(),
         "format": "torch.export archive (torch.export.save), torch " + torch.__version__.split("+")[0],
         "input": "(B, 3, H, W) float32 Landsat-8 OLI L1 digital numbers; B, H and W dynamic (H, W >= 8)",
-        "output": "(B, 2, H, W) float32 logits; actor semantic_segmentation_pytorch turns them into probabilities",
+        "output": "(B, 2, H, W) float32 logits; actor semantic_segmentation_pytorch turns them "
+                  "into probabilities",
         "features": FEATURES,
         "labels": LABELS,
         "normalisation": {
@@ -183,7 +184,8 @@ def main() -> None:
         "training": {
             "data": f"rasterflow/samples/landsat8_iguazu tiles {TRAIN_TILES} (LC08 224/078 2020-05-18)",
             "rule": f"water where blue - red > {RULE_THRESHOLD} DN, else land; nodata pixels left out",
-            "rule_why": "blue - red is bimodal on this scene, valley at 1500-1600 DN (scripts/train_sample_model.py --explain)",
+            "rule_why": "blue - red is bimodal on this scene, valley at 1500-1600 DN "
+                        "(scripts/train_sample_model.py --explain)",
             "water_share": round(water_share, 4),
             "seed": SEED, "steps": STEPS, "batch": BATCH, "crop": CROP, "optimiser": "Adam lr 1e-2",
             "holdout_tile": HOLDOUT_TILE, "holdout_agreement_with_rule": round(accuracy, 4),
@@ -191,7 +193,8 @@ def main() -> None:
         },
     }
     (OUT / f"{NAME}.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"wrote {pt2} ({pt2.stat().st_size} bytes) and {NAME}.json in {time.perf_counter() - started:.1f} s")
+    print(f"wrote {pt2} ({pt2.stat().st_size} bytes) and {NAME}.json "
+          f"in {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from rasterio.features import geometry_mask
 from rasterio.warp import Resampling, reproject
 
 
-def gdal_mosaic(paths, bands, crs, transform: Affine, shape, nodata, resampling=Resampling.nearest, mask_geometry=None):
+def gdal_mosaic(paths, bands, crs, transform: Affine, shape, nodata,
+                resampling=Resampling.nearest, mask_geometry=None):
     out = None
     for path in paths:
         with rasterio.open(path) as src:

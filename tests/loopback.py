@@ -51,7 +51,8 @@ def stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def wait_until(ready: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+def wait_until(ready: Callable[[], bool], timeout: float, what: str,
+               proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -93,5 +94,6 @@ def prefect_server(home: Path) -> Iterator[str]:
 def prefect_worker(pool: str, api_url: str, log: Path, **env: str) -> Iterator[subprocess.Popen]:
     """A process worker polling ``pool`` every second."""
     args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
-    with process(args, log, child_env(PREFECT_API_URL=api_url, PREFECT_WORKER_QUERY_SECONDS="1", **env)) as worker:
+    worker_env = child_env(PREFECT_API_URL=api_url, PREFECT_WORKER_QUERY_SECONDS="1", **env)
+    with process(args, log, worker_env) as worker:
         yield worker

@@ -24,7 +24,8 @@ def foreground(values: np.ndarray, threshold: float, nodata: float) -> np.ndarra
 
 
 def whole_raster_polygons(fg: np.ndarray, transform: Affine, connectivity: int) -> np.ndarray:
-    found = [shape(g) for g, _ in shapes(fg.astype(np.uint8), mask=fg, connectivity=connectivity, transform=transform)]
+    pieces = shapes(fg.astype(np.uint8), mask=fg, connectivity=connectivity, transform=transform)
+    found = [shape(g) for g, _ in pieces]
     return shapely.make_valid(np.array(found, dtype=object), method="structure", keep_collapsed=False)
 
 

@@ -54,12 +54,14 @@ class FlattenHead(torch.nn.Module):
         return self.linear(x.reshape(x.shape[0], 3 * 32 * 32)).reshape(x.shape[0], 2, 32, 32)
 
 
-def export(model: torch.nn.Module, path: Path, channels: int, dynamic_batch: bool = True, batch: int = 2) -> Path:
+def export(model: torch.nn.Module, path: Path, channels: int,
+           dynamic_batch: bool = True, batch: int = 2) -> Path:
     """A .pt2 with dynamic height and width (and batch unless told otherwise)."""
     dims = {2: torch.export.Dim("h", min=8, max=4096), 3: torch.export.Dim("w", min=8, max=4096)}
     if dynamic_batch:
         dims[0] = torch.export.Dim("b", min=1, max=4096)
-    program = torch.export.export(model.eval(), (torch.zeros(batch, channels, 32, 32),), dynamic_shapes={"x": dims})
+    program = torch.export.export(model.eval(), (torch.zeros(batch, channels, 32, 32),),
+                                  dynamic_shapes={"x": dims})
     torch.export.save(program, path)
     return path
 
@@ -88,7 +90,8 @@ def build_store(root: Path, sample: str, crs_epsg: int, bands: list[str], chunk:
     return plan.stores[0].spec.uri
 
 
-def rewrite_zip(src: Path, dst: Path, replace: dict[str, bytes] | None = None, add: dict[str, bytes] | None = None) -> Path:
+def rewrite_zip(src: Path, dst: Path, replace: dict[str, bytes] | None = None,
+                add: dict[str, bytes] | None = None) -> Path:
     """A copy of a zip archive with entries replaced (by their name after the top folder) or added."""
     replace, add = replace or {}, add or {}
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
@@ -129,8 +132,8 @@ class TinyUNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = self.down(x / 1000.0)
-        deep = torch.nn.functional.interpolate(self.bottom(torch.nn.functional.max_pool2d(skip, 2)), scale_factor=2.0,
-                                               mode="bilinear", align_corners=False)
+        deep = torch.nn.functional.interpolate(self.bottom(torch.nn.functional.max_pool2d(skip, 2)),
+                                               scale_factor=2.0, mode="bilinear", align_corners=False)
         return self.head(torch.cat([skip, deep], dim=1))
 
 
@@ -138,5 +141,6 @@ def export_even(model: torch.nn.Module, path: Path) -> Path:
     """Height and width dynamic but even (2 * Dim), as pooling nets need."""
     dims = {0: torch.export.Dim("b", min=1, max=4096), 2: 2 * torch.export.Dim("h", min=4, max=4096),
             3: 2 * torch.export.Dim("w", min=4, max=4096)}
-    torch.export.save(torch.export.export(model.eval(), (torch.zeros(2, 3, 64, 64),), dynamic_shapes={"x": dims}), path)
+    program = torch.export.export(model.eval(), (torch.zeros(2, 3, 64, 64),), dynamic_shapes={"x": dims})
+    torch.export.save(program, path)
     return path

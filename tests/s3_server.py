@@ -52,6 +52,21 @@ def _wait_http(url: str, timeout: float, process: subprocess.Popen | None = None
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+def _read_body(request: BaseHTTPRequestHandler) -> bytes:
+    """The whole body of ``request``: chunked transfer encoding, or Content-Length bytes."""
+    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int(request.rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                while request.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(parts)
+            parts.append(request.rfile.read(size))
+            request.rfile.readline()
+    return request.rfile.read(int(request.headers.get("Content-Length") or 0))
+
+
 class MotoServer:
     """``moto_server`` on 127.0.0.1:<free port>, stopped by its PID."""
 
@@ -61,7 +76,8 @@ class MotoServer:
         self._log = open(log_path, "wb")
         executable = Path(sys.executable).with_name("moto_server")
         self.process = subprocess.Popen(
-            [str(executable), "-H", "127.0.0.1", "-p", str(self.port)], stdout=self._log, stderr=subprocess.STDOUT,
+            [str(executable), "-H", "127.0.0.1", "-p", str(self.port)], stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_http(f"{self.endpoint}/moto-api/", timeout=60, process=self.process)
@@ -124,21 +140,8 @@ class FaultProxy:
             def log_message(self, *args) -> None:  # quiet
                 pass
 
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    parts = []
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0], 16)
-                        if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                                pass
-                            return b"".join(parts)
-                        parts.append(self.rfile.read(size))
-                        self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
             def _relay(self) -> None:
-                body = self._body()  # read whole, so a faulted request leaves the connection usable
+                body = _read_body(self)  # read whole, so a faulted request leaves the connection usable
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path, self.headers.get("User-Agent", ""),
                                            self.headers.get("x-amz-request-payer")))
@@ -164,9 +167,11 @@ class FaultProxy:
                     data = response.read()
                     self.send_response(response.status, response.reason)
                     for key, value in response.getheaders():
-                        if key.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
+                        if key.lower() not in ("transfer-encoding", "connection", "content-length", "date",
+                                               "server"):
                             self.send_header(key, value)
-                    length = response.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+                    length = (response.getheader("Content-Length") if self.command == "HEAD"
+                              else str(len(data)))
                     self.send_header("Content-Length", length or "0")
                     self.end_headers()
                     if self.command != "HEAD":

@@ -73,7 +73,8 @@ def stac_api(stac_sample) -> str:
                         break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"rustac serve did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+                    stderr = proc.stderr.read().decode() if proc.stderr else ""
+                    pytest.fail(f"rustac serve did not start: {stderr}")
                 time.sleep(0.1)
         yield url
     finally:
@@ -90,8 +91,8 @@ def catalog_overrides(url: str) -> dict[DatasetEnum, DatasetSource]:
 
 
 def stac_config(url: str, output_root: Path, **extra) -> RasterflowConfig:
-    return RasterflowConfig(output_uri=str(output_root), datasets=catalog_overrides(url), max_workers=2, retries=1,
-                            retry_delay_seconds=0.1, **extra)
+    return RasterflowConfig(output_uri=str(output_root), datasets=catalog_overrides(url), max_workers=2,
+                            retries=1, retry_delay_seconds=0.1, **extra)
 
 
 def s2_grid_bounds(stac_sample) -> tuple[float, float, float, float]:

@@ -66,7 +66,8 @@ def test_build_mosaic_command(tmp_path, stac_api, stac_sample):
     config = tmp_path / "rasterflow.yaml"
     config.write_text(f"output_uri: {tmp_path / 'out'}\nmax_workers: 2\n"
                       f"datasets:\n  s2med_windowed_pixel: {{stac_url: '{stac_api}'}}\n")
-    args = ["build-mosaic", aoi, "--dataset", "s2med_windowed_pixel", "--crs-epsg", "32621", "--config", str(config)]
+    args = ["build-mosaic", aoi, "--dataset", "s2med_windowed_pixel", "--crs-epsg", "32621",
+            "--config", str(config)]
     result = runner.invoke(app, [*args, "--start", "2021-06-01", "--end", "2021-01-01"])
     assert result.exit_code == 2 and "end=" in result.output
     result = runner.invoke(app, [*args, "--start", "2021-01-01", "--end", "2021-12-31"])

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 
 import pytest
 import yaml
+from loopback import prefect_server, prefect_worker
 from typer.testing import CliRunner
 
 from rasterflow import RasterflowClient
@@ -22,8 +23,6 @@ from rasterflow.engine.index import read_index
 from rasterflow.engine.store import read_marker
 from rasterflow.enums import RuntimeEnum
 from rasterflow.errors import InvalidParameterError, RasterflowError
-
-from loopback import prefect_server, prefect_worker
 
 SIZES = [RuntimeEnum.SMALL, RuntimeEnum.LARGE]
 
@@ -85,7 +84,8 @@ def test_deploy_twice_changes_nothing(deployed):
         pool = client.read_work_pool("rasterflow-large")
         names = {d.name for d in client.read_deployments()}
     env = pool.base_job_template["variables"]["properties"]["env"]["default"]
-    assert env["RASTERFLOW_RUNTIME"] == "large" and env["PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"] == "16"
+    assert (env["RASTERFLOW_RUNTIME"] == "large"
+            and env["PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"] == "16")
     assert {"small", "large"} <= names
 
 
@@ -126,7 +126,8 @@ def test_wait_false_returns_the_flow_run_id(deployed, landsat):
 def test_a_failed_run_is_a_rasterflow_error_naming_the_run(deployed, landsat):
     client = RasterflowClient(deployed["config"].model_copy(update={"execution": "deployment"}))
     with pytest.raises(RasterflowError) as raised:
-        client.build_gti_mosaic(str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"), ["nir"], "location")
+        client.build_gti_mosaic(str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"), ["nir"],
+                                "location")
     message = str(raised.value)
     run = _latest_run_of("build-gti-mosaic/small")
     assert str(run.id) in message and "FAILED" in message and "nir" in message
@@ -135,8 +136,8 @@ def test_a_failed_run_is_a_rasterflow_error_naming_the_run(deployed, landsat):
 def test_wait_false_needs_deployment_mode(tmp_path, landsat):
     client = RasterflowClient(RasterflowConfig(output_uri=str(tmp_path)))
     with pytest.raises(InvalidParameterError, match="wait"):
-        client.build_gti_mosaic(str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"), ["red"], "location",
-                                wait=False)
+        client.build_gti_mosaic(str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"), ["red"],
+                                "location", wait=False)
     assert not any(tmp_path.iterdir())
 
 

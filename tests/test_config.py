@@ -138,7 +138,8 @@ def test_work_pools_override_keeps_other_sizes():
 
 
 def test_storage_options_for_scheme():
-    config = parse_config({"storage_options": {"s3": {"anon": True}, "file": {"auto_mkdir": True}, "gs": {"token": "x"}}})
+    config = parse_config({"storage_options": {"s3": {"anon": True}, "file": {"auto_mkdir": True},
+                                               "gs": {"token": "x"}}})
     assert config.storage_options_for("s3://bucket/key.zarr") == {
         "anon": True, "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}},
     }
@@ -190,6 +191,7 @@ def test_dataset_sources_are_checked():
 def test_s3_retries_default_but_configured_ones_win():
     config = parse_config({"storage_options": {"s3": {"config_kwargs": {
         "retries": {"max_attempts": 3}, "connect_timeout": 5}}}})
-    assert config.storage_options_for("s3://b/k")["config_kwargs"] == {"retries": {"max_attempts": 3}, "connect_timeout": 5}
+    assert config.storage_options_for("s3://b/k")["config_kwargs"] == {"retries": {"max_attempts": 3},
+                                                                       "connect_timeout": 5}
     assert RasterflowConfig().storage_options_for("s3://b/k") == {
         "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}}

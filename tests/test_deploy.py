@@ -57,7 +57,7 @@ def test_kubernetes_templates_carry_each_sizes_resources():
 
 def test_every_pool_bounds_its_thread_pool_by_its_cpus():
     for pool_type in ("process", "docker", "kubernetes"):
-        for pool, runtime in zip(pool_plan(RasterflowConfig(), pool_type), RuntimeEnum):
+        for pool, runtime in zip(pool_plan(RasterflowConfig(), pool_type), RuntimeEnum, strict=True):
             env = pool.base_job_template["variables"]["properties"]["env"]["default"]
             assert env["PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"] == str(int(runtime.spec.cpu))
             assert pool.name == f"rasterflow-{runtime.value}" and pool.type == pool_type
@@ -81,6 +81,7 @@ def test_committed_deployment_files_match_the_code():
 def test_prefect_yaml_declares_the_same_deployments_plus_a_paused_schedule():
     declared = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())["deployments"]
     plan = {(d.flow_name, d.name, d.work_pool_name) for d in deployment_plan(RasterflowConfig())}
-    assert {(d["flow_name"], d["name"], d["work_pool"]["name"]) for d in declared if "schedules" not in d} == plan
+    assert {(d["flow_name"], d["name"], d["work_pool"]["name"])
+            for d in declared if "schedules" not in d} == plan
     (scheduled,) = [d for d in declared if "schedules" in d]
     assert scheduled["schedules"][0]["cron"] == "0 3 * * *" and scheduled["schedules"][0]["active"] is False

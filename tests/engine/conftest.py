@@ -33,7 +33,8 @@ def landsat_index() -> Path:
 
 @pytest.fixture(scope="session")
 def haiti_tiles() -> list[Path]:
-    """rgbn_suba, rgbn_subb: 4 bands uint8, nodata 0, EPSG:32618, 5 m, grids offset by a fraction of a pixel."""
+    """rgbn_suba, rgbn_subb: 4 bands uint8, nodata 0, EPSG:32618, 5 m, grids offset by a fraction
+    of a pixel."""
     return [HAITI / "rgbn_suba.tif", HAITI / "rgbn_subb.tif"]
 
 

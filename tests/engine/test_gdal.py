@@ -18,7 +18,8 @@ def test_gdal_env_from_s3_storage_options(monkeypatch):
     assert gdal_credentials(options) == {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
 
     virtual = gdal_env(storage_options={"endpoint_url": "https://s3.example.org/",
-                                        "config_kwargs": {"s3": {"addressing_style": "virtual"}}, "anon": True})
+                                        "config_kwargs": {"s3": {"addressing_style": "virtual"}},
+                                        "anon": True})
     assert (virtual["AWS_S3_ENDPOINT"], virtual["AWS_HTTPS"], virtual["AWS_VIRTUAL_HOSTING"]) == (
         "s3.example.org", "YES", "TRUE")
     assert virtual["AWS_NO_SIGN_REQUEST"] == "YES"

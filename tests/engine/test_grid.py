@@ -12,7 +12,8 @@ from rasterflow.engine.grid import Grid, native_resolution, snapped_grid, utm_ep
 
 @pytest.fixture
 def grid() -> Grid:
-    return Grid(crs="EPSG:32621", transform=(30.0, 0.0, 731430.0, 0.0, -30.0, -2791380.0), width=200, height=100)
+    return Grid(crs="EPSG:32621", transform=(30.0, 0.0, 731430.0, 0.0, -30.0, -2791380.0),
+                width=200, height=100)
 
 
 def _source(path):
@@ -82,7 +83,8 @@ def test_snapped_grid_point_bounds_give_one_pixel():
 
 @pytest.mark.parametrize("dst", ["EPSG:3857", "EPSG:4326", "EPSG:32721"])
 def test_native_resolution_one_tile_matches_gdal(landsat_tile, dst):
-    assert native_resolution([_source(landsat_tile)], CRS.from_user_input(dst)) == _gdal_res(landsat_tile, dst)
+    res = native_resolution([_source(landsat_tile)], CRS.from_user_input(dst))
+    assert res == _gdal_res(landsat_tile, dst)
 
 
 def test_native_resolution_same_crs_is_source_resolution(landsat_tile):
@@ -111,15 +113,19 @@ def test_native_resolution_landsat_tiles(landsat_tiles):
 @pytest.mark.parametrize(
     "g",
     [
-        Grid(crs="EPSG:32621", transform=(30.0, 0.0, 731430.0, 0.0, -30.0, -2791380.0), width=646, height=546),
-        Grid(crs="EPSG:3857", transform=(33.2, 0.0, -6089475.5, 0.0, -33.2, -2902509.3), width=655, height=560),
-        Grid(crs="EPSG:32618", transform=(5.0, 0.0, 792928.0, 0.0, -5.0, 2050112.0), width=276, height=212),
+        Grid(crs="EPSG:32621", transform=(30.0, 0.0, 731430.0, 0.0, -30.0, -2791380.0),
+             width=646, height=546),
+        Grid(crs="EPSG:3857", transform=(33.2, 0.0, -6089475.5, 0.0, -33.2, -2902509.3),
+             width=655, height=560),
+        Grid(crs="EPSG:32618", transform=(5.0, 0.0, 792928.0, 0.0, -5.0, 2050112.0),
+             width=276, height=212),
     ],
     ids=["utm21s", "webmercator", "utm18n"],
 )
 def test_footprint_contains_centre(g):
     minx, miny, maxx, maxy = g.bounds
-    lon, lat = Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True).transform((minx + maxx) / 2, (miny + maxy) / 2)
+    to_lonlat = Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform((minx + maxx) / 2, (miny + maxy) / 2)
     footprint = g.footprint()
     assert footprint.is_valid
     assert footprint.contains(Point(lon, lat))

@@ -14,7 +14,8 @@ def fail_with(kind: str) -> None:
     """Module level, so a worker can import it by name."""
     if kind == "store":
         raise StoreError("s3://bucket/store.zarr: no such store")
-    raise InputReadError("s3://bucket/tile.tif", "connection reset", transient=True)  # __init__ pickling cannot replay
+    # __init__ pickling cannot replay
+    raise InputReadError("s3://bucket/tile.tif", "connection reset", transient=True)
 
 
 def test_runs_in_another_process_and_returns_the_result():

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-
 import geopandas as gpd
 import pytest
 from shapely.geometry import box

@@ -18,13 +18,15 @@ NEAREST = ResamplingMethod.NEAREST
 
 def _read(path):
     with rasterio.open(path) as src:
-        grid = Grid(crs=src.crs.to_wkt(), transform=tuple(src.transform)[:6], width=src.width, height=src.height)
+        grid = Grid(crs=src.crs.to_wkt(), transform=tuple(src.transform)[:6], width=src.width,
+                    height=src.height)
         return grid, src.read(), src.nodata
 
 
 def _tile(path, bands=None):
     with rasterio.open(path) as src:
-        return TileRead(uri=str(path), band_indexes=tuple(bands or range(1, src.count + 1)), nodata=src.nodata)
+        return TileRead(uri=str(path), band_indexes=tuple(bands or range(1, src.count + 1)),
+                        nodata=src.nodata)
 
 
 def _render(grid, tiles, **kwargs):
@@ -124,7 +126,8 @@ def test_nodata_of_later_tile_does_not_overwrite(haiti_tiles, tmp_path):
 def test_mask_geometry_sets_outside_to_nodata(landsat_tile):
     grid, pixels, _ = _read(landsat_tile)
     minx, miny, maxx, maxy = grid.bounds
-    circle = Point(minx + 0.4 * (maxx - minx) + 7.3, miny + 0.55 * (maxy - miny) + 3.1).buffer(0.3 * (maxy - miny))
+    circle = Point(minx + 0.4 * (maxx - minx) + 7.3,
+                   miny + 0.55 * (maxy - miny) + 3.1).buffer(0.3 * (maxy - miny))
     out = _render(grid, [_tile(landsat_tile)], mask_geometry=circle)
 
     a = grid.affine
@@ -166,7 +169,8 @@ def test_reprojected_nearest_matches_proj_per_pixel(landsat_tile, web_mercator_g
 
     a, s = grid.affine, src_grid.affine
     cols, rows = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
-    x, y = Transformer.from_crs(grid.crs, src_grid.crs, always_xy=True).transform(a.c + a.a * cols, a.f + a.e * rows)
+    to_src = Transformer.from_crs(grid.crs, src_grid.crs, always_xy=True)
+    x, y = to_src.transform(a.c + a.a * cols, a.f + a.e * rows)
     src_col = np.floor((x - s.c) / s.a).astype(int)
     src_row = np.floor((y - s.f) / s.e).astype(int)
     inside = (src_col >= 0) & (src_col < src_grid.width) & (src_row >= 0) & (src_row < src_grid.height)
@@ -177,7 +181,8 @@ def test_reprojected_nearest_matches_proj_per_pixel(landsat_tile, web_mercator_g
     np.testing.assert_array_equal(out, expected)
 
 
-@pytest.mark.parametrize("res, col_off, row_off", [(30, -5, 400), (10, 7, -11), (10, -40, 25), (15, 3, -5), (5, -1, 2)])
+@pytest.mark.parametrize("res, col_off, row_off", [(30, -5, 400), (10, 7, -11), (10, -40, 25),
+                                                   (15, 3, -5), (5, -1, 2)])
 @pytest.mark.parametrize("dtype, nodata", [("uint16", 0), ("float32", float("nan"))])
 def test_read_aligned_equals_the_warp(landsat_tile, res, col_off, row_off, dtype, nodata):
     """Grids whose pixels divide the tile's, edges on its edges, some partly outside it."""
@@ -185,7 +190,8 @@ def test_read_aligned_equals_the_warp(landsat_tile, res, col_off, row_off, dtype
 
     with rasterio.open(landsat_tile) as src:
         t = src.transform
-        grid = Grid(crs=src.crs.to_wkt(), transform=(res, 0.0, t.c + col_off * res, 0.0, -res, t.f - row_off * res),
+        grid = Grid(crs=src.crs.to_wkt(),
+                    transform=(res, 0.0, t.c + col_off * res, 0.0, -res, t.f - row_off * res),
                     width=300, height=200)
     tile = _tile(landsat_tile)
     got = read_aligned(grid, tile, dtype, nodata)

@@ -20,4 +20,5 @@ def output_root(tmp_path):
 
 @pytest.fixture
 def client(output_root) -> RasterflowClient:
-    return RasterflowClient(RasterflowConfig(output_uri=str(output_root), max_workers=2, retries=1, retry_delay_seconds=0.1))
+    return RasterflowClient(RasterflowConfig(output_uri=str(output_root), max_workers=2, retries=1,
+                                             retry_delay_seconds=0.1))

@@ -11,15 +11,15 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import zarr
-from predict_fixtures import SHIPPED_MODEL
 from pictures import pixels
+from predict_fixtures import SHIPPED_MODEL
 from prefect_runs import artifacts, latest_flow_run
 
 from rasterflow import RasterflowClient
 from rasterflow.config import RasterflowConfig
-from rasterflow.enums import InferenceActorEnum, MergeModeEnum
 from rasterflow.engine.index import stores_of
 from rasterflow.engine.publish.quicklook import MAX_SIZE, store_png
+from rasterflow.enums import InferenceActorEnum, MergeModeEnum
 
 DATA_URI = re.compile(r"!\[quicklook\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
 
@@ -40,8 +40,9 @@ def chain(landsat, tmp_path_factory):
         crs_epsg=32621, resolution=120, xy_chunksize=128, shard_size_bytes=256 * 256 * 6,
     ))
     water = run("predict-mosaic", lambda: client.predict_mosaic(
-        mosaic, str(SHIPPED_MODEL), patch_size=128, clip_size=8, device="cpu", features=["blue", "green", "red"],
-        labels=["land", "water"], actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH, max_batch_size=8,
+        mosaic, str(SHIPPED_MODEL), patch_size=128, clip_size=8, device="cpu",
+        features=["blue", "green", "red"], labels=["land", "water"],
+        actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH, max_batch_size=8,
         merge_mode=MergeModeEnum.CLIP, select_labels=["water"],
     ))
     run("vectorize-mosaic", lambda: client.vectorize_mosaic(water, ["water"], 0.5, xy_block_multiplier=1))
@@ -69,7 +70,7 @@ def test_store_workflows_publish_their_index_with_a_quicklook_and_progress(chain
 
     assert table.key == f"{name}-outputs"
     assert [r["location"] for r in rows] == stores_of(index_uri)
-    for row, expected in zip(rows, index.itertuples()):
+    for row, expected in zip(rows, index.itertuples(), strict=True):
         assert row["bands"] == ", ".join(expected.bands)
         bounds = [float(v) for v in row["footprint"].split(", ")]
         np.testing.assert_allclose(bounds, expected.geometry.bounds, atol=1e-5)
@@ -100,7 +101,8 @@ def test_vectorize_publishes_its_geoparquet_with_its_polygons_drawn(chain):
 
 def test_a_multiscales_store_is_drawn_from_its_coarsest_level_wide_enough(chain):
     root = stores_of(chain["build-zarr-multiscales"][0])[0]
-    shapes = [item["spatial:shape"] for item in zarr.open_group(root, mode="r").attrs["multiscales"]["layout"]]
+    layout = zarr.open_group(root, mode="r").attrs["multiscales"]["layout"]
+    shapes = [item["spatial:shape"] for item in layout]
     assert len(shapes) >= 2
 
     picture = pixels(store_png(root, max_size=max(shapes[-2])))

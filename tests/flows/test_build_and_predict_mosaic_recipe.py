@@ -16,8 +16,8 @@ import xarray as xr
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowRunFilter
 from prefect.client.schemas.sorting import FlowRunSort
-from stac_fixtures import s2_grid_bounds, stac_config, write_aoi
 from prefect_runs import task_states
+from stac_fixtures import s2_grid_bounds, stac_config, write_aoi
 
 from rasterflow import RasterflowClient
 from rasterflow.engine.build_and_predict_mosaic_recipe.recipes import recipe_spec
@@ -41,8 +41,8 @@ def _client(stac_api, root) -> RasterflowClient:
 
 def _last_recipe_run_and_children():
     with get_client(sync_client=True) as api:
-        (parent,) = api.read_flow_runs(flow_filter=FlowFilter(name={"any_": ["build-and-predict-mosaic-recipe"]}),
-                                       sort=FlowRunSort.START_TIME_DESC, limit=1)
+        by_name = FlowFilter(name={"any_": ["build-and-predict-mosaic-recipe"]})
+        (parent,) = api.read_flow_runs(flow_filter=by_name, sort=FlowRunSort.START_TIME_DESC, limit=1)
         children = api.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [parent.id]}))
         flows = {f.id: f.name for f in api.read_flows()}
     return parent, {flows[c.flow_id]: c for c in children}
@@ -85,7 +85,8 @@ def test_chesapeake_on_naip_at_one_metre(stac_api, haiti, tmp_path):
                                                         ModelRecipes.CHESAPEAKE_RSC)
     predictions = xr.open_zarr(gpd.read_parquet(index_uri).location[0])["variables"]
     assert list(predictions.band.values) == ["background", "road"]
-    assert predictions.rio.crs.to_epsg() == 32618 and predictions.rio.transform().a == recipe.resolution == 1.0
+    assert (predictions.rio.crs.to_epsg() == 32618
+            and predictions.rio.transform().a == recipe.resolution == 1.0)
     values = predictions.values
     assert ((values >= 0) | (values != values)).all() and float(predictions.sum()) > 0
 
@@ -123,7 +124,9 @@ def test_unreachable_model_says_how_to_point_the_recipe_elsewhere(stac_api, s2_a
     config = stac_config(stac_api, tmp_path / "out", recipe_models={ModelRecipes.FTW: url})
     assert isinstance(config, RasterflowConfig)
     with pytest.raises(InvalidParameterError) as raised:
-        RasterflowClient(config).build_and_predict_mosaic_recipe(s2_aoi, "2021-01-01", "2021-12-31", ModelRecipes.FTW)
+        RasterflowClient(config).build_and_predict_mosaic_recipe(s2_aoi, "2021-01-01", "2021-12-31",
+                                                                 ModelRecipes.FTW)
     message = str(raised.value)
-    assert url in message and "recipe_models: {ftw:" in message and recipe_spec(ModelRecipes.FTW).standin in message
+    assert (url in message and "recipe_models: {ftw:" in message
+            and recipe_spec(ModelRecipes.FTW).standin in message)
     assert not (tmp_path / "out").exists()

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-
 import geopandas as gpd
 import numpy as np
 import pytest
 import xarray as xr
+from prefect_runs import task_states
+from stac_fixtures import _free_port, expected_median, s2_grid_bounds, s2_items, stac_config, write_aoi
 
 from rasterflow import RasterflowClient
-from rasterflow.engine.grid import Grid
 from rasterflow.engine.build_mosaic.catalog import S2_MASKED_SCL
+from rasterflow.engine.grid import Grid
 from rasterflow.engine.warp import TileRead, render_window
 from rasterflow.enums import DatasetEnum, ResamplingMethod
 from rasterflow.errors import InputReadError, InvalidParameterError
-from prefect_runs import task_states
-from stac_fixtures import _free_port, expected_median, s2_grid_bounds, s2_items, stac_config, write_aoi
 
 S2_BANDS = ["B02", "B03", "B04", "B08"]
 MARGIN = 500  # metres between the scenes' edge and the AOI (50 pixels at 10 m)
@@ -60,13 +59,14 @@ def test_several_datasets_yearly_slices_one_store(stac_api, stac_sample, s2_aoi,
             median, count = expected_median(items, S2_BANDS, S2_MASKED_SCL, window)
             got = data.isel(time=t).sel(band=[f"{prefix}:{b}" for b in S2_BANDS]).values
             np.testing.assert_array_equal(got, median.astype("float32"))
-            np.testing.assert_array_equal(data.isel(time=t).sel(band=f"{prefix}:N_VALID_PIXELS").values, count)
+            np.testing.assert_array_equal(data.isel(time=t).sel(band=f"{prefix}:N_VALID_PIXELS").values,
+                                          count)
 
 
 def test_naip_most_recent_acquisition_on_top(stac_api, stac_sample, haiti, tmp_path):
     client = RasterflowClient(stac_config(stac_api, tmp_path / "out"))
-    index_uri = client.build_mosaic([DatasetEnum.NAIP_60CM], str(haiti / "aoi.geojson"), "2018-01-01", "2019-12-31",
-                                    crs_epsg=32618, resolution=5.0, xy_chunksize=64)
+    index_uri = client.build_mosaic([DatasetEnum.NAIP_60CM], str(haiti / "aoi.geojson"), "2018-01-01",
+                                    "2019-12-31", crs_epsg=32618, resolution=5.0, xy_chunksize=64)
     _, data = _open(index_uri)
     assert data.dtype == np.uint8
     assert list(data.band.values) == ["naip_60cm:red", "naip_60cm:green", "naip_60cm:blue", "naip_60cm:nir"]
@@ -85,23 +85,24 @@ def test_naip_most_recent_acquisition_on_top(stac_api, stac_sample, haiti, tmp_p
                                         mask_geometry=aoi)).any()
 
     # The same call again lands on the same store, every partition served from the cache.
-    assert client.build_mosaic([DatasetEnum.NAIP_60CM], str(haiti / "aoi.geojson"), "2018-01-01", "2019-12-31",
-                               crs_epsg=32618, resolution=5.0, xy_chunksize=64) == index_uri
+    assert client.build_mosaic([DatasetEnum.NAIP_60CM], str(haiti / "aoi.geojson"), "2018-01-01",
+                               "2019-12-31", crs_epsg=32618, resolution=5.0, xy_chunksize=64) == index_uri
     states = task_states("build-mosaic", "build-shard")
     assert states and set(states) == {"Cached"}
 
 
 def test_nothing_found_fails_before_writing(stac_api, s2_aoi, tmp_path):
     client = RasterflowClient(stac_config(stac_api, tmp_path / "out"))
-    with pytest.raises(InvalidParameterError, match=r"s2med_windowed_pixel.*2024-01-01\.\.2024-12-31.*latest before: "
-                                                    r"2022-11-22"):
+    with pytest.raises(InvalidParameterError,
+                       match=r"s2med_windowed_pixel.*2024-01-01\.\.2024-12-31.*latest before: 2022-11-22"):
         client.build_mosaic([DatasetEnum.S2_MED_WINDOWED_PIXEL], s2_aoi, "2024-01-01", "2024-12-31")
     assert not list((tmp_path / "out").glob("build-mosaic/*/*.zarr"))
 
 
 def test_season_outside_the_period_is_a_parameter_error(stac_api, s2_aoi, tmp_path):
     client = RasterflowClient(stac_config(stac_api, tmp_path / "out"))
-    with pytest.raises(InvalidParameterError, match=r"harvest window of s2med_harvest at latitude -25.*Mar 01"):
+    with pytest.raises(InvalidParameterError,
+                       match=r"harvest window of s2med_harvest at latitude -25.*Mar 01"):
         client.build_mosaic([DatasetEnum.S2_MED_HARVEST], s2_aoi, "2021-06-01", "2021-08-31")
 
 

@@ -12,10 +12,10 @@ import rasterio
 import rioxarray  # noqa: F401
 import xarray as xr
 from affine import Affine
+from prefect_runs import task_states
 from rasterio.enums import Resampling
 from typer.testing import CliRunner
 
-from prefect_runs import task_states
 from rasterflow import RasterflowClient, ResamplingMethod
 from rasterflow.cli import app
 from rasterflow.config import RasterflowConfig
@@ -29,11 +29,13 @@ def mosaic(landsat, tmp_path_factory) -> str:
     """build_gti_mosaic of the Landsat sample over a disc (nodata around it), in EPSG:32621."""
     tmp = tmp_path_factory.mktemp("mosaic")
     aoi = gpd.read_file(landsat / "aoi.geojson").to_crs("EPSG:32621")
-    disc = gpd.GeoDataFrame(geometry=[aoi.geometry[0].centroid.buffer(10_000)], crs="EPSG:32621").to_crs("EPSG:4326")
+    disc = gpd.GeoDataFrame(geometry=[aoi.geometry[0].centroid.buffer(10_000)],
+                            crs="EPSG:32621").to_crs("EPSG:4326")
     disc.to_file(tmp / "disc.geojson")
     client = RasterflowClient(RasterflowConfig(output_uri=str(tmp / "out"), max_workers=2))
-    index = client.build_gti_mosaic(str(landsat / "tiles.parquet"), str(tmp / "disc.geojson"), BANDS, "location",
-                                    crs_epsg=32621, xy_chunksize=128, shard_size_bytes=256 * 256 * 6)
+    index = client.build_gti_mosaic(str(landsat / "tiles.parquet"), str(tmp / "disc.geojson"), BANDS,
+                                    "location", crs_epsg=32621, xy_chunksize=128,
+                                    shard_size_bytes=256 * 256 * 6)
     return index
 
 
@@ -87,13 +89,14 @@ def test_levels_match_gdal_average_overviews(client, mosaic, tmp_path):
         np.testing.assert_array_equal(ours == 0, expected == 0)  # nodata in the same places
         assert np.abs(ours.astype(int) - expected.astype(int)).max() <= 1
     # Not vacuous: nodata around the disc, and blocks on its edge with only some valid pixels.
-    blocks = (mosaic_data.values[0, :height, :width] != 0).reshape(height // 2, 2, width // 2, 2).sum(axis=(1, 3))
+    nonzero = mosaic_data.values[0, :height, :width] != 0
+    blocks = nonzero.reshape(height // 2, 2, width // 2, 2).sum(axis=(1, 3))
     assert (expected1[0] == 0).mean() > 0.2 and ((blocks > 0) & (blocks < 4)).sum() > 100
 
     attrs = xr.open_zarr(root, consolidated=False).attrs
     assert attrs["rasterflow"]["status"] == "complete"
     assert [item["asset"] for item in attrs["multiscales"]["layout"]] == [str(n) for n in range(row.levels)]
-    for band, name in zip(attrs["bands"], BANDS):
+    for band, name in zip(attrs["bands"], BANDS, strict=True):
         valid = mosaic_data.sel(band=name).values
         assert band["name"] == name
         assert band["statistics"]["count"] == (valid != 0).sum() == sum(band["histogram"]["buckets"])
@@ -125,7 +128,8 @@ def test_a_store_uri_and_resampling_per_band(client, mosaic):
 def test_one_level_is_a_copy_with_its_statistics(client, mosaic):
     """No level 1 to count the histograms: count-shard re-reads level 0."""
     root = location(client.build_zarr_multiscales(mosaic, levels=1))
-    assert task_states("build-zarr-multiscales", "count-shard") and set(task_states("build-zarr-multiscales", "count-shard")) == {"Completed"}
+    assert (task_states("build-zarr-multiscales", "count-shard")
+            and set(task_states("build-zarr-multiscales", "count-shard")) == {"Completed"})
     attrs = xr.open_zarr(root, consolidated=False).attrs
     assert len(attrs["multiscales"]["layout"]) == 1
     source = xr.open_zarr(location(mosaic))["variables"].values[0]

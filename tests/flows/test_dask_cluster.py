@@ -17,12 +17,12 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import xarray as xr
+from loopback import child_env, free_port, process, wait_until
 from prefect.settings import PREFECT_API_URL
+from prefect_runs import latest_flow_run, task_runs
 
 from rasterflow import RasterflowClient
 from rasterflow.config import RasterflowConfig
-from prefect_runs import latest_flow_run, task_runs
-from loopback import child_env, free_port, process, wait_until
 
 FINISHED = re.compile(r"Task run '(build-shard-[^']+)' - Finished in state Completed")
 
@@ -32,17 +32,19 @@ def dask_cluster(tmp_path):
     """(scheduler address, worker log files) of a scheduler and two single-thread workers."""
     distributed = pytest.importorskip("distributed")
     address = f"tcp://127.0.0.1:{free_port()}"
-    # INFO on the workers' console whatever this session set (the CLI tests quiet it): the logs are the evidence.
-    env = child_env(PREFECT_API_URL=PREFECT_API_URL.value(), RASTERFLOW_CONFIG_FILE=str(tmp_path / "missing.yaml"),
+    # INFO on the workers' console whatever this session set (the CLI tests quiet it): the logs are the
+    # evidence.
+    env = child_env(PREFECT_API_URL=PREFECT_API_URL.value(),
+                    RASTERFLOW_CONFIG_FILE=str(tmp_path / "missing.yaml"),
                     PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="INFO", PREFECT_LOGGING_LEVEL="INFO")
     dask = [sys.executable, "-m", "dask"]
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
     with process([*dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
                   "--no-dashboard"], tmp_path / "scheduler.log", env) as scheduler, \
-            process([*dask, "worker", address, "--name", "w0", "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                     "--host", "127.0.0.1"], logs[0], env), \
-            process([*dask, "worker", address, "--name", "w1", "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                     "--host", "127.0.0.1"], logs[1], env):
+            process([*dask, "worker", address, "--name", "w0", "--nthreads", "1", "--no-nanny",
+                     "--no-dashboard", "--host", "127.0.0.1"], logs[0], env), \
+            process([*dask, "worker", address, "--name", "w1", "--nthreads", "1", "--no-nanny",
+                     "--no-dashboard", "--host", "127.0.0.1"], logs[1], env):
         wait_until(lambda: b"Scheduler at" in (tmp_path / "scheduler.log").read_bytes(), 60, "dask scheduler",
                    scheduler)
         with distributed.Client(address, timeout=60) as dask_client:
@@ -64,7 +66,8 @@ def test_build_shard_tasks_run_on_the_workers_of_an_existing_cluster(dask_cluste
                                   retries=0)
     mosaic = _mosaic(on_cluster, landsat)
     shards = {t.name for t in task_runs(latest_flow_run("build-gti-mosaic").id, "build-shard-")}
-    expected = _mosaic(RasterflowConfig(output_uri=str(tmp_path / "threads"), max_workers=2, retries=0), landsat)
+    threads = RasterflowConfig(output_uri=str(tmp_path / "threads"), max_workers=2, retries=0)
+    expected = _mosaic(threads, landsat)
 
     np.testing.assert_array_equal(mosaic, expected)
     assert (mosaic != 0).any()

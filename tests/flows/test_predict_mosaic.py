@@ -16,7 +16,7 @@ import pytest
 import torch
 import xarray as xr
 from loopback import wait_until
-from predict_fixtures import RGB, SHIPPED_MODEL, FlattenHead, Fcn, Tripwire, export, whole_image
+from predict_fixtures import RGB, SHIPPED_MODEL, Fcn, FlattenHead, Tripwire, export, whole_image
 from prefect_runs import latest_flow_run, task_runs, task_states
 from shapely.geometry import box
 from typer.testing import CliRunner
@@ -62,7 +62,7 @@ def test_shipped_model_maps_the_reservoir_from_an_index(client, mosaics, landsat
     assert len(index) == 2 and list(index.source) == list(sources.location)
     assert set(index.columns) >= {"location", "geometry", "workflow", "bands", "crs", "actor", "model_sha256"}
     assert index.crs.to_epsg() == 4326 and list(index.bands[0]) == LABELS
-    for row, src_uri in zip(index.itertuples(), sources.location):
+    for row, src_uri in zip(index.itertuples(), sources.location, strict=True):
         out, src = xr.open_zarr(row.location)["variables"], xr.open_zarr(src_uri)["variables"]
         assert out.dtype == np.float32 and out.rio.crs.to_epsg() == 32621
         assert out.rio.transform() == src.rio.transform() and out.shape[-2:] == src.shape[-2:]
@@ -123,8 +123,8 @@ def test_change_detection_through_the_client(client, haiti, tmp_path):
     import pandas as pd
 
     bands = ["red", "green", "blue", "nir"]
-    mosaic = client.build_gti_mosaic(str(haiti / "tiles.parquet"), str(haiti / "aoi.geojson"), bands, "location",
-                                     crs_epsg=32618, time_column="datetime", xy_chunksize=64)
+    mosaic = client.build_gti_mosaic(str(haiti / "tiles.parquet"), str(haiti / "aoi.geojson"), bands,
+                                     "location", crs_epsg=32618, time_column="datetime", xy_chunksize=64)
     net = Fcn(8, 2, seed=5, scale=100.0)
     index = gpd.read_parquet(predict(
         client, mosaic, export(net, tmp_path / "change.pt2", 8), features=bands, labels=["same", "changed"],
@@ -165,7 +165,8 @@ def bad_models(tmp_path_factory):
      r"failed on an input of shape \(2, 3, 64, 64\)"),
     (dict(select_labels=["cloud"]), "select_labels", "not among labels"),
 ])
-def test_bad_inputs_fail_before_anything_is_written(client, mosaics, bad_models, output_root, overrides, param, match):
+def test_bad_inputs_fail_before_anything_is_written(client, mosaics, bad_models, output_root,
+                                                    overrides, param, match):
     if param == "device" and torch.cuda.is_available():  # pragma: no cover - no GPU on the test machines
         pytest.skip("a GPU is present")
     if "model" in overrides:
@@ -180,10 +181,11 @@ def test_bad_inputs_fail_before_anything_is_written(client, mosaics, bad_models,
 def test_predict_mosaic_command(mosaics, tmp_path):
     (tmp_path / "rasterflow.yaml").write_text(f"output_uri: {tmp_path / 'out'}\nmax_workers: 2\n")
     result = CliRunner().invoke(app, [
-        "predict-mosaic", mosaics, "--model-path", str(SHIPPED_MODEL), "--patch-size", "128", "--clip-size", "8",
-        "--feature", "blue", "--feature", "green", "--feature", "red", "--label", "land", "--label", "water",
-        "--actor", SEG.value, "--max-batch-size", "8", "--merge-mode", "clip", "--select-label", "water",
-        "--device", "cpu", "--config", str(tmp_path / "rasterflow.yaml"),
+        "predict-mosaic", mosaics, "--model-path", str(SHIPPED_MODEL), "--patch-size", "128",
+        "--clip-size", "8", "--feature", "blue", "--feature", "green", "--feature", "red",
+        "--label", "land", "--label", "water", "--actor", SEG.value, "--max-batch-size", "8",
+        "--merge-mode", "clip", "--select-label", "water", "--device", "cpu",
+        "--config", str(tmp_path / "rasterflow.yaml"),
     ])
     assert result.exit_code == 0, result.output
     (index_path,) = (tmp_path / "out" / "predict-mosaic").rglob("index.parquet")

@@ -62,7 +62,8 @@ def test_killed_run_resumes_recomputing_only_what_was_missing(landsat, tmp_path)
             {str(landsat / "tiles.parquet")!r}, {str(landsat / "aoi.geojson")!r}, **{CALL!r})
     """)
     env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         written = list(out.rglob("variables/c/**/*"))

@@ -16,10 +16,10 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import s3fs
+from prefect_runs import task_states
 from s3_server import ACCESS_KEY, SECRET_KEY
 from shapely.geometry import box
 
-from prefect_runs import task_states
 from rasterflow import InferenceActorEnum, MergeModeEnum, RasterflowClient
 from rasterflow.config import RasterflowConfig
 from rasterflow.engine.index import read_index
@@ -41,7 +41,8 @@ def _no_real_aws(monkeypatch):
 
 
 def s3_config(proxy, output_uri: str, *, credentials: bool = True, max_workers: int = 2) -> RasterflowConfig:
-    options = {"endpoint_url": proxy.endpoint} | ({"key": ACCESS_KEY, "secret": SECRET_KEY} if credentials else {})
+    keys = {"key": ACCESS_KEY, "secret": SECRET_KEY} if credentials else {}
+    options = {"endpoint_url": proxy.endpoint} | keys
     return RasterflowConfig(output_uri=output_uri, storage_options={"s3": options}, max_workers=max_workers,
                             retries=3, retry_delay_seconds=0.1)
 
@@ -61,7 +62,8 @@ def inputs(s3_proxy, landsat, tmp_path_factory) -> dict[str, str]:
         fs.mkdir(bucket)
     aoi = tmp_path_factory.mktemp("s3-aoi") / "aoi.parquet"
     gpd.GeoDataFrame(geometry=[AOI], crs="EPSG:4326").to_parquet(aoi)
-    fs.put([str(p) for p in sorted(landsat.glob("*.tif"))] + [str(landsat / "tiles.parquet")], "inputs/landsat/")
+    fs.put([str(p) for p in sorted(landsat.glob("*.tif"))] + [str(landsat / "tiles.parquet")],
+           "inputs/landsat/")
     fs.put(str(aoi), "inputs/aoi.parquet")
     fs.put(str(SHIPPED_MODEL), "inputs/models/landsat8_water.pt2")
     local = {"gti": str(landsat / "tiles.parquet"), "aoi": str(aoi), "model": str(SHIPPED_MODEL)}
@@ -70,12 +72,13 @@ def inputs(s3_proxy, landsat, tmp_path_factory) -> dict[str, str]:
     return {"local": local, "s3": remote}
 
 
-def run_chain(client: RasterflowClient, inputs: dict[str, str], envs: dict[str, str] | None = None) -> dict[str, str]:
+def run_chain(client: RasterflowClient, inputs: dict[str, str],
+              envs: dict[str, str] | None = None) -> dict[str, str]:
     mosaic = client.build_gti_mosaic(inputs["gti"], inputs["aoi"], RGB, "location", crs_epsg=32621,
                                      xy_chunksize=128, shard_size_bytes=256 * 256 * 6, envs=envs)
     predictions = client.predict_mosaic(
-        mosaic, inputs["model"], patch_size=128, clip_size=8, device="cpu", features=RGB, labels=["land", "water"],
-        actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH, max_batch_size=8,
+        mosaic, inputs["model"], patch_size=128, clip_size=8, device="cpu", features=RGB,
+        labels=["land", "water"], actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH, max_batch_size=8,
         merge_mode=MergeModeEnum.WEIGHTED_AVERAGE, xy_block_multiplier=2, envs=envs,
     )
     polygons = client.vectorize_mosaic(predictions, ["water"], 0.5, vectorize_config={"connectivity": 8},
@@ -90,7 +93,8 @@ def pixels(index_uri: str, options: dict | None = None) -> np.ndarray:
 
 def assert_same_chain(got: dict[str, str], got_options: dict, want: dict[str, str]) -> None:
     assert np.array_equal(pixels(got["mosaic"], got_options), pixels(want["mosaic"]))
-    assert np.array_equal(pixels(got["predictions"], got_options), pixels(want["predictions"]), equal_nan=True)
+    assert np.array_equal(pixels(got["predictions"], got_options),
+                          pixels(want["predictions"]), equal_nan=True)
     got_polygons, want_polygons = read_index(got["polygons"], got_options), read_index(want["polygons"])
     assert len(want_polygons) > 0
     assert got_polygons.drop(columns="geometry").equals(want_polygons.drop(columns="geometry"))
@@ -99,7 +103,8 @@ def assert_same_chain(got: dict[str, str], got_options: dict, want: dict[str, st
 
 @pytest.fixture(scope="module")
 def local_chain(inputs, tmp_path_factory) -> dict[str, str]:
-    client = RasterflowClient(RasterflowConfig(output_uri=str(tmp_path_factory.mktemp("local-chain")), max_workers=2))
+    client = RasterflowClient(RasterflowConfig(output_uri=str(tmp_path_factory.mktemp("local-chain")),
+                                               max_workers=2))
     return run_chain(client, inputs["local"])
 
 
@@ -157,7 +162,8 @@ def test_chain_survives_20_percent_failed_requests(inputs, local_chain, s3_proxy
     in serial steps (plan, create, commit): four workers overlap what they can.
     """
     client = RasterflowClient(s3_config(s3_proxy, "s3://outputs/faulty", credentials=False, max_workers=4))
-    envs = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "GDAL_HTTP_RETRY_DELAY": "0.05"}
+    envs = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "GDAL_HTTP_RETRY_DELAY": "0.05"}
     failed_before = s3_proxy.counts["failed"]
     s3_proxy.failing = True
     try:
@@ -174,7 +180,8 @@ def test_requester_pays_reaches_gdal_and_s3fs(inputs, s3_proxy):
     client = RasterflowClient(s3_config(s3_proxy, "s3://outputs/payer"))
     start = len(s3_proxy.requests)
     client.build_gti_mosaic("s3://inputs/payer/tiles.parquet", inputs["s3"]["aoi"], RGB, "location",
-                            crs_epsg=32621, xy_chunksize=128, shard_size_bytes=256 * 256 * 6, requester_pays=True)
+                            crs_epsg=32621, xy_chunksize=128, shard_size_bytes=256 * 256 * 6,
+                            requester_pays=True)
     reads = [r for r in s3_proxy.requests[start:] if r[1].startswith("/inputs/payer/")]
     by_gdal = [r for r in reads if r[2].startswith("GDAL")]
     by_s3fs = [r for r in reads if not r[2].startswith("GDAL")]
@@ -196,8 +203,10 @@ def test_missing_tile_object_fails_naming_it(inputs, s3_proxy):
     with fs.open("inputs/landsat/tiles-missing.parquet", "wb") as fh:
         index.to_parquet(fh)
     client = RasterflowClient(s3_config(s3_proxy, "s3://outputs/missing"))
-    with pytest.raises(InputReadError, match="s3://inputs/landsat/LC08_missing.tif: tile file does not exist"):
-        client.build_gti_mosaic("s3://inputs/landsat/tiles-missing.parquet", inputs["s3"]["aoi"], RGB, "location")
+    with pytest.raises(InputReadError,
+                       match="s3://inputs/landsat/LC08_missing.tif: tile file does not exist"):
+        client.build_gti_mosaic("s3://inputs/landsat/tiles-missing.parquet", inputs["s3"]["aoi"],
+                                RGB, "location")
 
 
 def test_refused_write_fails_fast_without_retries(inputs, s3_proxy):
@@ -217,7 +226,8 @@ def test_refused_write_fails_fast_without_retries(inputs, s3_proxy):
     assert denied >= 2  # one per partition that has data to write
     # Task run states reach the API as events, a moment after the flow returns.
     deadline = time.monotonic() + 30
-    while len(states := task_states("build-gti-mosaic", "build-shard")) < denied and time.monotonic() < deadline:
+    while (len(states := task_states("build-gti-mosaic", "build-shard")) < denied
+           and time.monotonic() < deadline):
         time.sleep(0.5)
     assert states == ["Failed"] * denied  # one request per task: nothing retried
 
@@ -229,8 +239,10 @@ def test_refused_tile_read_fails_naming_the_tile(inputs, s3_proxy):
     client = RasterflowClient(s3_config(s3_proxy, "s3://outputs/forbidden"))
     s3_proxy.deny = lambda method, path: path.startswith("/inputs/forbidden/LC08")
     try:
-        with pytest.raises(InputReadError, match=r"s3://inputs/forbidden/LC08_\S+\.tif: cannot open tile") as info:
-            client.build_gti_mosaic("s3://inputs/forbidden/tiles.parquet", inputs["s3"]["aoi"], RGB, "location")
+        with pytest.raises(InputReadError,
+                           match=r"s3://inputs/forbidden/LC08_\S+\.tif: cannot open tile") as info:
+            client.build_gti_mosaic("s3://inputs/forbidden/tiles.parquet", inputs["s3"]["aoi"],
+                                    RGB, "location")
     finally:
         s3_proxy.deny = None
     assert not info.value.transient
@@ -257,8 +269,8 @@ def test_build_mosaic_reads_scenes_and_catalog_from_s3(s3_proxy, stac_api, stac_
             asset["href"] = f"s3://inputs/naip/{item['id']}/{local.rsplit('/', 1)[1]}"
             fs.put(local, asset["href"])
     (tmp_path / "items.json").write_text(json.dumps(items))
-    subprocess.run([rustac_executable(), "translate", str(tmp_path / "items.json"), str(tmp_path / "items.parquet")],
-                   check=True)
+    subprocess.run([rustac_executable(), "translate", str(tmp_path / "items.json"),
+                    str(tmp_path / "items.parquet")], check=True)
     fs.put(str(tmp_path / "items.parquet"), "inputs/naip/items.parquet")
 
     call = dict(datasets=[DatasetEnum.NAIP_60CM], aoi=str(haiti / "aoi.geojson"), start="2019-01-01",

@@ -8,7 +8,6 @@ content, not a blank or an error page.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -17,8 +16,8 @@ import numpy as np
 import pytest
 from loopback import child_env, prefect_server
 from pictures import pixels
+from tools import chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WINDOW = (1500, 1100)
 
 RUN = """
@@ -27,8 +26,8 @@ from rasterflow import RasterflowClient
 from rasterflow.config import RasterflowConfig
 tiles, aoi, out = sys.argv[1:]
 client = RasterflowClient(RasterflowConfig(output_uri=out, max_workers=2))
-print(client.build_gti_mosaic(tiles, aoi, ["red", "green", "blue"], "location", crs_epsg=32621, resolution=120,
-                              xy_chunksize=128, shard_size_bytes=256 * 256 * 6))
+print(client.build_gti_mosaic(tiles, aoi, ["red", "green", "blue"], "location", crs_epsg=32621,
+                              resolution=120, xy_chunksize=128, shard_size_bytes=256 * 256 * 6))
 """
 
 
@@ -41,17 +40,17 @@ def prefect_server_process(tmp_path):
 
 def _screenshot(url: str, out, profile) -> np.ndarray:
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}", "--virtual-time-budget=20000",
-         f"--screenshot={out}", url],
+         f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+         "--virtual-time-budget=20000", f"--screenshot={out}", url],
         check=True, timeout=120, capture_output=True,
     )
     return pixels(out.read_bytes())
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium) to take screenshots")
 def test_the_ui_shows_a_runs_artifacts(prefect_server_process, landsat, tmp_path, tmp_path_factory):
+    chromium()
     url = prefect_server_process
     env = child_env(PREFECT_API_URL=f"{url}/api", PREFECT_HOME=str(tmp_path / "client-home"))
     subprocess.run([sys.executable, "-c", RUN, str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"),
@@ -70,7 +69,8 @@ def test_the_ui_shows_a_runs_artifacts(prefect_server_process, landsat, tmp_path
     pages = {
         "flow-run": (f"{url}/runs/flow-run/{flow_run['id']}", 200),
         "outputs-table": (f"{url}/artifacts/artifact/{table['id']}", 200),
-        "summary-with-quicklook": (f"{url}/artifacts/artifact/{summary['id']}", 2000),  # a photo: many colours
+        # a photo: many colours
+        "summary-with-quicklook": (f"{url}/artifacts/artifact/{summary['id']}", 2000),
     }
     for name, (page, least) in pages.items():
         picture = _screenshot(page, shots / f"{name}.png", tmp_path / "chromium")

@@ -12,9 +12,9 @@ import pytest
 import shapely
 import xarray as xr
 from polygon_reference import assert_same_polygons, foreground, whole_raster_polygons
+from prefect_runs import task_states
 from typer.testing import CliRunner
 
-from prefect_runs import task_states
 from rasterflow import RasterflowClient
 from rasterflow.cli import app
 from rasterflow.config import RasterflowConfig
@@ -55,8 +55,9 @@ def landsat_store(landsat_index) -> str:
 @pytest.fixture(scope="module")
 def native(module_client, landsat_index) -> str:
     """8-connected polygons of red >= THRESHOLD in the store's CRS, one block per 128 px chunk."""
-    return module_client.vectorize_mosaic(landsat_index, ["red"], THRESHOLD, vectorize_config={"connectivity": 8},
-                                          xy_block_multiplier=1, vector_crs=None)
+    return module_client.vectorize_mosaic(landsat_index, ["red"], THRESHOLD,
+                                          vectorize_config={"connectivity": 8}, xy_block_multiplier=1,
+                                          vector_crs=None)
 
 
 def test_equals_whole_raster_gdal(native, landsat_store):
@@ -73,8 +74,8 @@ def test_equals_whole_raster_gdal(native, landsat_store):
 
 
 def test_default_vector_crs_is_lonlat(module_client, landsat_index, native):
-    lonlat = module_client.vectorize_mosaic(landsat_index, ["red"], THRESHOLD, vectorize_config={"connectivity": 8},
-                                            xy_block_multiplier=1)
+    lonlat = module_client.vectorize_mosaic(landsat_index, ["red"], THRESHOLD,
+                                            vectorize_config={"connectivity": 8}, xy_block_multiplier=1)
     got, ref = gpd.read_parquet(lonlat), gpd.read_parquet(native)
     assert got.crs.to_epsg() == 4326 and len(got) == len(ref)
     np.testing.assert_allclose(shapely.get_coordinates(got.to_crs(ref.crs).geometry.values),
@@ -88,8 +89,9 @@ def test_default_vector_crs_is_lonlat(module_client, landsat_index, native):
 @pytest.fixture(scope="module")
 def direct(module_client, landsat_store) -> str:
     """The same request on the store's URI, with 512 px blocks (4 chunks a side)."""
-    return module_client.vectorize_mosaic(landsat_store, ["red"], THRESHOLD, vectorize_config={"connectivity": 8},
-                                          xy_block_multiplier=4, vector_crs=None)
+    return module_client.vectorize_mosaic(landsat_store, ["red"], THRESHOLD,
+                                          vectorize_config={"connectivity": 8}, xy_block_multiplier=4,
+                                          vector_crs=None)
 
 
 def test_store_uri_and_other_blocks_give_the_same_polygons(direct, native):
@@ -98,8 +100,9 @@ def test_store_uri_and_other_blocks_give_the_same_polygons(direct, native):
 
 
 def test_second_identical_call_is_served_from_cache(module_client, landsat_store, direct):
-    again = module_client.vectorize_mosaic(landsat_store, ["red"], THRESHOLD, vectorize_config={"connectivity": 8},
-                                           xy_block_multiplier=4, vector_crs=None)
+    again = module_client.vectorize_mosaic(landsat_store, ["red"], THRESHOLD,
+                                           vectorize_config={"connectivity": 8}, xy_block_multiplier=4,
+                                           vector_crs=None)
     assert again == direct
     states = task_states("vectorize-mosaic", "polygonize")
     assert len(states) == 2 * 2 and set(states) == {"Cached"}
@@ -120,7 +123,8 @@ def test_several_time_slices(client, haiti):
     location = gpd.read_parquet(index).location[0]
     times = xr.open_zarr(location)["time"].values
     assert len(times) == 2
-    got = gpd.read_parquet(client.vectorize_mosaic(index, ["nir"], 120, xy_block_multiplier=2, vector_crs=None))
+    got = gpd.read_parquet(client.vectorize_mosaic(index, ["nir"], 120, xy_block_multiplier=2,
+                                                   vector_crs=None))
     assert list(got.columns) == ["geometry", "label", "score_mean", "time"]
     assert sorted(got.time.unique()) == [pd.Timestamp(t) for t in times]
     for t, stamp in enumerate(times):

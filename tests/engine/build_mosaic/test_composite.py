@@ -10,17 +10,27 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from stac_fixtures import expected_median, s2_items
 
 from rasterflow.engine.build_mosaic.catalog import (
-    CATALOG, S2_MASKED_SCL, Season, climate_zone, season_window, yearly_windows,
+    CATALOG,
+    S2_MASKED_SCL,
+    Season,
+    climate_zone,
+    season_window,
+    yearly_windows,
 )
 from rasterflow.engine.build_mosaic.composite import (
-    Scene, StackTooLargeError, latest_composite, masked_median, median_composite, read_observation,
+    Scene,
+    StackTooLargeError,
+    latest_composite,
+    masked_median,
+    median_composite,
+    read_observation,
 )
 from rasterflow.engine.grid import Grid
 from rasterflow.engine.warp import TileRead, render_window
 from rasterflow.enums import DatasetEnum, ResamplingMethod
-from stac_fixtures import expected_median, s2_items
 
 S2 = CATALOG[DatasetEnum.S2_MED_WINDOWED_PIXEL]
 S2_ALL = CATALOG[DatasetEnum.S2_MED_WINDOWED_PIXEL_ALL_BANDS]
@@ -42,7 +52,8 @@ def items(stac_sample) -> list[dict]:
 def s2_grid(items) -> Grid:
     """The scenes' own 10 m grid, so reads copy pixels."""
     with rasterio.open(items[0]["assets"]["blue"]["href"]) as src:
-        return Grid(crs=src.crs.to_wkt(), transform=tuple(src.transform)[:6], width=src.width, height=src.height)
+        return Grid(crs=src.crs.to_wkt(), transform=tuple(src.transform)[:6], width=src.width,
+                    height=src.height)
 
 
 @pytest.mark.parametrize("low", [1, -5000], ids=["non-negative (integer-view sort)", "signed (float sort)"])
@@ -100,7 +111,8 @@ def test_harmonisation_removes_the_baseline_04_offset(items, s2_grid, baseline):
 
 def test_medians_of_both_baselines_agree(items, s2_grid):
     """Same ground in 2021 (03.01) and 2022 (04.00): harmonised medians are close, raw ones 1000 apart."""
-    years = {y: [_scene(it) for it in items if it["properties"]["datetime"].startswith(y)] for y in ("2021", "2022")}
+    years = {y: [_scene(it) for it in items
+                 if it["properties"]["datetime"].startswith(y)] for y in ("2021", "2022")}
     m21, m22 = (np.nanmean(median_composite(s2_grid, S2, s)[0]) for s in years.values())
     assert abs(m22 - m21) < 100
 
@@ -168,9 +180,11 @@ def test_season_windows_by_hemisphere_and_climate_band(latitude, zone, planting,
 
 def test_yearly_windows_one_per_calendar_year_clipped_to_the_period():
     windows = yearly_windows(Season.YEAR, date(2021, 6, 15), date(2023, 2, 1), 45.0)
-    assert windows == [(2021, date(2021, 6, 15), date(2021, 12, 31)), (2022, date(2022, 1, 1), date(2022, 12, 31)),
+    assert windows == [(2021, date(2021, 6, 15), date(2021, 12, 31)),
+                       (2022, date(2022, 1, 1), date(2022, 12, 31)),
                        (2023, date(2023, 1, 1), date(2023, 2, 1))]
     # Northern harvest (Sep-Nov) of 2021 is after the start; 2022's is cut at the end; 2023's is gone.
     harvest = yearly_windows(Season.HARVEST, date(2021, 6, 15), date(2022, 10, 15), 45.0)
-    assert harvest == [(2021, date(2021, 9, 1), date(2021, 11, 30)), (2022, date(2022, 9, 1), date(2022, 10, 15))]
+    assert harvest == [(2021, date(2021, 9, 1), date(2021, 11, 30)),
+                       (2022, date(2022, 9, 1), date(2022, 10, 15))]
     assert yearly_windows(Season.HARVEST, date(2021, 1, 1), date(2021, 6, 30), 45.0) == []

@@ -7,13 +7,13 @@ from datetime import date
 
 import pytest
 from shapely.geometry import box
+from stac_fixtures import _free_port, catalog_overrides, rustac_executable, s2_items
 
 from rasterflow.config import DatasetSource
 from rasterflow.engine.build_mosaic.catalog import CATALOG, EARTH_SEARCH, dataset_spec
 from rasterflow.engine.build_mosaic.stac import search_dataset
 from rasterflow.enums import DatasetEnum
 from rasterflow.errors import InputReadError, InvalidParameterError
-from stac_fixtures import _free_port, catalog_overrides, rustac_executable, s2_items
 
 YEARS = [(2021, date(2021, 1, 1), date(2021, 12, 31)), (2022, date(2022, 1, 1), date(2022, 12, 31))]
 
@@ -94,9 +94,8 @@ def test_stac_geoparquet_source_finds_what_the_api_finds(stac_api, stac_sample, 
     parquet = tmp_path / "s2.parquet"
     subprocess.run([rustac_executable(), "translate", str(stac_sample["sentinel-2-l2a"] / "items.json"),
                     str(parquet)], check=True)
-    from_file = search_dataset(
-        dataset_spec(DatasetEnum.S2_MED_WINDOWED_PIXEL, {DatasetEnum.S2_MED_WINDOWED_PIXEL:
-                                                         DatasetSource(geoparquet=str(parquet))}), area, YEARS)
+    sources = {DatasetEnum.S2_MED_WINDOWED_PIXEL: DatasetSource(geoparquet=str(parquet))}
+    from_file = search_dataset(dataset_spec(DatasetEnum.S2_MED_WINDOWED_PIXEL, sources), area, YEARS)
     from_api = search_dataset(_spec(DatasetEnum.S2_MED_WINDOWED_PIXEL, stac_api), area, YEARS)
     for year in (2021, 2022):
         cols = ["id", "datetime", "offset", "href:blue", "href:scl"]

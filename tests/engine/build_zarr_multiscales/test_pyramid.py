@@ -22,9 +22,9 @@ from affine import Affine
 
 from rasterflow.engine.build_gti_mosaic.plan import plan_gti_mosaic
 from rasterflow.engine.build_gti_mosaic.shard import build_shard
+from rasterflow.engine.build_zarr_multiscales.downsample import halve
 from rasterflow.engine.build_zarr_multiscales.plan import MultiscalesPlan, PyramidPlan, plan_multiscales
 from rasterflow.engine.build_zarr_multiscales.stages import build_pyramid
-from rasterflow.engine.build_zarr_multiscales.downsample import halve
 from rasterflow.engine.grid import Grid
 from rasterflow.engine.partitions import ShardShape, Window
 from rasterflow.engine.store import StoreSpec, commit_store, create_store, open_store, write_window
@@ -56,8 +56,9 @@ def mosaic(landsat, tmp_path_factory) -> str:
     """The Landsat sample in EPSG:32621 over a disc, built by the mosaic engine; small shards."""
     tmp = tmp_path_factory.mktemp("mosaic")
     params = BuildGtiMosaicParams.parse(
-        gti=str(landsat / "tiles.parquet"), aoi=str(circle_aoi(landsat, tmp / "disc.geojson", 9000)), bands=BANDS,
-        location_field="location", crs_epsg=32621, xy_chunksize=CHUNK, shard_size_bytes=2 * CHUNK * 2 * CHUNK * 6,
+        gti=str(landsat / "tiles.parquet"), aoi=str(circle_aoi(landsat, tmp / "disc.geojson", 9000)),
+        bands=BANDS, location_field="location", crs_epsg=32621, xy_chunksize=CHUNK,
+        shard_size_bytes=2 * CHUNK * 2 * CHUNK * 6,
     )
     plan = plan_gti_mosaic(params, str(tmp))
     (store,) = plan.stores
@@ -119,7 +120,8 @@ def test_each_level_is_the_level_before_halved_whatever_the_partitions(pyramid):
     assert 2 <= pyramid.tail_start < len(pyramid.levels) - 1  # the last levels: one chain, one read
     for n in range(1, len(pyramid.levels)):
         before = level(pyramid, n - 1).values[0]
-        np.testing.assert_array_equal(level(pyramid, n).values[0], halve(before, 0.0, [ResamplingMethod.AVERAGE] * 3))
+        np.testing.assert_array_equal(level(pyramid, n).values[0],
+                                      halve(before, 0.0, [ResamplingMethod.AVERAGE] * 3))
 
 
 def test_statistics_per_band_match_numpy_and_histograms_sum(pyramid, mosaic):
@@ -137,7 +139,8 @@ def test_statistics_per_band_match_numpy_and_histograms_sum(pyramid, mosaic):
         assert stats["valid_percent"] == pytest.approx(100 * valid.size / source[b].size, abs=1e-4)
         width = (hist["max"] - hist["min"]) / 4096  # at worst one fine bin off
         for p in (2, 98):
-            assert abs(stats[f"percentile_{p}"] - np.percentile(valid, p, method="inverted_cdf")) <= max(width, 0)
+            exact = np.percentile(valid, p, method="inverted_cdf")
+            assert abs(stats[f"percentile_{p}"] - exact) <= max(width, 0)
         (only,) = entry["time_slices"]
         assert only["time"] is None and only["statistics"] == stats
 
@@ -158,7 +161,8 @@ _LAYOUT_ITEM = {
             "translation": {"type": "array", "items": {"type": "number"}}}},
         "resampling_method": {"type": "string"},
         "spatial:transform": {"type": "array", "minItems": 6, "maxItems": 6, "items": {"type": "number"}},
-        "spatial:shape": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer", "minimum": 1}},
+        "spatial:shape": {"type": "array", "minItems": 2, "maxItems": 2,
+                          "items": {"type": "integer", "minimum": 1}},
     },
     "if": {"required": ["derived_from"]},
     "then": {"required": ["transform"]},
@@ -197,7 +201,8 @@ def test_root_metadata_follows_the_multiscales_spatial_and_proj_conventions(pyra
         for key in ("spatial:transform", "spatial:shape"):
             assert item[key] == group[key]
         assert group["proj:code"] == attrs["proj:code"] == "EPSG:32621"
-    assert attrs["rasterflow"]["status"] == "complete" and attrs["rasterflow"]["workflow"] == "build-zarr-multiscales"
+    assert (attrs["rasterflow"]["status"] == "complete"
+            and attrs["rasterflow"]["workflow"] == "build-zarr-multiscales")
     tree = xr.open_datatree(pyramid.uri, engine="zarr")  # a generic reader finds every level
     assert sorted(tree.children) == [str(n) for n in range(len(pyramid.levels))]
 
@@ -288,9 +293,9 @@ def test_float_statistics_take_two_passes_and_match_numpy(pixels, tmp_path):
     data, transform = pixels
     reflectance = np.where(data == 0, np.nan, data / 10000.0).astype(np.float32)
     height, width = data.shape[1:]
-    spec = StoreSpec(uri=str(tmp_path / "float.zarr"), grid=Grid(crs="EPSG:32621", transform=tuple(transform)[:6],
-                     width=width, height=height), bands=BANDS, times=[None], dtype="float32", nodata=math.nan,
-                     shard=ShardShape(chunk=CHUNK, rows=2 * CHUNK, cols=2 * CHUNK))
+    grid = Grid(crs="EPSG:32621", transform=tuple(transform)[:6], width=width, height=height)
+    spec = StoreSpec(uri=str(tmp_path / "float.zarr"), grid=grid, bands=BANDS, times=[None], dtype="float32",
+                     nodata=math.nan, shard=ShardShape(chunk=CHUNK, rows=2 * CHUNK, cols=2 * CHUNK))
     create_store(spec, "fp", {"workflow": "test"})
     write_window(spec.uri, 0, Window(row0=0, row1=height, col0=0, col1=width), reflectance)
     commit_store(spec.uri)
@@ -327,10 +332,11 @@ def test_time_slices_get_their_own_statistics(tmp_path):
     assert (first["count"], second["count"]) == (6300, 3150) and second["valid_percent"] == 50.0
     assert band["statistics"]["count"] == 9450 == sum(band["histogram"]["buckets"])
     assert second["minimum"] == series[1][series[1] != -9999].min()
-    for s, t in zip(band["time_slices"], range(2)):
+    for s, t in zip(band["time_slices"], range(2), strict=True):
         valid = series[t][series[t] != -9999]
         assert sum(s["histogram"]["buckets"]) == valid.size
-        assert s["statistics"]["percentile_98"] == np.percentile(valid, 98, method="inverted_cdf")  # exact bins
+        # exact bins
+        assert s["statistics"]["percentile_98"] == np.percentile(valid, 98, method="inverted_cdf")
 
 
 def test_levels_parameter_and_an_index_of_stores(mosaic, tmp_path):
@@ -357,8 +363,9 @@ def test_bad_stores_are_refused_before_writing(mosaic, pixels, tmp_path, landsat
     no_crs = foreign_store(tmp_path / "nocrs.zarr", data, transform, crs=None)
     (tmp_path / "empty").mkdir()
     writing = tmp_path / "writing.zarr"
-    spec = StoreSpec(uri=str(writing), grid=Grid(crs="EPSG:32621", transform=tuple(transform)[:6], width=10, height=10),
-                     bands=["a"], times=[None], dtype="uint8", nodata=0.0, shard=ShardShape(chunk=16, rows=16, cols=16))
+    grid = Grid(crs="EPSG:32621", transform=tuple(transform)[:6], width=10, height=10)
+    spec = StoreSpec(uri=str(writing), grid=grid, bands=["a"], times=[None], dtype="uint8", nodata=0.0,
+                     shard=ShardShape(chunk=16, rows=16, cols=16))
     create_store(spec, "fp", {"workflow": "test"})  # never committed
     out = tmp_path / "out"
     cases = [

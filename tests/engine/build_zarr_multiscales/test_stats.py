@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from rasterflow.engine.build_zarr_multiscales.stats import (
-    FINE_BINS, Bins, Moments, ValueCounts, band_counts, band_moments, summarize, value_counts,
+    FINE_BINS,
+    Bins,
+    Moments,
+    ValueCounts,
+    band_counts,
+    band_moments,
+    summarize,
+    value_counts,
 )
 
 
@@ -18,8 +25,9 @@ def _partials(band: np.ndarray, nodata: float, parts: int = 5):
     return merged
 
 
-@pytest.mark.parametrize("dtype, low, high", [("uint16", 5000, 25000), ("int16", -2000, 2000), ("uint8", 1, 255),
-                                              ("float32", -5.0, 3.0), ("int32", -10**6, 10**6)])
+@pytest.mark.parametrize("dtype, low, high", [("uint16", 5000, 25000), ("int16", -2000, 2000),
+                                              ("uint8", 1, 255), ("float32", -5.0, 3.0),
+                                              ("int32", -10**6, 10**6)])
 def test_merged_moments_equal_numpy(dtype, low, high):
     rng = np.random.default_rng(3)
     values = rng.uniform(low, high, (400, 300)) if dtype == "float32" else rng.integers(low, high, (400, 300))
@@ -91,7 +99,8 @@ def test_value_counts_of_partitions_merge_into_the_whole_bands_summary(dtype, lo
     nodata = -1.0 if dtype == "int16" else 0.0
     merged = ValueCounts()
     for piece in np.array_split(band, 5):
-        merged = merged.merge(ValueCounts.model_validate_json(ValueCounts.of(piece, nodata).model_dump_json()))
+        wire = ValueCounts.of(piece, nodata).model_dump_json()
+        merged = merged.merge(ValueCounts.model_validate_json(wire))
     whole = band_moments(band, nodata)
     assert merged.moments() == whole and merged.total == whole.count
     bins = Bins.covering(whole, integer=True)

@@ -144,9 +144,9 @@ def test_every_patch_runs_once_except_at_block_corners(landsat_store, seg_model,
 
 def test_blocks_are_whole_output_shards(landsat_store, seg_model, work):
     params = PredictMosaicParams.parse(
-        store=landsat_store, model_path=str(seg_model[1]), patch_size=64, clip_size=4, device="cpu", features=RGB,
-        labels=["land", "water"], actor=SEG, max_batch_size=8, merge_mode="clip", xy_block_multiplier=3,
-        output_xy_chunksize=256,
+        store=landsat_store, model_path=str(seg_model[1]), patch_size=64, clip_size=4, device="cpu",
+        features=RGB, labels=["land", "water"], actor=SEG, max_batch_size=8, merge_mode="clip",
+        xy_block_multiplier=3, output_xy_chunksize=256,
     )
     store = plan_predict_mosaic(params, str(work / "shards")).stores[0]
     shard = store.spec.shard
@@ -196,8 +196,8 @@ def test_change_detection_stacks_two_dates(work):
     store = build_store(work / "haiti", "haiti_rgbn", 32618, HAITI, chunk=64, time_column="datetime")
     src = open_store(store)["variables"].values.astype(np.float32)  # (2, 4, rows, cols)
     net = Fcn(8, 2, seed=5, scale=100.0)
-    got, ds, _ = run(store, export(net, work / "change.pt2", 8), work / "change", actor=CHANGE, features=HAITI,
-                     labels=["same", "changed"], patch_size=32, clip_size=3)
+    got, ds, _ = run(store, export(net, work / "change.pt2", 8), work / "change", actor=CHANGE,
+                     features=HAITI, labels=["same", "changed"], patch_size=32, clip_size=3)
     assert got.shape[0] == 1
     assert pd.Timestamp(ds.time.values[0]) == pd.Timestamp("2016-04-01")  # the later date
     assert ds["time_delta"].values[0] == np.timedelta64(91, "D")

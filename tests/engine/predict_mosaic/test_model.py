@@ -15,13 +15,19 @@ import numpy as np
 import pytest
 import torch
 from predict_fixtures import (
-    SHIPPED_MODEL, Fcn, TinyUNet, Tripwire, export, export_even, rewrite_zip, torch_save_bytes,
+    SHIPPED_MODEL,
+    Fcn,
+    TinyUNet,
+    Tripwire,
+    export,
+    export_even,
+    rewrite_zip,
+    torch_save_bytes,
 )
 
 from rasterflow.engine.predict_mosaic.model import BatchRunner, fetch_model, load_model, probe, resolve_device
 from rasterflow.engine.predict_mosaic.model_check import check_pt2_archive, model_format
 from rasterflow.errors import InvalidParameterError
-
 
 # TorchScript is accepted, and torch 2.13 says on every load that it is deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
@@ -129,7 +135,8 @@ def test_sample_inputs_that_need_full_pickle_are_refused(fcn_pt2, tmp_path):
 
 
 @pytest.mark.parametrize("edit,match", [
-    (lambda s: s.replace('"torch.ops.aten.conv2d.default"', '"torch.serialization.os.system"', 1), "only torch.ops"),
+    (lambda s: s.replace('"torch.ops.aten.conv2d.default"', '"torch.serialization.os.system"', 1),
+     "only torch.ops"),
     (lambda s: s.replace("Symbol('s", "__import__('os').system('s", 1), "sympy literal"),
     (lambda s: s.replace('"name": "x"', '"name": "x\\r"', 1), "control characters"),
 ])
@@ -139,12 +146,15 @@ def test_program_text_that_could_run_code_is_refused(fcn_pt2, tmp_path, edit, ma
         text = zf.read(prefix + "models/model.json").decode()
     changed = edit(text)
     assert changed != text
-    refused(rewrite_zip(fcn_pt2, tmp_path / "edited.pt2", replace={"models/model.json": changed.encode()}), match)
+    refused(rewrite_zip(fcn_pt2, tmp_path / "edited.pt2", replace={"models/model.json": changed.encode()}),
+            match)
 
 
 def test_compiled_and_unknown_entries_are_refused(fcn_pt2, tmp_path):
-    refused(rewrite_zip(fcn_pt2, tmp_path / "aoti.pt2", add={"data/aotinductor/model/model.so": b"\x7fELF"}), "AOTInductor")
-    refused(rewrite_zip(fcn_pt2, tmp_path / "legacy.pt2", add={"data/weights/model.pt": b"x"}), "does not write")
+    aoti = {"data/aotinductor/model/model.so": b"\x7fELF"}
+    refused(rewrite_zip(fcn_pt2, tmp_path / "aoti.pt2", add=aoti), "AOTInductor")
+    legacy = {"data/weights/model.pt": b"x"}
+    refused(rewrite_zip(fcn_pt2, tmp_path / "legacy.pt2", add=legacy), "does not write")
 
 
 def test_torchscript_loads_and_agrees_with_the_export(fcn_pt2, tmp_path):

@@ -20,15 +20,20 @@ from polygon_reference import assert_same_polygons, foreground, whole_raster_pol
 from rasterio.features import rasterize
 from shapely.geometry import LineString
 
-from rasterflow.engine.grid import Grid
-from rasterflow.engine.index import read_index, write_index
 from rasterflow.engine.build_gti_mosaic.plan import plan_gti_mosaic
 from rasterflow.engine.build_gti_mosaic.shard import build_shard
+from rasterflow.engine.grid import Grid
+from rasterflow.engine.index import read_index, write_index
 from rasterflow.engine.partitions import ShardShape
 from rasterflow.engine.store import StoreSpec, commit_store, create_store, open_store
 from rasterflow.engine.vectorize_mosaic.merge import MergeSummary, ResultWriter, merge_parts, merge_tables
 from rasterflow.engine.vectorize_mosaic.parts import Finisher
-from rasterflow.engine.vectorize_mosaic.plan import VectorizeSettings, block_windows, create_output, plan_vectorize
+from rasterflow.engine.vectorize_mosaic.plan import (
+    VectorizeSettings,
+    block_windows,
+    create_output,
+    plan_vectorize,
+)
 from rasterflow.engine.vectorize_mosaic.polygonize import polygonize_array, polygonize_block
 from rasterflow.engine.vectorize_mosaic.seams import _touching
 from rasterflow.errors import InvalidParameterError
@@ -71,8 +76,8 @@ def reference(raster):
     """Whole-raster GDAL polygons of the red band, per (threshold, connectivity), computed once."""
     values, grid, nodata = raster
     return functools.cache(
-        lambda threshold, connectivity: whole_raster_polygons(foreground(values[0], threshold, nodata), grid.affine,
-                                                              connectivity)
+        lambda threshold, connectivity: whole_raster_polygons(foreground(values[0], threshold, nodata),
+                                                              grid.affine, connectivity)
     )
 
 
@@ -87,7 +92,8 @@ def vectorize_in_blocks(values, grid, nodata, settings, block, path) -> gpd.GeoD
     finisher = Finisher(grid, settings)
     height, width = values.shape[-2:]
     parts = [
-        polygonize_array(values[:, w.row0 : w.row1, w.col0 : w.col1], w, (height, width), nodata, settings, finisher)
+        polygonize_array(values[:, w.row0 : w.row1, w.col0 : w.col1], w, (height, width),
+                         nodata, settings, finisher)
         for w in block_windows(height, width, *block)
     ]
     writer = ResultWriter(settings, {}, str(path))
@@ -119,7 +125,8 @@ def test_blocks_equal_whole_raster(raster, reference, tmp_path, connectivity, th
 
 @pytest.mark.parametrize("connectivity", [4, 8])
 def test_without_stats_equals_whole_raster(raster, reference, tmp_path, connectivity):
-    """Without stats GDAL polygonizes the mask itself (no labels): edge runs find their pieces by pixel centre."""
+    """Without stats GDAL polygonizes the mask itself (no labels): edge runs find their pieces by pixel
+    centre."""
     values, grid, nodata = raster
     red = values[:1]
     settings = settings_for(grid, 6271, connectivity, stats=False)
@@ -135,7 +142,8 @@ def test_16_px_blocks(raster, tmp_path, connectivity, threshold):
     """Blocks much smaller than the objects: a shore and a town cut into 16 px blocks."""
     values, grid, nodata = raster
     red, sub = crop(values[:1], grid, 400, 656, 0, 320)
-    got = vectorize_in_blocks(red, sub, nodata, settings_for(sub, threshold, connectivity), (16, 16), tmp_path / "p.parquet")
+    got = vectorize_in_blocks(red, sub, nodata, settings_for(sub, threshold, connectivity), (16, 16),
+                              tmp_path / "p.parquet")
     fg = foreground(red[0], threshold, nodata)
     assert_same_polygons(got.geometry.values, whole_raster_polygons(fg, sub.affine, connectivity))
     assert got.is_valid.all()
@@ -164,10 +172,11 @@ def test_no_edge_along_a_block_border_unless_the_raster_has_one(raster, tmp_path
 def test_score_mean_is_the_mean_over_each_polygons_pixels(raster, tmp_path, connectivity):
     values, grid, nodata = raster
     red = values[:1]
-    got = vectorize_in_blocks(red, grid, nodata, settings_for(grid, 6271, connectivity), (48, 48), tmp_path / "p.parquet")
+    got = vectorize_in_blocks(red, grid, nodata, settings_for(grid, 6271, connectivity), (48, 48),
+                              tmp_path / "p.parquet")
     # GDAL burns each polygon back (pixel centres inside it); numpy takes the means.
-    ids = rasterize(zip(got.geometry, range(1, len(got) + 1)), out_shape=red.shape[1:], transform=grid.affine,
-                    fill=0, dtype="int32")
+    ids = rasterize(zip(got.geometry, range(1, len(got) + 1), strict=True), out_shape=red.shape[1:],
+                    transform=grid.affine, fill=0, dtype="int32")
     np.testing.assert_array_equal(ids > 0, foreground(red[0], 6271, nodata))
     sums = np.bincount(ids.ravel(), weights=red[0].ravel().astype(np.float64))[1:]
     counts = np.bincount(ids.ravel())[1:]
@@ -190,8 +199,8 @@ def test_simplify_tolerance_keeps_valid_polygons(raster, tmp_path):
     values, grid, nodata = raster
     red = values[:1]
     exact = vectorize_in_blocks(red, grid, nodata, settings_for(grid, 6271), (64, 64), tmp_path / "a.parquet")
-    simple = vectorize_in_blocks(red, grid, nodata, settings_for(grid, 6271, simplify_tolerance=45.0), (64, 64),
-                                 tmp_path / "b.parquet")
+    simple = vectorize_in_blocks(red, grid, nodata, settings_for(grid, 6271, simplify_tolerance=45.0),
+                                 (64, 64), tmp_path / "b.parquet")
     assert len(simple) == len(exact) and simple.is_valid.all()
     vertices = [shapely.get_num_coordinates(g.geometry.values).sum() for g in (simple, exact)]
     assert vertices[0] < 0.6 * vertices[1]
@@ -201,9 +210,10 @@ def test_simplify_tolerance_keeps_valid_polygons(raster, tmp_path):
 def test_vector_crs_reprojects_vertices(raster, tmp_path):
     values, grid, nodata = raster
     red = values[:1]
-    native = vectorize_in_blocks(red, grid, nodata, settings_for(grid, 6711), (64, 64), tmp_path / "a.parquet")
-    lonlat = vectorize_in_blocks(red, grid, nodata, settings_for(grid, 6711, output_crs="EPSG:4326"), (64, 64),
-                                 tmp_path / "b.parquet")
+    native = vectorize_in_blocks(red, grid, nodata, settings_for(grid, 6711), (64, 64),
+                                 tmp_path / "a.parquet")
+    lonlat = vectorize_in_blocks(red, grid, nodata, settings_for(grid, 6711, output_crs="EPSG:4326"),
+                                 (64, 64), tmp_path / "b.parquet")
     assert lonlat.crs.to_epsg() == 4326 and native.crs.to_epsg() == 32621
     back = lonlat.to_crs(native.crs)  # vertex for vertex: reprojection moves vertices, adds none
     np.testing.assert_allclose(shapely.get_coordinates(back.geometry.values),
@@ -223,7 +233,8 @@ def test_nan_nodata_store(raster, tmp_path):
     values, grid, nodata = raster
     red, sub = crop(values[:1], grid, 500, 801, 0, 400)  # the town, and the AOI's edge
     scores = np.where(red == nodata, np.nan, red / 10000.0).astype(np.float32)
-    got = vectorize_in_blocks(scores, sub, float("nan"), settings_for(sub, 0.6271), (32, 32), tmp_path / "p.parquet")
+    got = vectorize_in_blocks(scores, sub, float("nan"), settings_for(sub, 0.6271), (32, 32),
+                              tmp_path / "p.parquet")
     fg = scores[0] >= np.float32(0.6271)
     assert np.isnan(scores).any() and fg.sum() > 10_000
     assert_same_polygons(got.geometry.values, whole_raster_polygons(fg, sub.affine, 4))
@@ -235,9 +246,9 @@ def test_touching_runs():
     a_start, a_stop = np.array([0, 5, 10]), np.array([3, 6, 12])
     b_start, b_stop = np.array([3, 6, 11]), np.array([5, 9, 20])
     i, j = _touching(key, a_start, a_stop, key, b_start, b_stop, reach=0)
-    assert sorted(zip(i.tolist(), j.tolist())) == [(2, 2)]
+    assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == [(2, 2)]
     i, j = _touching(key, a_start, a_stop, key, b_start, b_stop, reach=1)
-    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 0), (1, 0), (1, 1), (2, 2)]
+    assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 0), (1, 0), (1, 1), (2, 2)]
     other = np.ones(3, dtype=np.int64)  # another line, store, time or label: never touching
     assert len(_touching(key, a_start, a_stop, other, b_start, b_stop, reach=1)[0]) == 0
 
@@ -246,8 +257,8 @@ def test_touching_runs():
 
 
 def params(store, **changes) -> VectorizeMosaicParams:
-    values = dict(store=store, features=["red", "green"], threshold=6271, xy_block_multiplier=2, vector_crs=None,
-                  vectorize_config={"connectivity": 8})
+    values = dict(store=store, features=["red", "green"], threshold=6271, xy_block_multiplier=2,
+                  vector_crs=None, vectorize_config={"connectivity": 8})
     return VectorizeMosaicParams.parse(**(values | changes))
 
 
@@ -268,7 +279,8 @@ def test_store_path_per_feature(mosaic, raster, tmp_path):
     assert list(got.columns) == ["geometry", "label", "score_mean"]
     for k, feature in enumerate(["red", "green"]):
         fg = foreground(values[k], 6271, nodata)
-        assert_same_polygons(got[got.label == feature].geometry.values, whole_raster_polygons(fg, grid.affine, 8))
+        assert_same_polygons(got[got.label == feature].geometry.values,
+                             whole_raster_polygons(fg, grid.affine, 8))
     provenance = pq.read_schema(result.uri).metadata[b"rasterflow"]
     assert b'"workflow": "vectorize-mosaic"' in provenance
 
@@ -299,8 +311,8 @@ def test_plan_checks_inputs(mosaic, tmp_path):
 
 def test_incomplete_store_is_refused(raster, tmp_path):
     values, grid, nodata = raster
-    spec = StoreSpec(uri=str(tmp_path / "s.zarr"), grid=grid, bands=["red", "green"], times=[None], dtype="uint16",
-                     nodata=nodata, shard=ShardShape(chunk=16, rows=256, cols=256))
+    spec = StoreSpec(uri=str(tmp_path / "s.zarr"), grid=grid, bands=["red", "green"], times=[None],
+                     dtype="uint16", nodata=nodata, shard=ShardShape(chunk=16, rows=256, cols=256))
     create_store(spec, "fp", {"workflow": "test"})  # never committed: a crashed build
     with pytest.raises(InvalidParameterError, match="incomplete") as err:
         plan_vectorize(params(spec.uri), str(tmp_path / "out"))
