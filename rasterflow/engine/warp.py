@@ -10,10 +10,11 @@ downsampling kernel's width follows the source window of that region, so GDAL's
 pixels depend on how the output is cut into regions. Every warp here runs on one
 fixed lattice of regions, whatever window is asked for: the warped VRT of a
 window starts on the store's lattice of 512 x 128 pixel blocks (GDAL's own
-warped-VRT blocks) and is padded to whole blocks, and GDAL warps it block by
-block. A pixel therefore always comes out of the same block warp: the same
-value whatever the chunk size, shard size, partitioning, thread count or task
-runner, and the same as one WarpedVRT over the whole store. The padding also
+warped-VRT blocks) and is padded to whole blocks (the last column of blocks
+ends at the store's edge), and GDAL warps it block by block. A pixel
+therefore always comes out of the same block warp: the same value whatever
+the chunk size, shard size, partitioning, thread count or task runner, and
+the same as one WarpedVRT over the whole store. The padding also
 avoids a GDAL defect: a warped VRT whose last row of blocks is short returns
 wrong values there for interpolating kernels (measured up to 808 DN off with
 bilinear, GDAL 3.6 and 3.10). Downsampling kernels get the tile's scale
@@ -122,18 +123,26 @@ def gdal_scale(native_res: tuple[float, float], res: tuple[float, float]) -> tup
 Span = tuple[int, int]
 
 
-def _lattice(grid: Grid, origin: tuple[int, int]) -> tuple[Affine, int, int, tuple[Span, Span]]:
-    """(transform, width, height, window of ``grid`` in it) of the VRT on the lattice around ``grid``."""
+def _lattice(grid: Grid, origin: tuple[int, int],
+             output_width: int | None) -> tuple[Affine, int, int, tuple[Span, Span]]:
+    """(transform, width, height, window of ``grid`` in it) of the VRT on the lattice around ``grid``.
+
+    Rows are padded to whole blocks (a short last row of blocks is GDAL's defect);
+    the last column of blocks may end at the output's edge (short columns are exact).
+    """
     top, left = origin[0] % BLOCK_ROWS, origin[1] % BLOCK_COLS
     height = math.ceil((top + grid.height) / BLOCK_ROWS) * BLOCK_ROWS
     width = math.ceil((left + grid.width) / BLOCK_COLS) * BLOCK_COLS
+    if output_width is not None:
+        width = min(width, output_width - (origin[1] - left))
     transform = grid.affine * Affine.translation(-left, -top)
     return transform, width, height, ((top, top + grid.height), (left, left + grid.width))
 
 
-def _warp_tile(tile: TileRead, grid: Grid, origin: tuple[int, int], kernel: Resampling, dtype: str,
-               nodata: float, error_threshold: float, out: np.ndarray) -> None:
-    transform, width, height, window = _lattice(grid, origin)
+def _warp_tile(tile: TileRead, grid: Grid, origin: tuple[int, int], output_width: int | None,
+               kernel: Resampling, dtype: str, nodata: float, error_threshold: float,
+               out: np.ndarray) -> None:
+    transform, width, height, window = _lattice(grid, origin, output_width)
     extras = {}
     if tile.scale is not None and kernel is not Resampling.nearest:
         extras = {"XSCALE": repr(tile.scale[0]), "YSCALE": repr(tile.scale[1])}
@@ -156,11 +165,13 @@ def render_window(
     storage_options: dict[str, Any] | None = None,
     error_threshold: float = GDAL_ERROR_THRESHOLD,
     origin: tuple[int, int] = (0, 0),
+    output_width: int | None = None,
 ) -> np.ndarray:
     """Pixels of ``grid`` (bands, rows, cols) from ``tiles`` in ascending priority.
 
     ``grid`` is a window of the output whose first row and column are
-    ``origin`` (warps run on the output's lattice, module docstring). Pixels
+    ``origin``, in an output ``output_width`` wide (warps run on the output's
+    lattice, module docstring; None: as wide as the window's blocks). Pixels
     whose centre falls outside ``mask_geometry`` (in the grid's CRS) are
     nodata, as are pixels no tile covers. ``storage_options`` are the tiles'
     (s3fs options, also turned into GDAL's /vsis3/ configuration).
@@ -174,7 +185,7 @@ def render_window(
             if not tile.reaches(grid):
                 continue
             try:
-                _warp_tile(tile, grid, origin, kernel, dtype, nodata, error_threshold, scratch)
+                _warp_tile(tile, grid, origin, output_width, kernel, dtype, nodata, error_threshold, scratch)
             except RasterioError as exc:
                 raise read_error(tile.uri, exc, storage_options) from None
             valid = _valid(scratch, nodata)

@@ -55,6 +55,7 @@ class ShardJob(BaseModel):
     requester_pays: bool = False
     mask_wkb: str | None = None  # AOI part inside the window (hex WKB), None = no mask needed
     warp_error_threshold: float = 0.0  # gdalwarp's -et
+    store_width: int | None = None  # the warp lattice ends at the store's edge
 
 
 class MosaicStorePlan(StorePlan):
@@ -232,7 +233,7 @@ def plan_gti_mosaic(
             ShardJob(key=f"{store.fingerprint[:16]}-t{t}-{window.id}", store_uri=store.spec.uri, time_index=t,
                      window=window, grid=wgrid, tiles=tiles, dtype=dtype, nodata=nodata,
                      resampling=request.resampling, requester_pays=request.requester_pays, mask_wkb=mask,
-                     warp_error_threshold=request.warp_error_threshold)
+                     warp_error_threshold=request.warp_error_threshold, store_width=store.spec.grid.width)
             for window, wgrid, wbox, mask in store_partitions(store, request.shard_size_bytes)
             for t in range(len(times))
             if (tiles := [r for r, s, fp in zip(reads, slot_of, footprints, strict=True)

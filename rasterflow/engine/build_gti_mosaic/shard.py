@@ -44,6 +44,7 @@ def render_chunks(job: ShardJob, storage_options_for: uris.OptionsFor = uris.no_
             grid, tiles, job.dtype, job.nodata, job.resampling, mask_geometry=aoi.across(grid),
             requester_pays=job.requester_pays, storage_options=tile_options,
             error_threshold=job.warp_error_threshold, origin=(chunk.row0, chunk.col0),
+            output_width=job.store_width,
         )
 
     return render

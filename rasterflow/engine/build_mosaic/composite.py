@@ -86,6 +86,7 @@ class CompositeJob(BaseModel):
     mask_wkb: str | None = None
     max_stack_bytes: int = MAX_STACK_BYTES
     warp_error_threshold: float = 0.0  # gdalwarp's -et
+    store_width: int | None = None  # the warp lattice ends at the store's edge
 
 
 class StackTooLargeError(RasterflowError):
@@ -143,6 +144,7 @@ class WarpAt(NamedTuple):
 
     origin: tuple[int, int] = (0, 0)  # the window's first row and column in the store
     error_threshold: float = 0.0
+    output_width: int | None = None  # the store's: where the lattice ends
 
     def down(self, rows: int) -> WarpAt:
         return self._replace(origin=(self.origin[0] + rows, self.origin[1]))
@@ -158,7 +160,8 @@ def _nearest(grid: Grid, read: TileRead, dtype: str, nodata: float, requester_pa
     if values is None:
         values = render_window(grid, [read], dtype, nodata, ResamplingMethod.NEAREST,
                                requester_pays=requester_pays, storage_options=storage_options,
-                               error_threshold=at.error_threshold, origin=at.origin)
+                               error_threshold=at.error_threshold, origin=at.origin,
+                               output_width=at.output_width)
     return values
 
 
@@ -251,7 +254,8 @@ def latest_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene], dtype: 
         out[[p for p, _ in members]] = render_window(grid, reads, dtype, nodata, ResamplingMethod.NEAREST,
                                                      requester_pays=spec.requester_pays,
                                                      storage_options=storage_options_for(reads[0].uri),
-                                                     error_threshold=at.error_threshold, origin=at.origin)
+                                                     error_threshold=at.error_threshold, origin=at.origin,
+                                                     output_width=at.output_width)
     return out
 
 

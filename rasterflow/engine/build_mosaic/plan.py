@@ -115,7 +115,8 @@ def plan_dataset_mosaic(
             CompositeJob(key=f"{store.fingerprint[:16]}-t{t}-{window.id}", store_uri=store.spec.uri,
                          time_index=t, window=window, grid=wgrid, n_bands=len(bands), parts=parts,
                          dtype=dtype, nodata=nodata, mask_wkb=mask,
-                         warp_error_threshold=request.warp_error_threshold)
+                         warp_error_threshold=request.warp_error_threshold,
+                         store_width=store.spec.grid.width)
             for window, wgrid, wbox, mask in store_partitions(store, request.shard_size_bytes)
             for t, year in enumerate(found.years)
             if (parts := _parts(found, footprints, offsets, year, wbox,

@@ -26,7 +26,8 @@ def build_composite_shard(job: CompositeJob, storage_options_for: uris.OptionsFo
 
     def render(chunk: Window) -> np.ndarray | None:
         grid = chunk_grid(job.window, job.grid, chunk)
-        at = WarpAt(origin=(chunk.row0, chunk.col0), error_threshold=job.warp_error_threshold)
+        at = WarpAt(origin=(chunk.row0, chunk.col0), error_threshold=job.warp_error_threshold,
+                    output_width=job.store_width)
         return composite_window(job, grid, at, storage_options_for, aoi)
 
     options = storage_options_for(job.store_uri)
