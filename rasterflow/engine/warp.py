@@ -31,6 +31,10 @@ to the exact transform everywhere (checked pixel for pixel against PROJ and
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -139,14 +143,69 @@ def _lattice(grid: Grid, origin: tuple[int, int],
     return transform, width, height, ((top, top + grid.height), (left, left + grid.width))
 
 
+class OpenTiles:
+    """Tile datasets kept open while one task renders its chunks: one set per thread.
+
+    Opening a tile costs a header read (an HTTP request or two when remote)
+    and each open handle keeps the tile's decoded blocks in GDAL's cache, so
+    neighbouring chunks share them. A GDAL handle serves one thread at a
+    time, hence a set per thread, each at most ``per_thread`` tiles (least
+    recently used closed first). ``close`` once the task's chunks are done.
+    """
+
+    def __init__(self, per_thread: int = 32):
+        self.per_thread = per_thread
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sets: list[OrderedDict] = []
+
+    @contextmanager
+    def open(self, uri: str) -> Iterator[Any]:
+        opened: OrderedDict | None = getattr(self._local, "opened", None)
+        if opened is None:
+            opened = self._local.opened = OrderedDict()
+            with self._lock:
+                self._sets.append(opened)
+        if uri in opened:
+            opened.move_to_end(uri)
+        else:
+            opened[uri] = rasterio.open(uris.rasterio_path(uri))
+            while len(opened) > self.per_thread:
+                opened.popitem(last=False)[1].close()
+        yield opened[uri]
+
+    def close(self) -> None:
+        with self._lock:
+            for opened in self._sets:
+                for dataset in opened.values():
+                    dataset.close()
+                opened.clear()
+
+    def __enter__(self) -> OpenTiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def _opened(uri: str, tiles: OpenTiles | None) -> Iterator[Any]:
+    if tiles is not None:
+        with tiles.open(uri) as src:
+            yield src
+    else:
+        with rasterio.open(uris.rasterio_path(uri)) as src:
+            yield src
+
+
 def _warp_tile(tile: TileRead, grid: Grid, origin: tuple[int, int], output_width: int | None,
                kernel: Resampling, dtype: str, nodata: float, error_threshold: float,
-               out: np.ndarray) -> None:
+               out: np.ndarray, opened: OpenTiles | None) -> None:
     transform, width, height, window = _lattice(grid, origin, output_width)
     extras = {}
     if tile.scale is not None and kernel is not Resampling.nearest:
         extras = {"XSCALE": repr(tile.scale[0]), "YSCALE": repr(tile.scale[1])}
-    with rasterio.open(uris.rasterio_path(tile.uri)) as src, WarpedVRT(
+    with _opened(tile.uri, opened) as src, WarpedVRT(
         src, crs=grid.rio_crs, transform=transform, width=width, height=height, resampling=kernel,
         src_nodata=tile.nodata, nodata=nodata, dtype=dtype,
         tolerance=error_threshold if error_threshold > 0 else EXACT_TOLERANCE, **extras,
@@ -166,6 +225,7 @@ def render_window(
     error_threshold: float = GDAL_ERROR_THRESHOLD,
     origin: tuple[int, int] = (0, 0),
     output_width: int | None = None,
+    opened: OpenTiles | None = None,
 ) -> np.ndarray:
     """Pixels of ``grid`` (bands, rows, cols) from ``tiles`` in ascending priority.
 
@@ -174,7 +234,8 @@ def render_window(
     lattice, module docstring; None: as wide as the window's blocks). Pixels
     whose centre falls outside ``mask_geometry`` (in the grid's CRS) are
     nodata, as are pixels no tile covers. ``storage_options`` are the tiles'
-    (s3fs options, also turned into GDAL's /vsis3/ configuration).
+    (s3fs options, also turned into GDAL's /vsis3/ configuration). ``opened``:
+    the task's open tiles, else each tile is opened for this call.
     """
     shape = (len(tiles[0].band_indexes) if tiles else 0, grid.height, grid.width)
     out = np.full(shape, nodata, dtype=dtype)
@@ -185,7 +246,8 @@ def render_window(
             if not tile.reaches(grid):
                 continue
             try:
-                _warp_tile(tile, grid, origin, output_width, kernel, dtype, nodata, error_threshold, scratch)
+                _warp_tile(tile, grid, origin, output_width, kernel, dtype, nodata, error_threshold, scratch,
+                           opened)
             except RasterioError as exc:
                 raise read_error(tile.uri, exc, storage_options) from None
             valid = _valid(scratch, nodata)
@@ -208,6 +270,7 @@ def read_aligned(
     nodata: float,
     requester_pays: bool = False,
     storage_options: dict[str, Any] | None = None,
+    opened: OpenTiles | None = None,
 ) -> np.ndarray | None:
     """``render_window(grid, [tile], ..., NEAREST)`` without a warp, or None when it needs one.
 
@@ -223,7 +286,7 @@ def read_aligned(
 
     with tile_env(requester_pays, storage_options):
         try:
-            with rasterio.open(uris.rasterio_path(tile.uri)) as src:
+            with _opened(tile.uri, opened) as src:
                 st, gt = src.transform, grid.affine
                 if src.crs is None or src.crs != grid.rio_crs or st.b or st.d or gt.b or gt.d or st.e > 0:
                     return None

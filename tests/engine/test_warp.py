@@ -165,13 +165,25 @@ def test_reprojected_render_is_independent_of_windows(landsat_tile, web_mercator
 
 
 def test_approximate_transform_differs_from_exact_by_little(landsat_tile, web_mercator_grid):
-    """GDAL's default threshold (0.125 px) moves a nearest pick to the neighbouring source pixel
-    where a pixel centre lies within that distance of a source pixel edge: a few percent at most."""
+    """GDAL's default threshold (0.125 px) moves a nearest pick at most to a neighbouring source
+    pixel, where a pixel centre lies that close to a source pixel edge: at this native resolution
+    about 5% of pixels (0.45% of the 3x finer benchmark grid)."""
     grid, tiles = web_mercator_grid, [_tile(landsat_tile)]
     exact = _render(grid, tiles, error_threshold=0)
     approximate = _render(grid, tiles)
-    differ = (exact != approximate).any(axis=0).mean()
-    assert 0 < differ < 0.05
+    differ = (exact != approximate).any(axis=0)
+    assert 0 < differ.mean() < 0.06
+    # Each differing pixel holds one of the 3 x 3 source pixels around its exact source position.
+    src_grid, pixels, _ = _read(landsat_tile)
+    rows, cols = np.nonzero(differ)
+    a, s = grid.affine, src_grid.affine
+    x, y = Transformer.from_crs(grid.crs, src_grid.crs, always_xy=True).transform(
+        a.c + a.a * (cols + 0.5), a.f + a.e * (rows + 0.5))
+    src_col, src_row = np.floor((x - s.c) / s.a).astype(int), np.floor((y - s.f) / s.e).astype(int)
+    padded = np.pad(pixels, ((0, 0), (1, 1), (1, 1)))
+    neighbours = np.stack([padded[:, src_row + 1 + dr, src_col + 1 + dc]
+                           for dr in (-1, 0, 1) for dc in (-1, 0, 1)])
+    assert (neighbours == approximate[:, rows, cols][None]).all(axis=1).any(axis=0).all()
 
 
 def test_reprojected_nearest_matches_proj_per_pixel(landsat_tile, web_mercator_grid):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from .. import uris
 from ..partitions import AoiMask, Window, chunk_grid
 from ..shards import RenderChunk, write_shards
-from ..warp import render_window
+from ..warp import OpenTiles, render_window
 from .plan import ShardJob
 
 
@@ -29,7 +29,8 @@ def count_valid(data: np.ndarray, nodata: float) -> int:
     return int(np.count_nonzero(~np.isnan(data) if math.isnan(nodata) else data != nodata))
 
 
-def render_chunks(job: ShardJob, storage_options_for: uris.OptionsFor = uris.no_options) -> RenderChunk:
+def render_chunks(job: ShardJob, opened: OpenTiles,
+                  storage_options_for: uris.OptionsFor = uris.no_options) -> RenderChunk:
     """How one chunk of the job's partition is computed: the tiles reaching it, warped and masked."""
     aoi = AoiMask(job.mask_wkb)
     tile_options = uris.with_requester_pays(job.tiles[0].uri, storage_options_for(job.tiles[0].uri),
@@ -44,7 +45,7 @@ def render_chunks(job: ShardJob, storage_options_for: uris.OptionsFor = uris.no_
             grid, tiles, job.dtype, job.nodata, job.resampling, mask_geometry=aoi.across(grid),
             requester_pays=job.requester_pays, storage_options=tile_options,
             error_threshold=job.warp_error_threshold, origin=(chunk.row0, chunk.col0),
-            output_width=job.store_width,
+            output_width=job.store_width, opened=opened,
         )
 
     return render
@@ -53,7 +54,9 @@ def render_chunks(job: ShardJob, storage_options_for: uris.OptionsFor = uris.no_
 def build_shard(job: ShardJob, storage_options_for: uris.OptionsFor = uris.no_options,
                 threads: int | None = None) -> ShardSummary:
     """Render one partition chunk by chunk and write its shards whole (``shards.write_shards``)."""
-    valid = write_shards(job.store_uri, job.time_index, job.window, render_chunks(job, storage_options_for),
-                         storage_options_for(job.store_uri), threads)
+    with OpenTiles() as opened:
+        render = render_chunks(job, opened, storage_options_for)
+        valid = write_shards(job.store_uri, job.time_index, job.window, render,
+                             storage_options_for(job.store_uri), threads)
     rows, cols = job.window.shape
     return ShardSummary(key=job.key, rows=rows, cols=cols, valid_values=valid)

@@ -38,7 +38,7 @@ from ...errors import RasterflowError
 from .. import uris
 from ..grid import Grid
 from ..partitions import AoiMask, Window
-from ..warp import TileRead, read_aligned, render_window
+from ..warp import OpenTiles, TileRead, read_aligned, render_window
 from .catalog import DatasetSpec, Rule
 
 MAX_STACK_BYTES = 1 << 28  # observation stack of one strip of a chunk, per thread
@@ -145,6 +145,7 @@ class WarpAt(NamedTuple):
     origin: tuple[int, int] = (0, 0)  # the window's first row and column in the store
     error_threshold: float = 0.0
     output_width: int | None = None  # the store's: where the lattice ends
+    opened: OpenTiles | None = None  # the task's open scenes
 
     def down(self, rows: int) -> WarpAt:
         return self._replace(origin=(self.origin[0] + rows, self.origin[1]))
@@ -156,12 +157,12 @@ EXACT_AT_ORIGIN = WarpAt()
 def _nearest(grid: Grid, read: TileRead, dtype: str, nodata: float, requester_pays: bool,
              storage_options: dict[str, Any], at: WarpAt) -> np.ndarray:
     """One asset on ``grid``, nearest neighbour: a plain read when the grids align, else the warp."""
-    values = read_aligned(grid, read, dtype, nodata, requester_pays, storage_options)
+    values = read_aligned(grid, read, dtype, nodata, requester_pays, storage_options, at.opened)
     if values is None:
         values = render_window(grid, [read], dtype, nodata, ResamplingMethod.NEAREST,
                                requester_pays=requester_pays, storage_options=storage_options,
                                error_threshold=at.error_threshold, origin=at.origin,
-                               output_width=at.output_width)
+                               output_width=at.output_width, opened=at.opened)
     return values
 
 
@@ -255,7 +256,7 @@ def latest_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene], dtype: 
                                                      requester_pays=spec.requester_pays,
                                                      storage_options=storage_options_for(reads[0].uri),
                                                      error_threshold=at.error_threshold, origin=at.origin,
-                                                     output_width=at.output_width)
+                                                     output_width=at.output_width, opened=at.opened)
     return out
 
 

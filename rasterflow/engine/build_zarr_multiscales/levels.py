@@ -1,7 +1,8 @@
 """The work of build-shard, build-levels and count-shard: levels built partition by partition.
 
 Level L+1 is built from level L, one task per partition of level L+1 (whole
-shards), reading the 2x window of level L under it; level 0 copies the input
+shards), each chunk from the 2x window of level L under it, chunks computed on
+every core and streamed into their shards (``shards``); level 0 copies the input
 (its shard objects byte for byte when the layouts agree, else decoded and
 re-encoded). Each task summarizes the level-0 pixels it holds (``stats``) in
 its ``LevelSummary``, which ``statistics`` merges.
