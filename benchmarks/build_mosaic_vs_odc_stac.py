@@ -7,8 +7,8 @@ xarray cube, a masked median with xarray, and ``to_zarr`` (the Open Data Cube
 the same grid, the same mask (SCL 0, 1, 3, 7, 8, 9, 10 and pixels without
 data), the same harmonisation (baseline >= 04.00: -1000, clipped at 0), the
 same yearly medians and valid counts, written as a Zarr store with the same
-512 px chunks, on both cores (dask's threaded scheduler; rasterflow's two task
-threads).
+512 px chunks, on both cores (dask's threaded scheduler; rasterflow at its
+defaults: one 3.5 GB shard, its chunks on every core).
 
 Data: ``scripts/make_stac_sample.py`` at ``--size`` px a side (default 1500:
 15 x 15 km at 10 m; 12 scenes over 2021-2022, 10 under the cloud limit, B02
@@ -17,9 +17,10 @@ tests. Both compute S2_MED_WINDOWED_PIXEL for 2021 and 2022 over the scenes'
 footprint less 500 m, in EPSG:32621 at 10 m (the scenes' own grid: both copy
 pixels). rasterflow: one untimed call first (it starts Prefect's embedded
 server), then each timed call into a fresh output root so the cache never
-answers. Rounds are interleaved; medians and the ratio odc / rasterflow
-(above 1: rasterflow is faster) are printed, with how many output values
-differ between the two stores.
+answers. Rounds are interleaved; median wall and CPU seconds, peak RSS of
+this process during each call (``measure.py``), the ratio odc / rasterflow
+(above 1: rasterflow is faster) and how many output values differ between
+the two stores are printed.
 
 Needs ``odc-stac`` (``pip install odc-stac``) and the test extra (``rustac``).
 From the repository root::
@@ -40,6 +41,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from measure import Measured, in_process
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out" / "build_mosaic_vs_odc_stac"
@@ -104,21 +107,20 @@ def aoi_file(sample: dict[str, Path]) -> tuple[Path, tuple[float, float, float, 
     return path, bounds
 
 
-def run_rasterflow(url: str, aoi: Path, output_uri: Path, shard_size_bytes: int) -> tuple[float, str]:
+def run_rasterflow(url: str, aoi: Path, output_uri: Path, shard_size_bytes: int | None) -> str:
+    """One call at rasterflow's defaults (the STAC API and the CRS are the job's)."""
     from rasterflow.client import RasterflowClient
     from rasterflow.config import DatasetSource, RasterflowConfig
     from rasterflow.enums import DatasetEnum
 
     dataset = DatasetEnum.S2_MED_WINDOWED_PIXEL
-    client = RasterflowClient(RasterflowConfig(output_uri=str(output_uri), max_workers=2,
+    client = RasterflowClient(RasterflowConfig(output_uri=str(output_uri),
                                                datasets={dataset: DatasetSource(stac_url=url)}))
-    start = time.perf_counter()
-    index_uri = client.build_mosaic([dataset], str(aoi), "2021-01-01", "2022-12-31", crs_epsg=32621,
-                                    xy_chunksize=CHUNK, shard_size_bytes=shard_size_bytes)
-    return time.perf_counter() - start, index_uri
+    tuned = {"shard_size_bytes": shard_size_bytes} if shard_size_bytes else {}
+    return client.build_mosaic([dataset], str(aoi), "2021-01-01", "2022-12-31", crs_epsg=32621, **tuned)
 
 
-def run_odc(url: str, bounds, out_path: Path) -> float:
+def run_odc(url: str, bounds, out_path: Path) -> None:
     """Search, load lazily, mask, harmonise, median per year, write: the odc-stac recipe."""
     import dask
     import numpy as np
@@ -129,7 +131,6 @@ def run_odc(url: str, bounds, out_path: Path) -> float:
     from odc.geo.geobox import GeoBox
 
     shutil.rmtree(out_path, ignore_errors=True)
-    start = time.perf_counter()
     geobox = GeoBox.from_bbox(bounds, crs="EPSG:32621", resolution=10)
     catalog = pystac_client.Client.open(url)
     search = catalog.search(collections=["sentinel-2-l2a"], bbox=list(geobox.geographic_extent.boundingbox),
@@ -158,7 +159,6 @@ def run_odc(url: str, bounds, out_path: Path) -> float:
     result = result.chunk({"time": 1, "band": -1, "y": CHUNK, "x": CHUNK}).to_dataset(name="variables")
     with dask.config.set(scheduler="threads", num_workers=2):
         result.to_zarr(out_path, mode="w", zarr_format=3, consolidated=False)
-    return time.perf_counter() - start
 
 
 def compare(index_uri: str, odc_path: Path) -> str:
@@ -178,8 +178,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size", type=int, default=1500)
-    parser.add_argument("--shard-size-bytes", type=int, default=3_500_000_000,
-                        help="rasterflow's shard budget (default: the client's own default)")
+    parser.add_argument("--shard-size-bytes", type=int, default=None,
+                        help="a tuned shard budget for rasterflow (default: the client's own default)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     quiet_prefect(OUT / "prefect-home")
@@ -188,23 +188,24 @@ def main() -> None:
     proc, url = serve(sample)
     try:
         print(f"load average before: {os.getloadavg()}")
-        cold, _ = run_rasterflow(url, aoi, OUT / "rf-cold", args.shard_size_bytes)
-        print(f"rasterflow cold call (starts Prefect's embedded server): {cold:.2f} s")
-        times: dict[str, list[float]] = {"rasterflow build_mosaic": [],
-                                         "odc-stac load + xarray median + to_zarr": []}
-        index_uri = None
+        start = time.perf_counter()
+        run_rasterflow(url, aoi, OUT / "rf-cold", args.shard_size_bytes)
+        print(f"rasterflow cold call (starts Prefect's embedded server): {time.perf_counter() - start:.2f} s")
+        ours, theirs = "rasterflow build_mosaic, defaults", "odc-stac load + xarray median + to_zarr"
+        measured: dict[str, list[Measured]] = {ours: [], theirs: []}
         for run in range(args.runs):
             shutil.rmtree(OUT / f"rf-{run}", ignore_errors=True)
-            seconds, index_uri = run_rasterflow(url, aoi, OUT / f"rf-{run}", args.shard_size_bytes)
-            times["rasterflow build_mosaic"].append(seconds)
-            times["odc-stac load + xarray median + to_zarr"].append(run_odc(url, bounds, OUT / "odc.zarr"))
-            print(f"round {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
-        medians = {k: statistics.median(v) for k, v in times.items()}
-        for name, value in medians.items():
-            print(f"{name}: median {value:.2f} s over {args.runs} run(s)")
-        ours, theirs = medians.values()
-        print(f"ratio odc-stac / rasterflow: {theirs / ours:.2f}x")
-        print(f"pixels: {compare(index_uri, OUT / 'odc.zarr')}")
+            measured[ours].append(in_process(
+                lambda run=run: run_rasterflow(url, aoi, OUT / f"rf-{run}", args.shard_size_bytes)))
+            measured[theirs].append(in_process(lambda: run_odc(url, bounds, OUT / "odc.zarr")))
+            print(f"round {run + 1}: " + ", ".join(f"{k} {v[-1].wall:.2f} s" for k, v in measured.items()))
+        for name, ms in measured.items():
+            print(f"{name}: median {statistics.median(m.wall for m in ms):.2f} s wall, "
+                  f"{statistics.median(m.cpu for m in ms):.2f} s CPU, "
+                  f"peak RSS {max(m.rss_mb for m in ms):.0f} MB over {args.runs} run(s)")
+        walls = {k: statistics.median(m.wall for m in v) for k, v in measured.items()}
+        print(f"ratio odc-stac / rasterflow: {walls[theirs] / walls[ours]:.2f}x (goal >= 2)")
+        print(f"pixels: {compare(measured[ours][-1].result, OUT / 'odc.zarr')}")
         print(f"load average after: {os.getloadavg()}")
     finally:
         proc.terminate()

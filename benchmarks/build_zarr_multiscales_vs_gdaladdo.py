@@ -15,14 +15,15 @@ What runs, on the same pixels:
   like the store's chunks.
 * rasterflow: ``RasterflowClient().build_zarr_multiscales(store)`` with its
   defaults (average, levels down to one 512 px chunk: 5 levels at 5 m; level 0
-  copies the mosaic's shard objects), Prefect's embedded server, a thread pool
-  of both cores. One untimed call first (it starts the server: the warm
+  copies the mosaic's shard objects; each partition's chunks on every core),
+  Prefect's embedded server. One untimed call first (it starts the server: the warm
   client), then timed calls, each into a fresh ``output_uri`` so the cache
   never answers.
-* gdaladdo, the same number of levels (factors 2 4 8 16 at 5 m), on a fresh
-  copy of the GeoTIFF each time (the copy is not timed), with its default
-  single thread and with ``--config GDAL_NUM_THREADS ALL_CPUS``. Its overviews
-  inherit the file's ZSTD compression.
+* the anchor, as users run it with every core: gdaladdo with ``--config
+  GDAL_NUM_THREADS ALL_CPUS``, the same number of levels (factors 2 4 8 16 at
+  5 m), on a fresh copy of the GeoTIFF each time (the copy is not timed); its
+  overviews inherit the file's ZSTD compression. Its default single thread is
+  a labelled variant.
 * rasterflow's engine steps in a plain two-thread pool without Prefect, in the
   flow's order (``engine.build_zarr_multiscales.stages.build_pyramids``): the per-pixel work
   without the orchestration, and so what the orchestration costs.
@@ -32,10 +33,11 @@ What runs, on the same pixels:
   The engine-only line shows the per-pixel speed whatever the size.
 
 Rounds are interleaved so background load hits all contenders alike; medians
-are reported, with the ratio gdaladdo / rasterflow (above 1: rasterflow is
-faster), and each contender's median CPU seconds (its processes and their
-children, Prefect's server included: ``cputime.py``), which other load on a
-shared machine sways much less than wall time. Run from the repository root
+are reported, with the speed gdaladdo (all threads) / contender (above 1:
+faster than the anchor), each contender's median CPU seconds (its processes
+and their children, Prefect's server included: ``cputime.py``), which other
+load on a shared machine sways much less than wall time, and its peak RSS
+(``measure.py``). Run from the repository root
 (outputs go to ``benchmarks/out/``)::
 
     python benchmarks/build_zarr_multiscales_vs_gdaladdo.py [--runs 3] [--resolution 5]
@@ -47,13 +49,12 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cputime import cpu_seconds
+from measure import Measured, child, in_process
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "rasterflow" / "samples" / "landsat8_iguazu"
@@ -88,7 +89,7 @@ def client(output_uri: Path):
     from rasterflow.client import RasterflowClient
     from rasterflow.config import RasterflowConfig
 
-    return RasterflowClient(RasterflowConfig(output_uri=str(output_uri), max_workers=2))
+    return RasterflowClient(RasterflowConfig(output_uri=str(output_uri)))
 
 
 def build_input(resolution: float) -> tuple[str, Path]:
@@ -109,35 +110,33 @@ def build_input(resolution: float) -> tuple[str, Path]:
     return store, geotiff
 
 
-def run_rasterflow(store: str, output_uri: Path) -> float:
-    start = time.perf_counter()
-    client(output_uri).build_zarr_multiscales(store)
-    return time.perf_counter() - start
+def run_rasterflow(store: str, output_uri: Path) -> Measured:
+    """One call at rasterflow's defaults, measured."""
+    return in_process(lambda: client(output_uri).build_zarr_multiscales(store))
 
 
-def run_gdaladdo(gdaladdo: str, geotiff: Path, factors: list[int], threads: str | None) -> float:
+def run_gdaladdo(gdaladdo: str, geotiff: Path, factors: list[int], threads: str | None) -> Measured:
     copy = OUT / "gdaladdo.tif"
-    shutil.copyfile(geotiff, copy)
+    shutil.copyfile(geotiff, copy)  # not timed
     command = [gdaladdo, "-q", "-r", "average",
                *(["--config", "GDAL_NUM_THREADS", threads] if threads else []), str(copy), *map(str, factors)]
-    start = time.perf_counter()
-    subprocess.run(command, check=True)
-    return time.perf_counter() - start
+    return child(command)
 
 
-def run_engine(store: str, output_uri: Path, workers: int = 2) -> float:
+def run_engine(store: str, output_uri: Path, workers: int = 2) -> Measured:
     """The flow's engine steps, in its order, in a plain thread pool (no Prefect)."""
     from rasterflow.engine.build_zarr_multiscales.plan import plan_multiscales
     from rasterflow.engine.build_zarr_multiscales.stages import build_pyramids
     from rasterflow.engine.index import write_index
     from rasterflow.params import BuildZarrMultiscalesParams
 
-    start = time.perf_counter()
-    plan = plan_multiscales(BuildZarrMultiscalesParams.parse(store=store), str(output_uri))
-    with ThreadPoolExecutor(workers) as pool:
-        build_pyramids(plan.pyramids, plan.provenance, pool.map)
-    write_index(plan.index_rows(), plan.index_uri)
-    return time.perf_counter() - start
+    def run() -> None:
+        plan = plan_multiscales(BuildZarrMultiscalesParams.parse(store=store), str(output_uri))
+        with ThreadPoolExecutor(workers) as pool:
+            build_pyramids(plan.pyramids, plan.provenance, pool.map)
+        write_index(plan.index_rows(), plan.index_uri)
+
+    return in_process(run)
 
 
 def main() -> None:
@@ -165,32 +164,35 @@ def main() -> None:
     print(f"levels: {len(shapes)} ({', '.join(f'{h} x {w}' for h, w in shapes)}); "
           f"gdaladdo factors {factors}; partitions per level {[len(lvl.jobs) for lvl in pyramid.levels]}")
 
-    cold = run_rasterflow(store, OUT / "rasterflow" / "warmup")
+    cold = run_rasterflow(store, OUT / "rasterflow" / "warmup").wall
     print(f"rasterflow cold call (starts Prefect's embedded server): {cold:.2f} s")
+    ours = "rasterflow build_zarr_multiscales, defaults"
+    anchor = "gdaladdo -r average, GDAL_NUM_THREADS=ALL_CPUS"
     contenders = {
-        "rasterflow build_zarr_multiscales": lambda r: run_rasterflow(store, OUT / "rasterflow" / f"run{r}"),
-        "gdaladdo -r average (1 thread)": lambda r: run_gdaladdo(gdaladdo, geotiff, factors, None),
-        "gdaladdo -r average (GDAL_NUM_THREADS=ALL_CPUS)":
-            lambda r: run_gdaladdo(gdaladdo, geotiff, factors, "ALL_CPUS"),
-        "rasterflow engine only, no Prefect (2 threads)":
+        ours: lambda r: run_rasterflow(store, OUT / "rasterflow" / f"run{r}"),
+        anchor: lambda r: run_gdaladdo(gdaladdo, geotiff, factors, "ALL_CPUS"),
+        "variant: gdaladdo -r average, 1 thread (its default)":
+            lambda r: run_gdaladdo(gdaladdo, geotiff, factors, None),
+        "variant: rasterflow engine only, no Prefect (2 threads)":
             lambda r: run_engine(store, OUT / "engine" / f"run{r}"),
     }
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    measured: dict[str, list[Measured]] = {name: [] for name in contenders}
     for r in range(args.runs):
         for name, run in contenders.items():
-            before = cpu_seconds()
-            times[name].append(run(r))
-            cpu[name].append(cpu_seconds() - before)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    ours = medians["rasterflow build_zarr_multiscales"]
-    print(f"\nmedian of {args.runs} runs (seconds), ratio = contender / rasterflow "
-          "(above 1: rasterflow faster)")
-    width = max(map(len, medians))
-    for name, median in medians.items():
-        runs = ", ".join(f"{t:.2f}" for t in times[name])
-        print(f"  {name:<{width}}  {median:6.2f}   ratio {median / ours:5.2f}   "
-              f"CPU {statistics.median(cpu[name]):5.2f} s   runs [{runs}]")
+            measured[name].append(run(r))
+        walls = ", ".join(f"{n} {m[-1].wall:.2f} s" for n, m in measured.items())
+        print(f"round {r + 1}/{args.runs}: {walls}", flush=True)
+    anchor_wall = statistics.median(m.wall for m in measured[anchor])
+    print(f"\nmedian of {args.runs} runs; speed = gdaladdo (all threads) wall / contender wall (above 1: "
+          "faster than the anchor); RSS = peak of the working process (rasterflow: this process, Prefect's "
+          "server apart)")
+    width = max(map(len, measured))
+    for name, ms in measured.items():
+        wall = statistics.median(m.wall for m in ms)
+        cpu, rss = statistics.median(m.cpu for m in ms), max(m.rss_mb for m in ms)
+        runs = ", ".join(f"{m.wall:.2f}" for m in ms)
+        print(f"  {name:<{width}}  {wall:6.2f} s   speed {anchor_wall / wall:5.2f}   CPU {cpu:5.2f} s   "
+              f"RSS {rss:5.0f} MB   runs [{runs}]")
     print(f"load average after: {os.getloadavg()}")
 
 

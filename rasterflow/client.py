@@ -20,7 +20,12 @@ from typing import Any
 
 from .config import RasterflowConfig, load_config, using_config
 from .engine.predict_mosaic.request import DEFAULT_BLOCK_MULTIPLIER
-from .engine.request import DEFAULT_CRS_EPSG, DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE
+from .engine.request import (
+    DEFAULT_CRS_EPSG,
+    DEFAULT_SHARD_SIZE_BYTES,
+    DEFAULT_WARP_ERROR_THRESHOLD,
+    DEFAULT_XY_CHUNKSIZE,
+)
 from .engine.vectorize_mosaic.request import DEFAULT_VECTOR_CRS
 from .enums import (
     DatasetEnum,
@@ -104,6 +109,7 @@ class RasterflowClient:
         resampling: ResamplingMethod = ResamplingMethod.NEAREST,
         resolution: float | None = None,
         nodata: float | None = None,
+        warp_error_threshold: float = DEFAULT_WARP_ERROR_THRESHOLD,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         wait: bool = True,
     ) -> str:
@@ -132,6 +138,7 @@ class RasterflowClient:
         envs: dict[str, str] | None = None,
         resolution: float | None = None,
         skip_xy_coords: bool = False,
+        warp_error_threshold: float = DEFAULT_WARP_ERROR_THRESHOLD,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         wait: bool = True,
     ) -> str:

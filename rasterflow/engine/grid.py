@@ -56,6 +56,17 @@ class Grid(BaseModel):
         return reproject_geometry(outline, self.crs, dst_crs)
 
 
+def source_resolution(crs: str, transform: tuple[float, ...], width: int, height: int,
+                      dst_crs: CRS) -> tuple[float, float]:
+    """(x, y) size of a source's pixels carried into ``dst_crs``: GDAL's suggested warp output."""
+    a = Affine(*transform)
+    left, top = a.c, a.f
+    right, bottom = a.c + a.a * width, a.f + a.e * height
+    t, _, _ = calculate_default_transform(CRS.from_user_input(crs), dst_crs, width, height,
+                                          left, bottom, right, top)
+    return t.a, -t.e
+
+
 def native_resolution(
     sources: list[tuple[str, tuple[float, ...], int, int]], dst_crs: CRS
 ) -> tuple[float, float]:
@@ -65,16 +76,8 @@ def native_resolution(
     source (``GDALSuggestedWarpOutput2``), then the minimum per axis.
     ``sources`` are (crs wkt, gdal transform, width, height).
     """
-    xres = yres = math.inf
-    for crs, transform, width, height in sources:
-        a = Affine(*transform)
-        left, top = a.c, a.f
-        right, bottom = a.c + a.a * width, a.f + a.e * height
-        t, _, _ = calculate_default_transform(
-            CRS.from_user_input(crs), dst_crs, width, height, left, bottom, right, top
-        )
-        xres, yres = min(xres, t.a), min(yres, -t.e)
-    return xres, yres
+    resolutions = [source_resolution(*source, dst_crs) for source in sources]
+    return min(r[0] for r in resolutions), min(r[1] for r in resolutions)
 
 
 def snapped_grid(

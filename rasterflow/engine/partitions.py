@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import shapely
 from pydantic import BaseModel, ConfigDict
+from shapely import wkb
 from shapely.geometry import box
 
 from .grid import Grid
@@ -98,3 +100,27 @@ def aoi_partitions(grid: Grid, aoi, shard: ShardShape, bytes_per_pixel: int, sha
         if wbox.intersects(aoi):
             mask = None if aoi.contains(wbox) else aoi.intersection(wbox.buffer(pixel)).wkb_hex
             yield window, wgrid, wbox, mask
+
+
+def chunk_grid(job_window: Window, job_grid: Grid, chunk: Window) -> Grid:
+    """The grid of ``chunk`` (a window of the store) inside a partition's grid."""
+    return job_grid.window(chunk.row0 - job_window.row0, chunk.row1 - job_window.row0,
+                           chunk.col0 - job_window.col0, chunk.col1 - job_window.col0)
+
+
+class AoiMask:
+    """The AOI part of a partition, asked per chunk: outside (skip it), inside (no mask) or across."""
+
+    def __init__(self, mask_wkb: str | None):
+        self.geometry = wkb.loads(bytes.fromhex(mask_wkb)) if mask_wkb else None
+        if self.geometry is not None:
+            shapely.prepare(self.geometry)  # before the threads share it
+
+    def outside(self, grid: Grid) -> bool:
+        return self.geometry is not None and not self.geometry.intersects(box(*grid.bounds))
+
+    def across(self, grid: Grid):
+        """The geometry to mask ``grid`` with, or None when the grid lies inside the AOI."""
+        if self.geometry is None or self.geometry.contains(box(*grid.bounds)):
+            return None
+        return self.geometry

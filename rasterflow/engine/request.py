@@ -26,11 +26,13 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from ..errors import InvalidParameterError
+from .warp import GDAL_ERROR_THRESHOLD
 
 # Uncompressed bytes of one shard (RasterFlow's default): big shards suit object storage.
 DEFAULT_SHARD_SIZE_BYTES = 3_500_000_000
 DEFAULT_XY_CHUNKSIZE = 512
 DEFAULT_CRS_EPSG = 3857
+DEFAULT_WARP_ERROR_THRESHOLD = GDAL_ERROR_THRESHOLD  # gdalwarp's -et
 
 
 class Request(BaseModel):
@@ -130,6 +132,13 @@ def _positive_bytes(value: int) -> int:
     return value
 
 
+def _error_threshold(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError("must be a finite number of pixels, 0 or more (0: exact; gdalwarp's default is "
+                         "0.125)")
+    return value
+
+
 def _resolution(value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise ValueError("must be a positive size in units of the target CRS, or None for native")
@@ -157,6 +166,13 @@ ShardBytes = Annotated[int, AfterValidator(_positive_bytes), Field(
                 "task writes whole. Large shards suit object storage.")]
 Resolution = Annotated[float | None, AfterValidator(_resolution), Field(description=(
     "Pixel size in units of the target CRS. None: the finest native resolution of the inputs."))]
+WarpErrorThreshold = Annotated[float, AfterValidator(_error_threshold), Field(
+    json_schema_extra={"minimum": 0},
+    description="Error threshold of GDAL's approximate coordinate transformer, in pixels (`gdalwarp "
+                "-et`; 0.125 as gdalwarp). 0 transforms every pixel exactly with PROJ, as `gdalwarp -et 0`: "
+                "the same pixels as gdalwarp, at several times the warp's CPU. Whatever the value, warps run "
+                "on a fixed lattice of the output grid, so shards, workers and task runners never change a "
+                "pixel.")]
 SkipXyCoords = Annotated[bool, Field(description=(
     "Write no `x`/`y` coordinate arrays; the transform stays in `spatial_ref` and the `spatial:transform` "
     "attribute."))]

@@ -11,7 +11,12 @@ from prefect import flow, get_run_logger
 
 from ..config import current_config
 from ..engine.build_gti_mosaic.request import BuildGtiMosaicRequest
-from ..engine.request import DEFAULT_CRS_EPSG, DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE
+from ..engine.request import (
+    DEFAULT_CRS_EPSG,
+    DEFAULT_SHARD_SIZE_BYTES,
+    DEFAULT_WARP_ERROR_THRESHOLD,
+    DEFAULT_XY_CHUNKSIZE,
+)
 from ..enums import ResamplingMethod
 from ..tasks.build_gti_mosaic import build_shard_task, plan_partitions
 from ..tasks.policy import io_task_options
@@ -37,6 +42,7 @@ def build_gti_mosaic_flow(
     resampling: ResamplingMethod = ResamplingMethod.NEAREST,
     resolution: float | None = None,
     nodata: float | None = None,
+    warp_error_threshold: float = DEFAULT_WARP_ERROR_THRESHOLD,
 ) -> str:
     """Build one mosaic store per AOI geometry; returns the index GeoParquet URI."""
     request = BuildGtiMosaicRequest.parse(**locals())

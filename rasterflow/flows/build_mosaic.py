@@ -14,7 +14,12 @@ from prefect import flow, get_run_logger
 
 from ..config import current_config
 from ..engine.build_mosaic.request import BuildMosaicRequest
-from ..engine.request import DEFAULT_CRS_EPSG, DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE
+from ..engine.request import (
+    DEFAULT_CRS_EPSG,
+    DEFAULT_SHARD_SIZE_BYTES,
+    DEFAULT_WARP_ERROR_THRESHOLD,
+    DEFAULT_XY_CHUNKSIZE,
+)
 from ..enums import DatasetEnum
 from ..tasks.build_mosaic import build_shard_task, plan_partitions, search_catalog_task
 from ..tasks.policy import io_task_options
@@ -34,6 +39,7 @@ def build_mosaic_flow(
     shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
     resolution: float | None = None,
     skip_xy_coords: bool = False,
+    warp_error_threshold: float = DEFAULT_WARP_ERROR_THRESHOLD,
 ) -> str:
     """Composite the datasets over each AOI geometry, one time slice per year; returns the index URI."""
     request = BuildMosaicRequest.parse(**locals())

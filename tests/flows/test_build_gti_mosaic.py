@@ -231,6 +231,9 @@ def _nothing_written(output_root):
         (dict(xy_chunksize=-512), "xy_chunksize"),
         (dict(time_column="when"), "time_column"),
         (dict(sort_field="rank"), "sort_field"),
+        (dict(warp_error_threshold=-0.125), "warp_error_threshold"),
+        (dict(warp_error_threshold=float("nan")), "warp_error_threshold"),
+        (dict(warp_error_threshold=float("inf")), "warp_error_threshold"),
     ],
 )
 def test_bad_input_names_the_parameter(client, landsat, output_root, change, param):

@@ -106,6 +106,16 @@ def test_season_outside_the_period_is_a_parameter_error(stac_api, s2_aoi, tmp_pa
         client.build_mosaic([DatasetEnum.S2_MED_HARVEST], s2_aoi, "2021-06-01", "2021-08-31")
 
 
+@pytest.mark.parametrize("threshold", [-1.0, float("nan"), float("inf")])
+def test_a_bad_warp_error_threshold_is_named_before_anything_runs(stac_api, s2_aoi, tmp_path, threshold):
+    client = RasterflowClient(stac_config(stac_api, tmp_path / "out"))
+    with pytest.raises(InvalidParameterError, match="finite number of pixels, 0 or more") as err:
+        client.build_mosaic([DatasetEnum.S2_MED_WINDOWED_PIXEL], s2_aoi, "2021-01-01", "2021-12-31",
+                            warp_error_threshold=threshold)
+    assert err.value.param == "warp_error_threshold"
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.zarr"))
+
+
 def test_catalog_down_names_the_url(s2_aoi, tmp_path):
     url = f"http://127.0.0.1:{_free_port()}"
     client = RasterflowClient(stac_config(url, tmp_path / "out"))

@@ -23,14 +23,14 @@ from rasterio.crs import CRS
 from ...enums import ResamplingMethod
 from ...errors import InvalidParameterError
 from .. import uris
-from ..grid import Grid, native_resolution, reproject_geometry, shared_anchor, snapped_grid
+from ..grid import Grid, reproject_geometry, shared_anchor, snapped_grid, source_resolution
 from ..index import store_row
 from ..partitions import ShardShape, Window, aoi_partitions, shard_shape
 from ..plan import StorePlan, StoresPlan
 from ..provenance import output_dir, provenance, request_id, stable_hash
 from ..store import StoreSpec
 from ..vectors import densified, read_vector
-from ..warp import TileRead
+from ..warp import TileRead, gdal_scale
 from .query import apply_query
 from .request import BuildGtiMosaicRequest
 from .tiles import TileInfo, band_indexes, inspect_tiles
@@ -54,6 +54,8 @@ class ShardJob(BaseModel):
     resampling: ResamplingMethod
     requester_pays: bool = False
     mask_wkb: str | None = None  # AOI part inside the window (hex WKB), None = no mask needed
+    warp_error_threshold: float = 0.0  # gdalwarp's -et
+    store_width: int | None = None  # the warp lattice ends at the store's edge
 
 
 class MosaicStorePlan(StorePlan):
@@ -204,10 +206,11 @@ def plan_gti_mosaic(
     nodata, dtype = _nodata_and_dtype(infos, request.nodata)
 
     dst_crs = CRS.from_epsg(request.crs_epsg)
+    natives = [source_resolution(t.crs, t.transform, t.width, t.height, dst_crs) for t in infos]
     if request.resolution is not None:
         res = (request.resolution, request.resolution)
-    else:
-        res = native_resolution([(t.crs, t.transform, t.width, t.height) for t in infos], dst_crs)
+    else:  # the finest per axis, as gdalwarp picks it
+        res = (min(n[0] for n in natives), min(n[1] for n in natives))
     anchor = shared_anchor([(t.crs, t.transform) for t in infos], dst_crs, res)
     slot_of, times = _slots(gti, request.time_column, len(reads))
 
@@ -216,6 +219,8 @@ def plan_gti_mosaic(
     reach = (request.resampling.kernel_radius + 1) * max(res)
     footprints = [reproject_geometry(densified(geom), gti.crs, dst_crs).buffer(reach)
                   for geom in gti.geometry]
+    reads = [r.model_copy(update={"bounds": fp.bounds, "scale": gdal_scale(n, res)})
+             for r, fp, n in zip(reads, footprints, natives, strict=True)]
 
     rid = request_id(params=request.fingerprint_parameters(), tiles=[(t.uri, t.fingerprint) for t in infos],
                      aoi=[g.wkb_hex for g in aoi.geometry], aoi_crs=aoi.crs.to_string())
@@ -227,7 +232,8 @@ def plan_gti_mosaic(
         jobs = [
             ShardJob(key=f"{store.fingerprint[:16]}-t{t}-{window.id}", store_uri=store.spec.uri, time_index=t,
                      window=window, grid=wgrid, tiles=tiles, dtype=dtype, nodata=nodata,
-                     resampling=request.resampling, requester_pays=request.requester_pays, mask_wkb=mask)
+                     resampling=request.resampling, requester_pays=request.requester_pays, mask_wkb=mask,
+                     warp_error_threshold=request.warp_error_threshold, store_width=store.spec.grid.width)
             for window, wgrid, wbox, mask in store_partitions(store, request.shard_size_bytes)
             for t in range(len(times))
             if (tiles := [r for r, s, fp in zip(reads, slot_of, footprints, strict=True)

@@ -11,6 +11,7 @@ from ...errors import InvalidParameterError
 from ..request import (
     DEFAULT_CRS_EPSG,
     DEFAULT_SHARD_SIZE_BYTES,
+    DEFAULT_WARP_ERROR_THRESHOLD,
     DEFAULT_XY_CHUNKSIZE,
     Aoi,
     BandNames,
@@ -21,6 +22,7 @@ from ..request import (
     ShardBytes,
     SkipXyCoords,
     Uri,
+    WarpErrorThreshold,
 )
 from .query import validate_query_syntax
 
@@ -70,3 +72,4 @@ class BuildGtiMosaicRequest(Request):
         "the target CRS, as gdalwarp computes it (`GDALSuggestedWarpOutput2`, per axis)."))] = None
     nodata: Annotated[float | None, Field(description=(
         "Output nodata value and Zarr fill value. None: the tiles' (all must declare one)."))] = None
+    warp_error_threshold: WarpErrorThreshold = DEFAULT_WARP_ERROR_THRESHOLD

@@ -1,4 +1,4 @@
-"""build-shard: one partition warped from its tiles and written whole."""
+"""build-shard: one partition warped from its tiles, chunk by chunk on every core, written whole."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from shapely import wkb
 
 from .. import uris
-from ..store import write_window
-from ..warp import render_window
+from ..partitions import AoiMask, Window, chunk_grid
+from ..shards import RenderChunk, write_shards
+from ..warp import OpenTiles, render_window
 from .plan import ShardJob
 
 
@@ -29,15 +29,34 @@ def count_valid(data: np.ndarray, nodata: float) -> int:
     return int(np.count_nonzero(~np.isnan(data) if math.isnan(nodata) else data != nodata))
 
 
-def build_shard(job: ShardJob, storage_options_for: uris.OptionsFor = uris.no_options) -> ShardSummary:
-    """Render one partition and write it whole."""
-    mask = wkb.loads(bytes.fromhex(job.mask_wkb)) if job.mask_wkb else None
+def render_chunks(job: ShardJob, opened: OpenTiles,
+                  storage_options_for: uris.OptionsFor = uris.no_options) -> RenderChunk:
+    """How one chunk of the job's partition is computed: the tiles reaching it, warped and masked."""
+    aoi = AoiMask(job.mask_wkb)
     tile_options = uris.with_requester_pays(job.tiles[0].uri, storage_options_for(job.tiles[0].uri),
                                             job.requester_pays)
-    data = render_window(
-        job.grid, job.tiles, job.dtype, job.nodata, job.resampling,
-        mask_geometry=mask, requester_pays=job.requester_pays, storage_options=tile_options,
-    )
-    write_window(job.store_uri, job.time_index, job.window, data, storage_options_for(job.store_uri))
+
+    def render(chunk: Window) -> np.ndarray | None:
+        grid = chunk_grid(job.window, job.grid, chunk)
+        tiles = [t for t in job.tiles if t.reaches(grid)]
+        if not tiles or aoi.outside(grid):
+            return None
+        return render_window(
+            grid, tiles, job.dtype, job.nodata, job.resampling, mask_geometry=aoi.across(grid),
+            requester_pays=job.requester_pays, storage_options=tile_options,
+            error_threshold=job.warp_error_threshold, origin=(chunk.row0, chunk.col0),
+            output_width=job.store_width, opened=opened,
+        )
+
+    return render
+
+
+def build_shard(job: ShardJob, storage_options_for: uris.OptionsFor = uris.no_options,
+                threads: int | None = None) -> ShardSummary:
+    """Render one partition chunk by chunk and write its shards whole (``shards.write_shards``)."""
+    with OpenTiles() as opened:
+        render = render_chunks(job, opened, storage_options_for)
+        valid = write_shards(job.store_uri, job.time_index, job.window, render,
+                             storage_options_for(job.store_uri), threads)
     rows, cols = job.window.shape
-    return ShardSummary(key=job.key, rows=rows, cols=cols, valid_values=count_valid(data, job.nodata))
+    return ShardSummary(key=job.key, rows=rows, cols=cols, valid_values=valid)

@@ -14,32 +14,34 @@ Two rules (``catalog.Rule``):
 - LATEST (NAIP): the mosaic engine's own compositing with scenes in ascending
   acquisition time, so the most recent valid pixel is on top.
 
-Memory. A median needs every observation of a pixel at once: the stack is
-observations x bands x rows x cols float32 (sorted in place). A
-partition whose stack would exceed ``MAX_STACK_BYTES`` is processed in strips
-of rows that fit; a single row that does not fit is an error (raise the cap or
-shorten the period). So memory is bounded by ``MAX_STACK_BYTES`` plus the
-partition itself (``shard_size_bytes``), never by the area.
+Work and memory. A partition is composited chunk by chunk (``shards``: every
+core on its chunks, the shard streamed), each chunk reading only the scenes
+whose footprint reaches it. A median needs every observation of a pixel at
+once: the stack is observations x bands x rows x cols float32 (sorted in
+place). A chunk whose stack would exceed ``MAX_STACK_BYTES`` is processed in
+strips of rows that fit; a single row that does not fit is an error (raise
+the cap or shorten the period). So memory is bounded by ``MAX_STACK_BYTES``
+per thread, never by the shard or the area. Warps run on the store's fixed
+lattice (``warp``), so strips and chunks never change a pixel.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from shapely import wkb
 
 from ...enums import ResamplingMethod
 from ...errors import RasterflowError
 from .. import uris
 from ..grid import Grid
-from ..partitions import Window
-from ..warp import TileRead, read_aligned, render_window
+from ..partitions import AoiMask, Window
+from ..warp import OpenTiles, TileRead, read_aligned, render_window
 from .catalog import DatasetSpec, Rule
 
-MAX_STACK_BYTES = 1 << 30  # observation stack of one strip
+MAX_STACK_BYTES = 1 << 28  # observation stack of one strip of a chunk, per thread
 
 
 class Scene(BaseModel):
@@ -51,6 +53,10 @@ class Scene(BaseModel):
     datetime: str
     hrefs: dict[str, str]  # asset key -> href
     offset: float = 0.0  # added to valid DN (harmonisation)
+    bounds: tuple[float, float, float, float] | None = None  # footprint's box in the store's CRS (plan)
+
+    def reaches(self, grid: Grid) -> bool:
+        return TileRead(uri="", band_indexes=(), nodata=None, bounds=self.bounds).reaches(grid)
 
 
 class DatasetPart(BaseModel):
@@ -79,6 +85,8 @@ class CompositeJob(BaseModel):
     nodata: float
     mask_wkb: str | None = None
     max_stack_bytes: int = MAX_STACK_BYTES
+    warp_error_threshold: float = 0.0  # gdalwarp's -et
+    store_width: int | None = None  # the warp lattice ends at the store's edge
 
 
 class StackTooLargeError(RasterflowError):
@@ -131,13 +139,30 @@ def _asset_groups(spec: DatasetSpec) -> dict[str, list[tuple[int, int]]]:
     return groups
 
 
+class WarpAt(NamedTuple):
+    """Where a window lies on the store's warp lattice (``warp``), and GDAL's error threshold."""
+
+    origin: tuple[int, int] = (0, 0)  # the window's first row and column in the store
+    error_threshold: float = 0.0
+    output_width: int | None = None  # the store's: where the lattice ends
+    opened: OpenTiles | None = None  # the task's open scenes
+
+    def down(self, rows: int) -> WarpAt:
+        return self._replace(origin=(self.origin[0] + rows, self.origin[1]))
+
+
+EXACT_AT_ORIGIN = WarpAt()
+
+
 def _nearest(grid: Grid, read: TileRead, dtype: str, nodata: float, requester_pays: bool,
-             storage_options: dict[str, Any]) -> np.ndarray:
+             storage_options: dict[str, Any], at: WarpAt) -> np.ndarray:
     """One asset on ``grid``, nearest neighbour: a plain read when the grids align, else the warp."""
-    values = read_aligned(grid, read, dtype, nodata, requester_pays, storage_options)
+    values = read_aligned(grid, read, dtype, nodata, requester_pays, storage_options, at.opened)
     if values is None:
         values = render_window(grid, [read], dtype, nodata, ResamplingMethod.NEAREST,
-                               requester_pays=requester_pays, storage_options=storage_options)
+                               requester_pays=requester_pays, storage_options=storage_options,
+                               error_threshold=at.error_threshold, origin=at.origin,
+                               output_width=at.output_width, opened=at.opened)
     return values
 
 
@@ -149,7 +174,8 @@ def _class_table(classes: tuple[int, ...]) -> np.ndarray:
 
 
 def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene, out: np.ndarray | None = None,
-                     storage_options_for: uris.OptionsFor = uris.no_options) -> np.ndarray:
+                     storage_options_for: uris.OptionsFor = uris.no_options, at: WarpAt = EXACT_AT_ORIGIN
+                     ) -> np.ndarray:
     """One scene on ``grid`` as float32 (bands, rows, cols): NaN where masked or without data.
 
     ``out``, when given, receives it (a slot of the observation stack).
@@ -159,7 +185,7 @@ def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene, out: np.ndarra
     for asset, members in _asset_groups(spec).items():
         read = TileRead(uri=scene.hrefs[asset], band_indexes=tuple(i for _, i in members), nodata=spec.nodata)
         out[[p for p, _ in members]] = _nearest(grid, read, "float32", math.nan, spec.requester_pays,
-                                                storage_options_for(read.uri))
+                                                storage_options_for(read.uri), at)
     if scene.offset:
         # Reflectance below the offset is clipped to 0, as ESA's harmonisation does (NaN stays NaN).
         out += np.float32(scene.offset)
@@ -167,7 +193,7 @@ def read_observation(grid: Grid, spec: DatasetSpec, scene: Scene, out: np.ndarra
     invalid = np.isnan(out).any(axis=0)  # an observation counts only with every band
     if spec.mask_asset:
         read = TileRead(uri=scene.hrefs[spec.mask_asset], band_indexes=(1,), nodata=None)
-        classes = _nearest(grid, read, "uint8", 0, spec.requester_pays, storage_options_for(read.uri))[0]
+        classes = _nearest(grid, read, "uint8", 0, spec.requester_pays, storage_options_for(read.uri), at)[0]
         invalid |= _class_table(spec.mask_classes)[classes]
     np.copyto(out, np.float32(np.nan), where=invalid)
     return out
@@ -185,58 +211,78 @@ def check_stack(spec: DatasetSpec, n_scenes: int, width: int, max_stack_bytes: i
     if rows < 1:
         raise StackTooLargeError(
             f"dataset {spec.prefix}: {n_scenes} observations of a {width}-pixel row need {row_bytes} bytes, "
-            f"above the compositing cap of {max_stack_bytes}; use a shorter period or smaller partitions "
-            "(shard_size_bytes)"
+            f"above the compositing cap of {max_stack_bytes}; use a shorter period or a smaller "
+            "xy_chunksize"
         )
     return rows
 
 
 def median_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene],
                      max_stack_bytes: int = MAX_STACK_BYTES,
-                     storage_options_for: uris.OptionsFor = uris.no_options) -> np.ndarray:
+                     storage_options_for: uris.OptionsFor = uris.no_options, at: WarpAt = EXACT_AT_ORIGIN
+                     ) -> np.ndarray:
     """(bands + 1, rows, cols) float32: per-band medians, then N_VALID_PIXELS."""
     nb = len(spec.bands)
     out = np.full((nb + 1, grid.height, grid.width), np.nan, dtype=np.float32)
+    out[nb] = 0
+    scenes = [s for s in scenes if s.reaches(grid)]
+    if not scenes:
+        return out
     rows = check_stack(spec, len(scenes), grid.width, max_stack_bytes)
     for r0 in range(0, grid.height, rows):
         r1 = min(r0 + rows, grid.height)
         strip = grid.window(r0, r1, 0, grid.width)
         stack = np.empty((len(scenes), nb, r1 - r0, grid.width), dtype=np.float32)
         for i, scene in enumerate(scenes):
-            read_observation(strip, spec, scene, out=stack[i], storage_options_for=storage_options_for)
+            read_observation(strip, spec, scene, out=stack[i], storage_options_for=storage_options_for,
+                             at=at.down(r0))
         median, count = masked_median(stack, overwrite_input=True)
         out[:nb, r0:r1], out[nb, r0:r1] = median, count
     return out
 
 
 def latest_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene], dtype: str, nodata: float,
-                     storage_options_for: uris.OptionsFor = uris.no_options) -> np.ndarray:
+                     storage_options_for: uris.OptionsFor = uris.no_options, at: WarpAt = EXACT_AT_ORIGIN
+                     ) -> np.ndarray:
     """(bands, rows, cols): the most recent valid acquisition on top."""
     out = np.full((len(spec.bands), grid.height, grid.width), nodata, dtype=dtype)
+    scenes = [s for s in scenes if s.reaches(grid)]
+    if not scenes:
+        return out
     for asset, members in _asset_groups(spec).items():
         reads = [TileRead(uri=s.hrefs[asset], band_indexes=tuple(i for _, i in members), nodata=spec.nodata)
                  for s in scenes]
         out[[p for p, _ in members]] = render_window(grid, reads, dtype, nodata, ResamplingMethod.NEAREST,
                                                      requester_pays=spec.requester_pays,
-                                                     storage_options=storage_options_for(reads[0].uri))
+                                                     storage_options=storage_options_for(reads[0].uri),
+                                                     error_threshold=at.error_threshold, origin=at.origin,
+                                                     output_width=at.output_width, opened=at.opened)
     return out
 
 
-def composite_window(job: CompositeJob, storage_options_for: uris.OptionsFor = uris.no_options) -> np.ndarray:
-    """Every dataset's composite of the job's partition, in store band order, AOI-masked."""
-    out = np.full((job.n_bands, job.grid.height, job.grid.width), job.nodata, dtype=job.dtype)
+def composite_window(job: CompositeJob, grid: Grid, at: WarpAt,
+                     storage_options_for: uris.OptionsFor = uris.no_options,
+                     aoi: AoiMask | None = None) -> np.ndarray | None:
+    """Every dataset's composite of ``grid`` (a window of the job's partition), in store band order.
+
+    AOI-masked (``aoi``: the job's mask, parsed once); None when no scene
+    reaches the window or it lies outside the AOI.
+    """
+    aoi = aoi or AoiMask(job.mask_wkb)
+    if aoi.outside(grid) or not any(s.reaches(grid) for part in job.parts for s in part.scenes):
+        return None
+    out = np.full((job.n_bands, grid.height, grid.width), job.nodata, dtype=job.dtype)
     for part in job.parts:
         if part.spec.rule is Rule.MEDIAN:
-            values = median_composite(job.grid, part.spec, part.scenes, job.max_stack_bytes,
-                                      storage_options_for)
+            values = median_composite(grid, part.spec, part.scenes, job.max_stack_bytes, storage_options_for,
+                                      at)
         else:
-            values = latest_composite(job.grid, part.spec, part.scenes, job.dtype, job.nodata,
-                                      storage_options_for)
+            values = latest_composite(grid, part.spec, part.scenes, job.dtype, job.nodata,
+                                      storage_options_for, at)
         out[part.band_offset: part.band_offset + len(values)] = values
-    if job.mask_wkb:
+    mask = aoi.across(grid)
+    if mask is not None:
         from rasterio.features import geometry_mask
 
-        outside = geometry_mask([wkb.loads(bytes.fromhex(job.mask_wkb))], out_shape=out.shape[1:],
-                                transform=job.grid.affine)
-        out[:, outside] = job.nodata
+        out[:, geometry_mask([mask], out_shape=out.shape[1:], transform=grid.affine)] = job.nodata
     return out

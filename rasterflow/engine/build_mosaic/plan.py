@@ -61,10 +61,15 @@ def _resolution(request: BuildMosaicRequest, specs: list[DatasetSpec], dst_crs: 
 
 def _parts(found: SceneIndex, footprints, offsets: list[int], year: int, wbox,
            width: int) -> list[DatasetPart]:
-    """Each dataset's scenes of ``year`` that touch the partition ``wbox``, with where its bands go."""
+    """Each dataset's scenes of ``year`` that touch the partition ``wbox``, with where its bands go.
+
+    Each scene carries its footprint's box, so a chunk reads only the scenes reaching it;
+    ``width`` is a chunk's (medians are stacked chunk by chunk).
+    """
     parts = []
     for ds, offset in zip(found.specs, offsets, strict=False):  # offsets end with the total: one more
-        touching = [s for s in found.scenes[ds.prefix].get(year, [])
+        touching = [s.model_copy(update={"bounds": footprints[ds.prefix][s.id].bounds})
+                    for s in found.scenes[ds.prefix].get(year, [])
                     if footprints[ds.prefix][s.id].intersects(wbox)]
         if touching:
             if ds.rule is Rule.MEDIAN:
@@ -109,10 +114,13 @@ def plan_dataset_mosaic(
         jobs = [
             CompositeJob(key=f"{store.fingerprint[:16]}-t{t}-{window.id}", store_uri=store.spec.uri,
                          time_index=t, window=window, grid=wgrid, n_bands=len(bands), parts=parts,
-                         dtype=dtype, nodata=nodata, mask_wkb=mask)
+                         dtype=dtype, nodata=nodata, mask_wkb=mask,
+                         warp_error_threshold=request.warp_error_threshold,
+                         store_width=store.spec.grid.width)
             for window, wgrid, wbox, mask in store_partitions(store, request.shard_size_bytes)
             for t, year in enumerate(found.years)
-            if (parts := _parts(found, footprints, offsets, year, wbox, wgrid.width))
+            if (parts := _parts(found, footprints, offsets, year, wbox,
+                                min(wgrid.width, request.xy_chunksize)))
         ]
         footprint = store.spec.grid.footprint("EPSG:4326").wkb_hex
         stores.append(CompositeStorePlan(spec=store.spec, fingerprint=store.fingerprint,

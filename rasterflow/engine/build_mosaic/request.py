@@ -11,6 +11,7 @@ from ...enums import DatasetEnum
 from ..request import (
     DEFAULT_CRS_EPSG,
     DEFAULT_SHARD_SIZE_BYTES,
+    DEFAULT_WARP_ERROR_THRESHOLD,
     DEFAULT_XY_CHUNKSIZE,
     Aoi,
     ChunkSize,
@@ -20,6 +21,7 @@ from ..request import (
     Resolution,
     ShardBytes,
     SkipXyCoords,
+    WarpErrorThreshold,
     end_not_before_start,
 )
 
@@ -49,6 +51,7 @@ class BuildMosaicRequest(Request):
         "Pixel size in units of the target CRS. None: the finest native resolution of the datasets, in "
         "metres (converted at 111 320 m per degree for a geographic CRS)."))] = None
     skip_xy_coords: SkipXyCoords = False
+    warp_error_threshold: WarpErrorThreshold = DEFAULT_WARP_ERROR_THRESHOLD
 
     @field_validator("end")
     @classmethod

@@ -1,7 +1,8 @@
 """The work of build-shard, build-levels and count-shard: levels built partition by partition.
 
 Level L+1 is built from level L, one task per partition of level L+1 (whole
-shards), reading the 2x window of level L under it; level 0 copies the input
+shards), each chunk from the 2x window of level L under it, chunks computed on
+every core and streamed into their shards (``shards``); level 0 copies the input
 (its shard objects byte for byte when the layouts agree, else decoded and
 re-encoded). Each task summarizes the level-0 pixels it holds (``stats``) in
 its ``LevelSummary``, which ``statistics`` merges.
@@ -9,8 +10,10 @@ its ``LevelSummary``, which ``statistics`` merges.
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
+import threading
 from typing import Any
 
 import numpy as np
@@ -19,11 +22,12 @@ from pydantic import BaseModel, ConfigDict
 
 from .. import uris
 from ..partitions import Window
+from ..shards import write_shards
 from ..store import DATA_VAR, open_data_array, write_window, zarr_store
 from .downsample import halve, valid_mask
 from .plan import LevelChain, LevelJob, tallied
 from .source import MAX_SHARD_BYTES, layout, read_source
-from .stats import Bins, Moments, ValueCounts, band_counts, band_moments, pack_counts
+from .stats import Bins, Moments, ValueCounts, band_counts, band_moments, pack_counts, value_counts
 
 
 class LevelSummary(BaseModel):
@@ -45,16 +49,17 @@ class LevelSummary(BaseModel):
 
 
 def build_level_shard(job: LevelJob, bins: list[Bins | None] | None = None,
-                      storage_options_for: uris.OptionsFor = uris.no_options) -> LevelSummary:
-    """Build one partition of a level and write it whole (unless it is all nodata).
+                      storage_options_for: uris.OptionsFor = uris.no_options,
+                      threads: int | None = None) -> LevelSummary:
+    """Build one partition of a level, chunk by chunk on every core, and write its shards whole.
 
     The level-0 pixels it holds are summarized per band (module docstring):
     per-value counts with ``job.tally``, else the moments at level 0, else
-    histogram counts into ``bins`` when given (level 1). Windows without data
+    histogram counts into ``bins`` when given (level 1). Chunks without data
     are not written: they read as the fill value, which is nodata.
     """
     for copy in job.copies:
-        build_level_shard(copy, None, storage_options_for)
+        build_level_shard(copy, None, storage_options_for, threads)
     out_options = storage_options_for(job.store_uri)
     # A copied level 0 of 8- or 16-bit integers is tallied by whoever reads it next (level 1, or
     # the count pass), even when the copy falls back to decoding: never twice.
@@ -66,40 +71,85 @@ def build_level_shard(job: LevelJob, bins: list[Bins | None] | None = None,
         return LevelSummary(key=job.key, time_index=job.time_index, moments=moments,
                             valid_values=sum(m.count for m in moments))
     if job.level == 0:
-        assert job.source is not None
-        data = read_source(job.source, job.time_index, job.window, storage_options_for(job.source.uri))
-        data = data.astype(job.dtype, copy=False)
-        if summarize:
-            result = _summary(job, data)
-        else:
-            result = LevelSummary(key=job.key, time_index=job.time_index,
-                                  valid_values=int(np.count_nonzero(valid_mask(data, job.nodata))))
-        n_valid = result.valid_values
+        kind = ("values" if job.tally else "moments") if summarize else None
     else:
+        kind = "values" if job.tally else "counts" if bins is not None else None
+    summaries = ChunkSummaries(kind, job.nodata, bins)
+    n_valid = write_shards(job.store_uri, job.time_index, job.window,
+                           _render_level(job, summaries, storage_options_for), out_options, threads)
+    return LevelSummary(key=job.key, time_index=job.time_index, valid_values=n_valid, **summaries.merged())
+
+
+def _render_level(job: LevelJob, summaries: ChunkSummaries, storage_options_for: uris.OptionsFor):
+    """One chunk of a level: level 0 read from the input, others halved from the 2x window below."""
+    def render(chunk: Window) -> np.ndarray:
+        if job.level == 0:
+            assert job.source is not None
+            data = read_source(job.source, job.time_index, chunk, storage_options_for(job.source.uri))
+            data = data.astype(job.dtype, copy=False)
+            summaries.add(chunk, data)
+            return data
         assert job.previous_uri is not None and job.source_window is not None
-        source = read_level(job.previous_uri, job.time_index, job.source_window,
-                            storage_options_for(job.previous_uri))
-        result = LevelSummary(key=job.key, time_index=job.time_index)
-        if job.tally:
-            result = _summary(job, source).model_copy(update={"valid_values": None})
-        elif bins is not None:
-            result = result.model_copy(update={"counts": _count(source, job.nodata, bins)})
-        data = halve(source, job.nodata, job.methods)
-        n_valid = int(np.count_nonzero(valid_mask(data, job.nodata)))
-    if n_valid:
-        write_window(job.store_uri, job.time_index, job.window, data, out_options)
-    return result.model_copy(update={"valid_values": n_valid})
+        below = Window(row0=2 * chunk.row0, row1=min(2 * chunk.row1, job.source_window.row1),
+                       col0=2 * chunk.col0, col1=min(2 * chunk.col1, job.source_window.col1))
+        source = read_level(job.previous_uri, job.time_index, below, storage_options_for(job.previous_uri))
+        summaries.add(chunk, source)
+        return halve(source, job.nodata, job.methods)
+
+    return render
 
 
-def _summary(job: LevelJob, data: np.ndarray) -> LevelSummary:
-    """Level-0 pixels summarized per band: per-value counts (``job.tally``) or moments."""
-    if job.tally:
-        values = [ValueCounts.of(band, job.nodata) for band in data]
-        return LevelSummary(key=job.key, time_index=job.time_index, values=values,
-                            valid_values=sum(v.total for v in values))
-    moments = [band_moments(band, job.nodata) for band in data]
-    return LevelSummary(key=job.key, time_index=job.time_index, moments=moments,
-                        valid_values=sum(m.count for m in moments))
+class ChunkSummaries:
+    """The level-0 pixels of a partition's chunks summarized per band, as chunks finish.
+
+    ``kind``: "values" (per-value counts), "moments", "counts" (into ``bins``)
+    or None. Integer counts add up as they come; moments are merged in chunk
+    order at the end, so the result does not depend on which thread finished
+    first.
+    """
+
+    def __init__(self, kind: str | None, nodata: float, bins: list[Bins | None] | None = None):
+        self.kind, self.nodata, self.bins = kind, nodata, bins
+        self._lock = threading.Lock()
+        self._sums: list[np.ndarray | None] | None = None  # per band: per-value or histogram counts
+        self._offset = 0  # of the per-value counts (the type's: 0, or -32768 for int16)
+        self._moments: dict[tuple[int, int], list[Moments]] = {}
+
+    def add(self, chunk: Window, data: np.ndarray) -> None:
+        if self.kind == "moments":
+            moments = [band_moments(band, self.nodata) for band in data]
+            with self._lock:
+                self._moments[(chunk.row0, chunk.col0)] = moments
+        elif self.kind == "values":
+            tallies = [value_counts(band, self.nodata) for band in data]
+            self._add([t[0] for t in tallies if t is not None], tallies[0][1] if tallies[0] else 0)
+        elif self.kind == "counts":
+            assert self.bins is not None
+            self._add([band_counts(band, self.nodata, b) if b is not None else None
+                       for band, b in zip(data, self.bins, strict=True)])
+
+    def _add(self, parts: list[np.ndarray | None], offset: int = 0) -> None:
+        with self._lock:
+            self._offset = offset
+            if self._sums is None:
+                self._sums = parts
+                return
+            for total, part in zip(self._sums, parts, strict=True):
+                if total is not None and part is not None:
+                    total += part
+
+    def merged(self) -> dict[str, Any]:
+        """The LevelSummary fields: ``values``, ``moments`` or ``counts``."""
+        if self.kind == "moments":
+            per_chunk = [self._moments[k] for k in sorted(self._moments)]
+            return {"moments": [functools.reduce(Moments.merge, band)
+                                for band in zip(*per_chunk, strict=True)]}
+        if self.kind == "values":
+            return {"values": [ValueCounts.trimmed(part, self._offset) for part in self._sums or []
+                               if part is not None]}
+        if self.kind == "counts":
+            return {"counts": [pack_counts(part) if part is not None else None for part in self._sums or []]}
+        return {}
 
 
 def build_level_chain(chain: LevelChain,
@@ -177,16 +227,9 @@ def count_level_shard(job: LevelJob, bins: list[Bins | None] | None,
     (8- and 16-bit integers, whose copied level 0 nobody has read yet).
     """
     data = read_level(job.store_uri, job.time_index, job.window, storage_options_for(job.store_uri))
-    if bins is None:
-        values = _summary(job.model_copy(update={"tally": True}), data).values
-        return LevelSummary(key=job.key, time_index=job.time_index, values=values)
-    return LevelSummary(key=job.key, time_index=job.time_index, counts=_count(data, job.nodata, bins))
-
-
-def _count(data: np.ndarray, nodata: float, bins: list[Bins | None]) -> list[str | None]:
-    """Histogram counts per band, packed (``pack_counts``)."""
-    return [pack_counts(band_counts(band, nodata, b)) if b is not None else None
-            for band, b in zip(data, bins, strict=True)]
+    summaries = ChunkSummaries("values" if bins is None else "counts", job.nodata, bins)
+    summaries.add(job.window, data)
+    return LevelSummary(key=job.key, time_index=job.time_index, **summaries.merged())
 
 
 def read_level(uri: str, time_index: int, window: Window,

@@ -16,8 +16,8 @@ multiscales-aware reader picks a level by resolution from the root's
 zarr-conventions/multiscales v1 with zarr-conventions/spatial and geo-proj).
 
 Level L+1 is built from level L, one task per partition of level L+1 (whole
-shards); a partition reads the 2x window of level L under it, so memory is
-bounded by a partition, never by the size of the area. Level 0 copies the
+shards); each of its chunks reads the 2x window of level L under it, on every
+core, so memory is bounded by chunks per thread, never by the size of the area. Level 0 copies the
 input (its shard objects byte for byte when ``create_store`` would write the
 same array layout, else decoded and re-encoded); level 1 then reads the input
 itself (the same bytes), so it need not wait for the copy, and where nothing
