@@ -85,10 +85,14 @@ def _run_with_progress(call):
         logger.propagate = True
 
 
-def _summary(index_uri: str) -> None:
-    from .engine.index import read_index
+def _summary(answer: str) -> None:
+    """The stores of an index, or the levels of the multiscales store a store was answered with."""
+    from .engine.index import is_zarr_group, read_index
 
-    index = read_index(index_uri)
+    if is_zarr_group(answer):
+        _pyramid_summary(answer)
+        return
+    index = read_index(answer)
     table = Table(title="Written", show_lines=False)
     table.add_column("location", overflow="fold")
     for col in ("bands", "shape", "crs", "time"):
@@ -97,7 +101,23 @@ def _summary(index_uri: str) -> None:
         when = "-" if str(row.start_time) == "NaT" else f"{row.start_time:%Y-%m-%d}..{row.end_time:%Y-%m-%d}"
         table.add_row(row.location, ", ".join(row.bands), f"{row.height} x {row.width}", row.crs, when)
     Console().print(table)
-    Console().print(f"index: {index_uri}")
+    Console().print(f"index: {answer}")
+
+
+def _pyramid_summary(uri: str) -> None:
+    import zarr
+
+    from .engine.store import zarr_store
+
+    attrs = zarr.open_group(zarr_store(uri, read_only=True), mode="r").attrs
+    table = Table(title="Written: multiscales store")
+    for col in ("level", "shape", "pixel size"):
+        table.add_column(col)
+    for item in attrs["multiscales"]["layout"]:
+        height, width = item["spatial:shape"]
+        table.add_row(item["asset"], f"{height} x {width}", f"{item['spatial:transform'][0]:g}")
+    Console().print(table)
+    Console(soft_wrap=True).print(f"multiscales store: {uri}")
 
 
 def _vector_summary(uri: str | None) -> None:
@@ -388,16 +408,20 @@ def demo(
     ))
     _vector_summary(polygons)
 
-    console.print("\n[bold]4. build_zarr_multiscales[/]: overview levels and band statistics of the mosaic")
-    pyramids = _run_with_progress(lambda: client.build_zarr_multiscales(mosaic))
-    _summary(pyramids)
+    console.print("\n[bold]4. build_zarr_multiscales[/]: overview levels and band statistics of the mosaic "
+                  "store (a store in, its multiscales store out)")
+    from .engine.index import read_index
+
+    store = read_index(mosaic).location[0]
+    pyramid = _run_with_progress(lambda: client.build_zarr_multiscales(store))
+    _summary(pyramid)
 
     Console(soft_wrap=True).print(
         "\nOpen them:\n  import geopandas, xarray\n"
         f"  mosaic = xarray.open_zarr(geopandas.read_parquet({mosaic!r}).location[0])[\"variables\"]\n"
         f"  water = xarray.open_zarr(geopandas.read_parquet({predictions!r}).location[0])[\"variables\"]\n"
         f"  polygons = geopandas.read_parquet({polygons!r})\n"
-        f"  pyramid = xarray.open_datatree(geopandas.read_parquet({pyramids!r}).location[0], engine=\"zarr\")"
+        f"  pyramid = xarray.open_datatree({pyramid!r}, engine=\"zarr\")"
     )
 
 

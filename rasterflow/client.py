@@ -200,8 +200,10 @@ class RasterflowClient:
         multiscales layout; every level also opens alone with xarray +
         rioxarray. ``resampling``: one method or a mapping band -> method
         (average, near, mode); by default average, and mode for integer bands
-        marked categorical. Returns the URI of a GeoParquet index with one row
-        per multiscales store. See docs/workflows.md.
+        marked categorical. Returns the URI of the multiscales store when
+        ``store`` is a store (as RasterFlow's reference does: ``zarr.open_group``
+        opens it), or of a GeoParquet index with one row per multiscales store
+        when ``store`` is an index. See docs/workflows.md.
         """
         params = BuildZarrMultiscalesParams.parse(**_arguments(locals()))
         from .flows.build_zarr_multiscales import build_zarr_multiscales_flow

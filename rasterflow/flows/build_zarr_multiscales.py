@@ -6,7 +6,8 @@ which the engine-only ``build_pyramids`` walks too): build-shard for level 0
 (a copy, or a decode) and the levels of several partitions, count-shard for
 histograms, build-levels for the last levels as chains, and merge-statistics
 where histogram bins must come from level 0's moments first -> commit-store
-(statistics merged; levels, then the root, last) -> write-index.
+(statistics merged; levels, then the root, last) -> write-index. The answer
+is the multiscales store for a store, the index for an index of stores.
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ def build_zarr_multiscales_flow(
     levels: int | None = None,
     resampling: ResamplingMethod | dict[str, ResamplingMethod] | None = None,
 ) -> str:
-    """Build one multiscales store per input store; returns the index GeoParquet URI."""
+    """Build one multiscales store per input store.
+
+    Returns the multiscales store's URI for a store, the URI of an index
+    GeoParquet of them for an index of stores.
+    """
     request = BuildZarrMultiscalesRequest.parse(**locals())
     config = current_config()
     plan = plan_partitions(request, config.output_uri)
@@ -83,4 +88,4 @@ def build_zarr_multiscales_flow(
         f"# build-zarr-multiscales\n\nIndex: `{index_uri}`\n\n{len(plan.pyramids)} store(s), "
         f"up to {max(len(p.levels) for p in plan.pyramids)} level(s), {jobs} partition(s).",
     )
-    return index_uri
+    return plan.answer()

@@ -169,6 +169,16 @@ def tallied(dtype: str) -> bool:
 
 class MultiscalesPlan(WorkflowPlan):
     pyramids: list[PyramidPlan]
+    from_store: bool = False  # asked for one store (not an index of stores): the answer is its pyramid
+
+    def answer(self) -> str:
+        """What the workflow returns: the pyramid's root for a store, the index for an index of stores.
+
+        RasterFlow's reference answers a store with "the generated multiscale
+        Zarr store", so ``zarr.open_group(answer)`` works; an index of stores
+        gets an index of pyramids, as every other workflow answers one.
+        """
+        return self.pyramids[0].uri if self.from_store else self.index_uri
 
     def index_rows(self) -> list[dict[str, Any]]:
         """One index row per pyramid; ``location`` is its root group."""
@@ -239,6 +249,7 @@ def plan_multiscales(
     ]
     inputs = {"store": request.store, "stores": stores}
     return MultiscalesPlan(workflow=WORKFLOW, request_id=rid, output_dir=out, pyramids=pyramids,
+                           from_store=stores == [request.store],
                            provenance=provenance(WORKFLOW, request.fingerprint_parameters(), inputs, rid))
 
 
