@@ -13,7 +13,7 @@ Every level is a complete store of the store contract (``engine.store``), so
 ``xr.open_zarr(root + "/1")`` gives rioxarray its CRS and transform, and a
 multiscales-aware reader picks a level by resolution from the root's
 ``multiscales.layout`` (``spatial:transform`` and ``spatial:shape`` per level,
-zarr-conventions/multiscales v1 with zarr-conventions/spatial and geo-proj).
+zarr-conventions/multiscales v0.1 with zarr-conventions/spatial and proj v0.1).
 
 Level L+1 is built from level L, one task per partition of level L+1 (whole
 shards); a partition reads the 2x window of level L under it, so memory is
