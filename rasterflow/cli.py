@@ -57,13 +57,13 @@ class _ProgressHandler(logging.Handler):
         self.progress.update(self.tasks[label], completed=done)
 
 
-def _client(config: Path | None, verbose: bool):
+def _client(config: Path | None, verbose: bool, **options: bool):
     if not verbose:
         # Quiet the console only; run logs still reach the Prefect API and UI.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from .client import RasterflowClient
 
-    return RasterflowClient(config)
+    return RasterflowClient(config, **options)
 
 
 def _run_with_progress(call):
@@ -118,6 +118,16 @@ def _pyramid_summary(uri: str) -> None:
         table.add_row(item["asset"], f"{height} x {width}", f"{item['spatial:transform'][0]:g}")
     Console().print(table)
     Console(soft_wrap=True).print(f"multiscales store: {uri}")
+
+
+def _plan_table(report) -> None:
+    """A dry run's ``PlanReport``, one line per fact; nothing was written."""
+    table = Table(title=f"Dry run: {report.workflow} (nothing written)", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    for what, value in report.rows():
+        table.add_row(what, value)
+    Console().print(table)
 
 
 def _vector_summary(uri: str | None) -> None:
@@ -276,6 +286,8 @@ def _plain_type(annotation: Any) -> Any:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:
             return Optional[_plain_type(args[0])]  # noqa: UP045 (Click reads typing.Optional)
+        if set(args) <= {int, str}:  # a code or a text (target_crs): the model reads either from text
+            return Optional[str]  # noqa: UP045
     if origin is list:
         return list[_plain_type(typing.get_args(annotation)[0])]
     return annotation
@@ -301,6 +313,10 @@ _COMMON = [
                       default=typer.Option(None, help="rasterflow.yaml to use.")),
     inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                       default=typer.Option(False, "--verbose", "-v", help="Show Prefect's logs.")),
+    inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        False, "--dry-run", help="Validate and plan, print the plan and its estimates; write nothing.")),
+    inspect.Parameter("cache", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        True, "--cache/--no-cache", help="--no-cache recomputes every task instead of reusing results.")),
 ]
 
 
@@ -312,9 +328,11 @@ def _register(command: Command) -> None:
 
     def run(**values: Any) -> None:
         config, verbose = values.pop("config"), values.pop("verbose")
+        dry_run, cache = values.pop("dry_run"), values.pop("cache")
         call = {n: parse(v) if (parse := command.shape(n).parse) else v for n, v in values.items()}
-        client = _client(config, verbose)
-        command.report(_run_with_progress(lambda: getattr(client, command.method)(**call)))
+        client = _client(config, verbose, dry_run=dry_run, cache=cache)
+        answer = _run_with_progress(lambda: getattr(client, command.method)(**call))
+        (_plan_table if dry_run else command.report)(answer)
 
     run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     run.__doc__ = command.help

@@ -327,6 +327,13 @@ class StoreDescription(BaseModel):
         return [self.bands.index(n) for n in names]
 
 
+def planned_description(spec: StoreSpec, identity: str) -> StoreDescription:
+    """What ``describe_store`` will say of the store ``spec`` once written (for plans made before)."""
+    return StoreDescription(uri=spec.uri, identity=identity, grid=spec.grid, bands=list(spec.bands),
+                            times=list(spec.times), dtype=spec.dtype, nodata=spec.nodata,
+                            chunk=(spec.shard.chunk, spec.shard.chunk), skip_xy_coords=spec.skip_xy_coords)
+
+
 def describe_store(uri: str, storage_options: dict[str, Any] | None = None) -> StoreDescription:
     """What a complete rasterflow store holds, from its metadata (no pixel is read)."""
     marker = check_complete(uri, read_marker(uri, storage_options))

@@ -14,7 +14,8 @@ from prefect import flow, get_run_logger
 
 from ..config import current_config
 from ..engine.build_mosaic.request import BuildMosaicRequest
-from ..engine.request import DEFAULT_CRS_EPSG, DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE
+from ..engine.plan import PlanReport
+from ..engine.request import DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE
 from ..enums import DatasetEnum
 from ..tasks.build_mosaic import build_shard_task, plan_partitions, search_catalog_task
 from ..tasks.policy import io_task_options
@@ -29,11 +30,12 @@ def build_mosaic_flow(
     aoi: str,
     start: date,
     end: date,
-    crs_epsg: int = DEFAULT_CRS_EPSG,
+    crs_epsg: int | None = None,
     xy_chunksize: int = DEFAULT_XY_CHUNKSIZE,
     shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
     resolution: float | None = None,
     skip_xy_coords: bool = False,
+    target_crs: int | str | None = None,
 ) -> str:
     """Composite the datasets over each AOI geometry, one time slice per year; returns the index URI."""
     request = BuildMosaicRequest.parse(**locals())
@@ -58,3 +60,9 @@ def build_mosaic_flow(
         f"Scenes per year:\n{scenes}\n",
     )
     return index_uri
+
+
+def dry_run(request: BuildMosaicRequest, workers: int) -> PlanReport:
+    """The flow's search and plan, reported and not run (``RasterflowClient(dry_run=True)``)."""
+    return plan_partitions.fn(request, search_catalog_task.fn(request), current_config().output_uri).report(
+        workers)

@@ -20,6 +20,7 @@ from ..engine.build_zarr_multiscales.plan import LevelChain, LevelJob
 from ..engine.build_zarr_multiscales.request import BuildZarrMultiscalesRequest
 from ..engine.build_zarr_multiscales.stages import Work, stages
 from ..engine.build_zarr_multiscales.stats import Bins
+from ..engine.plan import PlanReport
 from ..enums import ResamplingMethod
 from ..tasks.build_zarr_multiscales import (
     build_levels_task,
@@ -42,11 +43,7 @@ def build_zarr_multiscales_flow(
     levels: int | None = None,
     resampling: ResamplingMethod | dict[str, ResamplingMethod] | None = None,
 ) -> str:
-    """Build one multiscales store per input store.
-
-    Returns the multiscales store's URI for a store, the URI of an index
-    GeoParquet of them for an index of stores.
-    """
+    """Build one multiscales store per input store; returns it (a store given), or an index of them."""
     request = BuildZarrMultiscalesRequest.parse(**locals())
     config = current_config()
     plan = plan_partitions(request, config.output_uri)
@@ -89,3 +86,8 @@ def build_zarr_multiscales_flow(
         f"up to {max(len(p.levels) for p in plan.pyramids)} level(s), {jobs} partition(s).",
     )
     return plan.answer()
+
+
+def dry_run(request: BuildZarrMultiscalesRequest, workers: int) -> PlanReport:
+    """The flow's plan, reported and not run (``RasterflowClient(dry_run=True)``)."""
+    return plan_partitions.fn(request, current_config().output_uri).report(workers)

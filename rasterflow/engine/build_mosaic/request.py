@@ -9,17 +9,17 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from ...enums import DatasetEnum
 from ..request import (
-    DEFAULT_CRS_EPSG,
     DEFAULT_SHARD_SIZE_BYTES,
     DEFAULT_XY_CHUNKSIZE,
     Aoi,
     ChunkSize,
+    CrsEpsg,
+    CrsRequest,
     Day,
-    EpsgCode,
-    Request,
     Resolution,
     ShardBytes,
     SkipXyCoords,
+    TargetCrs,
     end_not_before_start,
 )
 
@@ -31,7 +31,7 @@ def _each_once(value: list[DatasetEnum]) -> list[DatasetEnum]:
     return value
 
 
-class BuildMosaicRequest(Request):
+class BuildMosaicRequest(CrsRequest):
     datasets: Annotated[list[DatasetEnum], Field(min_length=1), AfterValidator(_each_once),
                         Field(description=(
         "Named datasets (DatasetEnum), each once; several share one grid, their bands named "
@@ -42,13 +42,14 @@ class BuildMosaicRequest(Request):
     start: Annotated[Day, Field(description="First day of the period (a date or YYYY-MM-DD), inclusive.")]
     end: Annotated[Day, Field(description=(
         "Last day of the period, inclusive: one time slice per calendar year in [start, end]."))]
-    crs_epsg: EpsgCode = DEFAULT_CRS_EPSG
+    crs_epsg: CrsEpsg = None
     xy_chunksize: ChunkSize = DEFAULT_XY_CHUNKSIZE
     shard_size_bytes: ShardBytes = DEFAULT_SHARD_SIZE_BYTES
     resolution: Annotated[Resolution, Field(description=(
         "Pixel size in units of the target CRS. None: the finest native resolution of the datasets, in "
         "metres (converted at 111 320 m per degree for a geographic CRS)."))] = None
     skip_xy_coords: SkipXyCoords = False
+    target_crs: TargetCrs = None
 
     @field_validator("end")
     @classmethod

@@ -53,7 +53,7 @@ from .. import uris
 from ..grid import Grid
 from ..index import store_row, stores_of
 from ..partitions import Window, partition_windows, shard_shape
-from ..plan import WorkflowPlan
+from ..plan import PlanReport, Rate, WorkflowPlan
 from ..provenance import output_dir, provenance, request_id, stable_hash
 from ..store import StoreSpec
 from .downsample import halved_shape
@@ -64,6 +64,9 @@ WORKFLOW = "build-zarr-multiscales"
 # Every task reads about the same: a level-0 partition copies up to 4 shards;
 # any other partition is one shard, read from 4 shards' worth of the level before.
 LEVEL0_PARTITION_SHARDS = 4
+# Measured on the bundled samples (benchmarks/dry_run_estimates.py); unit: pixels x bands of every level.
+RATE = Rate(run_seconds=2.0, task_seconds=0.08, megapixels_per_second=30.0,
+            unit="pixels x bands x time slices of every level")
 # The multiscales convention's names for our kernels.
 CONVENTION_METHOD = {ResamplingMethod.AVERAGE: "average", ResamplingMethod.NEAREST: "nearest",
                      ResamplingMethod.MODE: "mode"}
@@ -188,6 +191,35 @@ class MultiscalesPlan(WorkflowPlan):
     @property
     def n_levels(self) -> int:
         return max(len(p.levels) for p in self.pyramids)
+
+    def report(self, workers: int) -> PlanReport:
+        """What the run would do, for a dry run: the flow's task runs by name, every level's pixels."""
+        from .stages import stages  # it walks these plans
+
+        names = {"shard": "build-shard", "count": "count-shard", "chain": "build-levels"}
+        tasks: dict[str, int] = {"create-store": len(self.pyramids)}
+        for stage in stages(self.pyramids):
+            for work in stage.work:
+                tasks[names[work.kind]] = tasks.get(names[work.kind], 0) + 1
+            tasks["merge-statistics"] = tasks.get("merge-statistics", 0) + len(stage.bins_after)
+        tasks["commit-store"] = len(self.pyramids)
+        pixels = read = 0
+        for pyramid in self.pyramids:
+            bands, itemsize = len(pyramid.base.bands), np.dtype(pyramid.base.dtype).itemsize
+            for level in pyramid.levels:
+                for job in level.jobs:
+                    pixels += job.window.shape[0] * job.window.shape[1] * bands
+                    source = job.source_window or job.window
+                    read += source.shape[0] * source.shape[1] * bands * itemsize
+        work_tasks = sum(n for name, n in tasks.items() if name in names.values())
+        return self.reported(
+            RATE, workers, tasks=tasks, parallel=work_tasks, pixels=pixels, bytes_read=read,
+            bytes_written=sum(lvl.spec.grid.width * lvl.spec.grid.height * len(lvl.spec.bands)
+                              * len(lvl.spec.times) * np.dtype(lvl.spec.dtype).itemsize
+                              for p in self.pyramids for lvl in p.levels),
+            inputs=list(self.provenance["inputs"]["stores"]), answer=self.answer(),
+            stores=[lvl.spec for p in self.pyramids for lvl in p.levels],
+        )
 
 
 def _methods(request: BuildZarrMultiscalesRequest, source: Source) -> list[ResamplingMethod]:
