@@ -3,7 +3,7 @@
 Why: ``RasterflowClient(dry_run=True)`` answers "what would this cost?" before
 a continental job starts, with an estimated duration from each workflow's
 documented rate (``Rate`` in its engine plan module; docs/workflows.md, "Dry
-runs"). The goal is an estimate within 2x of the measured run. The anchor is
+runs and the cache"). The goal is an estimate within 2x of the measured run. The anchor is
 the run itself: the same call without ``dry_run``, timed. This script also
 calibrates the rates: it prints, per workload, the pixels and task runs the
 plan counted, so ``run_seconds``, ``task_seconds`` and ``megapixels_per_second``

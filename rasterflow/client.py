@@ -81,8 +81,7 @@ def _renamed(model: type[WorkflowParams]) -> Callable[[Callable[..., Any]], Call
             for new, old in model.RENAMED.items():
                 if new in kwargs:
                     if old in kwargs or len(args) >= positions.index(old):
-                        raise InvalidParameterError(new, kwargs[new], f"{old} is given too; {new} is "
-                                                    f"RasterFlow's newer name for {old}: give one of them")
+                        raise model.given_twice(new, kwargs[new])
                     kwargs[old] = kwargs.pop(new)
             return method(self, *args, **kwargs)
 
@@ -139,7 +138,7 @@ class RasterflowClient:
     no flow run), and returns a ``PlanReport`` instead of a URI: the stores,
     their grid, bands and time slices, the tasks, the bytes it would read and
     write, its inputs and an estimated duration (``print()`` shows it as a
-    table; docs/workflows.md, "Dry runs", gives the rates).
+    table; docs/workflows.md, "Dry runs and the cache", gives the rates).
 
     ``cache``: False recomputes every task of every call (Prefect's
     ``refresh_cache``: no task is served from the cache, and each writes its

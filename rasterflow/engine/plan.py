@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from . import uris
@@ -79,7 +78,7 @@ class StoresPlan(WorkflowPlan):
 
 
 class Rate(BaseModel):
-    """A workflow's documented cost model (docs/workflows.md, "Dry runs"): fixed, per task, per pixel.
+    """A workflow's documented cost model (docs/workflows.md, "Dry runs and the cache").
 
     Measured on the bundled samples with the thread task runner and the embedded
     Prefect server (benchmarks/dry_run_estimates.py). ``run_seconds``: the
@@ -132,11 +131,6 @@ class StoreReport(BaseModel):
                    width=spec.grid.width, resolution=spec.grid.res, bands=list(spec.bands),
                    times=list(spec.times), dtype=spec.dtype, chunk=spec.shard.chunk,
                    shard=(spec.shard.rows, spec.shard.cols))
-
-    @property
-    def nbytes(self) -> int:
-        """Uncompressed bytes of the whole store."""
-        return self.height * self.width * len(self.bands) * len(self.times) * np.dtype(self.dtype).itemsize
 
 
 class PlanReport(BaseModel):

@@ -58,13 +58,19 @@ class Request(BaseModel):
         for new, old in cls.RENAMED.items():
             if new in values:
                 if values.get(old) is not None:
-                    raise InvalidParameterError(new, values[new], f"{old} is given too; {new} is "
-                                                f"RasterFlow's newer name for {old}: give one of them")
+                    raise cls.given_twice(new, values[new])
                 values = {k: v for k, v in values.items() if k != new} | {old: values[new]}
         try:
             return cls(**values)
         except ValidationError as exc:
             raise invalid_parameter(exc, cls, values) from None
+
+    @classmethod
+    def given_twice(cls, new: str, value: Any) -> InvalidParameterError:
+        """The error for a parameter given by both its names (``RENAMED``)."""
+        old = cls.RENAMED[new]
+        return InvalidParameterError(new, value, f"{old} is given too; {new} is RasterFlow's newer name for "
+                                     f"{old}: give one of them")
 
     def fingerprint_parameters(self) -> dict[str, Any]:
         """The request as JSON: what it computes, for request ids and provenance.
