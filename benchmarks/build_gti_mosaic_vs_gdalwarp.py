@@ -229,8 +229,8 @@ def profile(output_uri: Path, aoi: Path) -> None:
     """One warm call, instrumented: where the wall time and the CPU go."""
     import rasterflow.engine.build_gti_mosaic.shard as shard
     import rasterflow.engine.shards as shards
-    import rasterflow.tasks.publish as publish
     import rasterflow.tasks.build_gti_mosaic as tasks
+    import rasterflow.tasks.publish as publish
     import rasterflow.tasks.stores as stores
 
     recorder = Recorder()

@@ -7,6 +7,7 @@ from .enums import (
     InferenceActorEnum,
     MergeModeEnum,
     ModelRecipes,
+    MosaicToMosaicActorEnum,
     ResamplingMethod,
     RuntimeEnum,
     VectorizeMethodEnum,
@@ -16,7 +17,8 @@ from .errors import RasterflowError
 __version__ = version(__name__)
 
 __all__ = [
-    "DatasetEnum", "InferenceActorEnum", "MergeModeEnum", "ModelRecipes", "RasterflowClient",
+    "DatasetEnum", "InferenceActorEnum", "MergeModeEnum", "ModelRecipes", "MosaicToMosaicActorEnum",
+    "RasterflowClient",
     "RasterflowError", "ResamplingMethod", "RuntimeEnum", "VectorizeMethodEnum", "__version__",
     "open_mosaic",
 ]

@@ -57,13 +57,13 @@ class _ProgressHandler(logging.Handler):
         self.progress.update(self.tasks[label], completed=done)
 
 
-def _client(config: Path | None, verbose: bool):
+def _client(config: Path | None, verbose: bool, **options: bool):
     if not verbose:
         # Quiet the console only; run logs still reach the Prefect API and UI.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from .client import RasterflowClient
 
-    return RasterflowClient(config)
+    return RasterflowClient(config, **options)
 
 
 def _run_with_progress(call):
@@ -85,10 +85,14 @@ def _run_with_progress(call):
         logger.propagate = True
 
 
-def _summary(index_uri: str) -> None:
-    from .engine.index import read_index
+def _summary(answer: str) -> None:
+    """The stores of an index, or the levels of the multiscales store a store was answered with."""
+    from .engine.index import is_zarr_group, read_index
 
-    index = read_index(index_uri)
+    if is_zarr_group(answer):
+        _pyramid_summary(answer)
+        return
+    index = read_index(answer)
     table = Table(title="Written", show_lines=False)
     table.add_column("location", overflow="fold")
     for col in ("bands", "shape", "crs", "time"):
@@ -97,7 +101,33 @@ def _summary(index_uri: str) -> None:
         when = "-" if str(row.start_time) == "NaT" else f"{row.start_time:%Y-%m-%d}..{row.end_time:%Y-%m-%d}"
         table.add_row(row.location, ", ".join(row.bands), f"{row.height} x {row.width}", row.crs, when)
     Console().print(table)
-    Console().print(f"index: {index_uri}")
+    Console().print(f"index: {answer}")
+
+
+def _pyramid_summary(uri: str) -> None:
+    import zarr
+
+    from .engine.store import zarr_store
+
+    attrs = zarr.open_group(zarr_store(uri, read_only=True), mode="r").attrs
+    table = Table(title="Written: multiscales store")
+    for col in ("level", "shape", "pixel size"):
+        table.add_column(col)
+    for item in attrs["multiscales"]["layout"]:
+        height, width = item["spatial:shape"]
+        table.add_row(item["asset"], f"{height} x {width}", f"{item['spatial:transform'][0]:g}")
+    Console().print(table)
+    Console(soft_wrap=True).print(f"multiscales store: {uri}")
+
+
+def _plan_table(report) -> None:
+    """A dry run's ``PlanReport``, one line per fact; nothing was written."""
+    table = Table(title=f"Dry run: {report.workflow} (nothing written)", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    for what, value in report.rows():
+        table.add_row(what, value)
+    Console().print(table)
 
 
 def _vector_summary(uri: str | None) -> None:
@@ -256,6 +286,8 @@ def _plain_type(annotation: Any) -> Any:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:
             return Optional[_plain_type(args[0])]  # noqa: UP045 (Click reads typing.Optional)
+        if set(args) <= {int, str}:  # a code or a text (target_crs): the model reads either from text
+            return Optional[str]  # noqa: UP045
     if origin is list:
         return list[_plain_type(typing.get_args(annotation)[0])]
     return annotation
@@ -281,6 +313,10 @@ _COMMON = [
                       default=typer.Option(None, help="rasterflow.yaml to use.")),
     inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                       default=typer.Option(False, "--verbose", "-v", help="Show Prefect's logs.")),
+    inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        False, "--dry-run", help="Validate and plan, print the plan and its estimates; write nothing.")),
+    inspect.Parameter("cache", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        True, "--cache/--no-cache", help="--no-cache recomputes every task instead of reusing results.")),
 ]
 
 
@@ -292,9 +328,11 @@ def _register(command: Command) -> None:
 
     def run(**values: Any) -> None:
         config, verbose = values.pop("config"), values.pop("verbose")
+        dry_run, cache = values.pop("dry_run"), values.pop("cache")
         call = {n: parse(v) if (parse := command.shape(n).parse) else v for n, v in values.items()}
-        client = _client(config, verbose)
-        command.report(_run_with_progress(lambda: getattr(client, command.method)(**call)))
+        client = _client(config, verbose, dry_run=dry_run, cache=cache)
+        answer = _run_with_progress(lambda: getattr(client, command.method)(**call))
+        (_plan_table if dry_run else command.report)(answer)
 
     run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     run.__doc__ = command.help
@@ -388,16 +426,20 @@ def demo(
     ))
     _vector_summary(polygons)
 
-    console.print("\n[bold]4. build_zarr_multiscales[/]: overview levels and band statistics of the mosaic")
-    pyramids = _run_with_progress(lambda: client.build_zarr_multiscales(mosaic))
-    _summary(pyramids)
+    console.print("\n[bold]4. build_zarr_multiscales[/]: overview levels and band statistics of the mosaic "
+                  "store (a store in, its multiscales store out)")
+    from .engine.index import read_index
+
+    store = read_index(mosaic).location[0]
+    pyramid = _run_with_progress(lambda: client.build_zarr_multiscales(store))
+    _summary(pyramid)
 
     Console(soft_wrap=True).print(
         "\nOpen them:\n  import geopandas, xarray\n"
         f"  mosaic = xarray.open_zarr(geopandas.read_parquet({mosaic!r}).location[0])[\"variables\"]\n"
         f"  water = xarray.open_zarr(geopandas.read_parquet({predictions!r}).location[0])[\"variables\"]\n"
         f"  polygons = geopandas.read_parquet({polygons!r})\n"
-        f"  pyramid = xarray.open_datatree(geopandas.read_parquet({pyramids!r}).location[0], engine=\"zarr\")"
+        f"  pyramid = xarray.open_datatree({pyramid!r}, engine=\"zarr\")"
     )
 
 

@@ -2,26 +2,35 @@
 
 The client does no raster work itself. Each method checks its parameters (so
 a wrong call fails here, before a flow run exists), then runs the workflow's
-flow, and returns what the flow returns: the URI of an index GeoParquet.
-With ``execution: local`` (the default) the flow runs in this process with the
-configured task runner; with ``execution: deployment`` it runs on the work pool
-of the call's ``runtime`` size, through the ``<flow>/<size>`` deployment that
-``rasterflow deploy`` registers.
+flow, and returns what the flow returns: the URI of an index GeoParquet (of
+the multiscales store, given one store). With ``execution: local`` (the
+default) the flow runs in this process with the configured task runner; with
+``execution: deployment`` it runs on the work pool of the call's ``runtime``
+size, through the ``<flow>/<size>`` deployment that ``rasterflow deploy``
+registers. With ``dry_run=True`` it plans instead, as the flow would, and
+returns the plan's report.
+
+Both generations of RasterFlow's names work: the first (build_mosaic,
+crs_epsg, ``store=``, InferenceActorEnum) are the methods' own; the 2026 ones
+(build_mosaics, build_gti_mosaics, predict_mosaic_recipe, target_crs,
+``mosaics=``, MosaicToMosaicActorEnum, run_mosaics_change) are aliases at the
+end of the class and in the request models, running the same flows.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import RasterflowConfig, load_config, using_config
 from .engine.predict_mosaic.request import DEFAULT_BLOCK_MULTIPLIER
 from .engine.request import (
-    DEFAULT_CRS_EPSG,
     DEFAULT_SHARD_SIZE_BYTES,
     DEFAULT_WARP_ERROR_THRESHOLD,
     DEFAULT_XY_CHUNKSIZE,
@@ -47,6 +56,10 @@ from .params import (
     WorkflowParams,
 )
 
+if TYPE_CHECKING:
+    from .engine.plan import PlanReport
+
+CHANGE_DETECTION = InferenceActorEnum.SEMANTIC_SEGMENTATION_CHANGE_DETECTION_PYTORCH
 # Offline by default: no usage telemetry from the embedded server or the client.
 _QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 
@@ -54,6 +67,48 @@ _QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "
 def _arguments(values: dict[str, Any]) -> dict[str, Any]:
     """A method's own ``locals()`` as the parameters of its workflow (not ``self``, not ``wait``)."""
     return {k: v for k, v in values.items() if k not in ("self", "wait")}
+
+
+def _renamed(model: type[WorkflowParams]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Let a method take its request's newer keyword names (``RENAMED``: ``mosaics=`` for ``store``).
+
+    The keyword maps to the parameter before Python binds the call, so the
+    signature stays the seed's (``store`` first and required) and either name
+    works; giving both is an ``InvalidParameterError``.
+    """
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        positions = list(inspect.signature(method).parameters)  # self first
+
+        @functools.wraps(method)
+        def call(self, *args: Any, **kwargs: Any) -> Any:
+            for new, old in model.RENAMED.items():
+                if new in kwargs:
+                    if old in kwargs or len(args) >= positions.index(old):
+                        raise model.given_twice(new, kwargs[new])
+                    kwargs[old] = kwargs.pop(new)
+            return method(self, *args, **kwargs)
+
+        return call
+
+    return decorate
+
+
+def _alias(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``name``, RasterFlow's 2026 name for ``method``: the same call, the same flow.
+
+    A thin forwarder (looked up on the instance, so overriding the method
+    overrides its alias too) with the method's signature for IDEs and help().
+    """
+    primary = method.__name__
+
+    @functools.wraps(method)
+    def alias(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self, primary)(*args, **kwargs)
+
+    alias.__name__, alias.__qualname__ = name, f"RasterflowClient.{name}"
+    alias.__doc__ = f"RasterFlow's 2026 name for ``{primary}`` (the same flow).\n\n{method.__doc__}"
+    return alias
 
 
 @contextmanager
@@ -81,15 +136,30 @@ class RasterflowClient:
 
     ``config``: a ``RasterflowConfig``, a path to a rasterflow.yaml, or None to
     use ``RASTERFLOW_CONFIG_FILE`` / ``~/.config/rasterflow.yaml`` / defaults.
+
+    ``dry_run``: every method validates its parameters and plans as its flow
+    would (reading the inputs' metadata, never writing: no store, no index,
+    no flow run), and returns a ``PlanReport`` instead of a URI: the stores,
+    their grid, bands and time slices, the tasks, the bytes it would read and
+    write, its inputs and an estimated duration (``print()`` shows it as a
+    table; docs/workflows.md, "Dry runs and the cache", gives the rates).
+
+    ``cache``: False recomputes every task of every call (Prefect's
+    ``refresh_cache``: no task is served from the cache, and each writes its
+    result anew), still writing complete, committed outputs. The default,
+    True, reuses what an identical call already computed.
     """
 
-    def __init__(self, config: RasterflowConfig | str | Path | None = None):
+    def __init__(self, config: RasterflowConfig | str | Path | None = None, *, dry_run: bool = False,
+                 cache: bool = True):
         for key, value in _QUIET_PREFECT.items():
             os.environ.setdefault(key, value)
         if isinstance(config, RasterflowConfig):
             self.config = config
         else:
             self.config = load_config(config)
+        self.dry_run = dry_run
+        self.cache = cache
 
     def build_gti_mosaic(
         self,
@@ -97,7 +167,7 @@ class RasterflowClient:
         aoi: str,
         bands: list[str],
         location_field: str,
-        crs_epsg: int = DEFAULT_CRS_EPSG,
+        crs_epsg: int | None = None,
         time_column: str | None = None,
         skip_xy_coords: bool = False,
         xy_chunksize: int = DEFAULT_XY_CHUNKSIZE,
@@ -110,6 +180,7 @@ class RasterflowClient:
         resolution: float | None = None,
         nodata: float | None = None,
         warp_error_threshold: float = DEFAULT_WARP_ERROR_THRESHOLD,
+        target_crs: int | str | None = None,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         wait: bool = True,
     ) -> str:
@@ -118,7 +189,8 @@ class RasterflowClient:
         Returns the URI of a GeoParquet index with one row per AOI geometry,
         whose ``location`` is the store. See docs/workflows.md for every
         parameter; tiles overlapping an AOI are warped with GDAL onto a grid
-        snapped to ``resolution`` in ``crs_epsg``, later (or higher
+        snapped to ``resolution`` in ``target_crs`` (any CRS pyproj reads) or
+        ``crs_epsg`` (one of them; neither: EPSG:3857), later (or higher
         ``sort_field``) tiles on top.
         """
         params = BuildGtiMosaicParams.parse(**_arguments(locals()))
@@ -132,13 +204,14 @@ class RasterflowClient:
         aoi: str,
         start: datetime | date | str,
         end: datetime | date | str,
-        crs_epsg: int = DEFAULT_CRS_EPSG,
+        crs_epsg: int | None = None,
         xy_chunksize: int = DEFAULT_XY_CHUNKSIZE,
         shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
         envs: dict[str, str] | None = None,
         resolution: float | None = None,
         skip_xy_coords: bool = False,
         warp_error_threshold: float = DEFAULT_WARP_ERROR_THRESHOLD,
+        target_crs: int | str | None = None,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         wait: bool = True,
     ) -> str:
@@ -147,8 +220,9 @@ class RasterflowClient:
         One store per AOI geometry, one time slice per calendar year in
         [``start``, ``end``] (a planting or harvest season within each year for
         ``S2_MED_PLANTING`` / ``S2_MED_HARVEST``, chosen from the AOI's
-        latitude), bands ``<dataset>:<band>`` of every dataset on one grid
-        (``resolution`` in CRS units; default the finest native one). Catalogs
+        latitude), bands ``<dataset>:<band>`` of every dataset on one grid in
+        ``target_crs`` or ``crs_epsg`` (neither: EPSG:3857; ``resolution`` in
+        CRS units, default the finest native one). Catalogs
         can be replaced per dataset in the config (``datasets``). Returns the
         URI of a GeoParquet index like build_gti_mosaic's. See
         docs/workflows.md for the datasets, the season rule and the memory cap.
@@ -207,14 +281,17 @@ class RasterflowClient:
         multiscales layout; every level also opens alone with xarray +
         rioxarray. ``resampling``: one method or a mapping band -> method
         (average, near, mode); by default average, and mode for integer bands
-        marked categorical. Returns the URI of a GeoParquet index with one row
-        per multiscales store. See docs/workflows.md.
+        marked categorical. Returns the URI of the multiscales store when
+        ``store`` is a store (as RasterFlow's reference does: ``zarr.open_group``
+        opens it), or of a GeoParquet index with one row per multiscales store
+        when ``store`` is an index. See docs/workflows.md.
         """
         params = BuildZarrMultiscalesParams.parse(**_arguments(locals()))
         from .flows.build_zarr_multiscales import build_zarr_multiscales_flow
 
         return self._run_index(build_zarr_multiscales_flow, params, wait)
 
+    @_renamed(PredictMosaicParams)
     def predict_mosaic(
         self,
         store: str,
@@ -236,8 +313,8 @@ class RasterflowClient:
     ) -> str:
         """Run a PyTorch model over mosaic stores; one prediction store per input store.
 
-        ``store`` is a store URI or an index GeoParquet (every row is
-        predicted). ``model_path`` (local path or fsspec URL) is a
+        ``store`` (RasterFlow's 2026 keyword: ``mosaics``) is a store URI or an
+        index GeoParquet (every row is predicted). ``model_path`` (local path or fsspec URL) is a
         ``torch.export`` ``.pt2`` or a TorchScript archive taking (B, C, H, W)
         float32 and returning (B, len(labels), H, W); pickles are refused
         unread. Patches of ``patch_size`` sit on one grid over the whole store
@@ -260,6 +337,7 @@ class RasterflowClient:
         end: datetime | date | str,
         model_recipe: ModelRecipes,
         crs_epsg: int | None = None,
+        target_crs: int | str | None = None,
         runtime: RuntimeEnum = RuntimeEnum.SMALL,
         envs: dict[str, str] | None = None,
         wait: bool = True,
@@ -268,8 +346,9 @@ class RasterflowClient:
 
         A recipe (``ModelRecipes``) bundles datasets, feature bands in model
         order, labels and inference settings (rasterflow/engine/build_and_predict_mosaic_recipe/recipes.py,
-        docs/workflows.md). ``crs_epsg=None`` keeps the datasets' native CRS:
-        the UTM zone of the AOI's centroid. The model's weights come from the
+        docs/workflows.md). The output CRS is ``target_crs`` (any CRS pyproj
+        reads) or ``crs_epsg``; neither keeps the datasets' native CRS: the UTM
+        zone of the AOI's centroid. The model's weights come from the
         recipe's public URI unless the config's ``recipe_models`` names another
         (a mirror, a local file); they are checked to be reachable before
         anything runs. Returns the URI of an index GeoParquet whose
@@ -285,7 +364,7 @@ class RasterflowClient:
         model_path = self.config.recipe_models.get(recipe) or recipe_spec(recipe).model_uri
         params = BuildAndPredictMosaicRecipeParams.parse(
             aoi=aoi, start=start, end=end, model_recipe=recipe, model_path=model_path, crs_epsg=crs_epsg,
-            runtime=runtime, envs=envs,
+            target_crs=target_crs, runtime=runtime, envs=envs,
         )
         self._check_recipe_model(recipe, model_path)
         from .flows.build_and_predict_mosaic_recipe import build_and_predict_mosaic_recipe_flow
@@ -316,7 +395,9 @@ class RasterflowClient:
         assert uri is not None
         return uri
 
-    def _run(self, flow, params: WorkflowParams, wait: bool = True) -> str | None:
+    def _run(self, flow, params: WorkflowParams, wait: bool = True) -> Any:
+        if self.dry_run:
+            return self._plan(flow, params)
         if self.config.execution == "deployment":
             return self._run_deployment(flow, params, wait)
         if not wait:
@@ -324,7 +405,7 @@ class RasterflowClient:
                 "wait", wait, "needs `execution: deployment` in the config: a local run runs in this process",
                 "True, or execution: deployment",
             )
-        from prefect.settings import temporary_settings
+        from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
         from .engine.processes import importing_main
         from .flows.runtime import make_task_runner, run_settings
@@ -337,9 +418,22 @@ class RasterflowClient:
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
         # No runtime tag: tags make every task run look up tag concurrency limits,
         # an API call per task that the embedded SQLite server pays for in stalls.
-        with (using_config(self.config), _environment(params.envs),
-              temporary_settings(run_settings(self.config))):
+        settings = run_settings(self.config) | ({} if self.cache else {PREFECT_TASKS_REFRESH_CACHE: True})
+        with (using_config(self.config), _environment(params.envs), temporary_settings(settings)):
             return runnable(**params.flow_parameters())
+
+    def _plan(self, flow, params: WorkflowParams) -> PlanReport:
+        """What ``flow`` would do with ``params``, planned by its own planning steps: no flow run, no write.
+
+        The estimate assumes the workers the run would get: this machine's
+        (config ``max_workers``) locally, the runtime size's CPUs on a work pool.
+        """
+        from .flows import DRY_RUNS
+
+        deployed = self.config.execution == "deployment"
+        workers = int(params.runtime.spec.cpu) if deployed else self.config.max_workers or os.cpu_count() or 1
+        with using_config(self.config), _environment(params.envs):
+            return DRY_RUNS[flow.name](params, workers)
 
     def _run_deployment(self, flow, params: WorkflowParams, wait: bool) -> str | None:
         """Run ``<flow>/<runtime>`` on its work pool; ``envs`` become the run's ``env`` job variable.
@@ -357,7 +451,8 @@ class RasterflowClient:
         from .deploy import api_url, deployment_name
 
         name = deployment_name(flow.name, params.runtime)
-        job_variables = {"env": dict(params.envs)} if params.envs else None
+        env = dict(params.envs or {}) | ({} if self.cache else {"PREFECT_TASKS_REFRESH_CACHE": "true"})
+        job_variables = {"env": env} if env else None
         try:
             flow_run = run_deployment(
                 name, parameters=params.flow_parameters(), job_variables=job_variables,
@@ -384,6 +479,48 @@ class RasterflowClient:
                 f"{where} completed but its result is not readable here ({exc}); point "
                 "PREFECT_DEFAULT_RESULT_STORAGE_BLOCK at storage both workers and this process can read"
             ) from None
+
+
+    # ------------------------------------------------------------ RasterFlow's 2026 names
+    # The same flows under the names RasterFlow's API took in 2026 (docs/workflows.md, "Coming from
+    # RasterFlow"): thin aliases, so both generations of reference code run unchanged. Keywords:
+    # target_crs (for crs_epsg) is a parameter of the methods above, mosaics= (for store) is
+    # predict_mosaic's; MosaicToMosaicActorEnum is InferenceActorEnum (rasterflow.enums).
+
+    build_mosaics = _alias(build_mosaic, "build_mosaics")
+    build_gti_mosaics = _alias(build_gti_mosaic, "build_gti_mosaics")
+    predict_mosaic_recipe = _alias(build_and_predict_mosaic_recipe, "predict_mosaic_recipe")
+
+    def run_mosaics_change(
+        self,
+        mosaics: str,
+        model_path: str,
+        patch_size: int,
+        clip_size: int,
+        device: str,
+        features: list[str],
+        labels: list[str],
+        max_batch_size: int,
+        merge_mode: MergeModeEnum,
+        select_labels: list[str] | None = None,
+        xy_block_multiplier: int = DEFAULT_BLOCK_MULTIPLIER,
+        output_xy_chunksize: int | None = None,
+        runtime: RuntimeEnum = RuntimeEnum.SMALL,
+        envs: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> str:
+        """Change detection over mosaics with two time slices (RasterFlow's 2026 entry point).
+
+        ``predict_mosaic`` with the change-detection actor
+        (``SEMANTIC_SEGMENTATION_CHANGE_DETECTION_PYTORCH``): each store's two
+        time slices, earlier first, are stacked on the channel axis (``features``
+        names one slice's bands; the model takes twice as many channels), and
+        the softmax over ``labels`` is written for the later date, with a
+        ``time_delta`` coordinate (later minus earlier). Same flow
+        (predict-mosaic), parameters, cache and answer as ``predict_mosaic``.
+        """
+        arguments = _arguments(locals())
+        return self.predict_mosaic(arguments.pop("mosaics"), actor=CHANGE_DETECTION, wait=wait, **arguments)
 
 
 def _run_url(flow_run_id) -> str:

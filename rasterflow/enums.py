@@ -73,6 +73,11 @@ class InferenceActorEnum(str, Enum):
     )
 
 
+# RasterFlow's 2026 name for the same actors (inference maps a mosaic to a mosaic): one enum, two names,
+# so code of either generation passes members the other accepts.
+MosaicToMosaicActorEnum = InferenceActorEnum
+
+
 class MergeModeEnum(str, Enum):
     WEIGHTED_AVERAGE = "weighted_average"
     CLIP = "clip"  # each pixel from the one patch whose clipped centre covers it

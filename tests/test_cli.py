@@ -19,8 +19,8 @@ def test_demo_runs_every_workflow_on_the_sample(tmp_path):
     (mosaic_index,) = tmp_path.glob("build-gti-mosaic/*/index.parquet")
     (predict_index,) = tmp_path.glob("predict-mosaic/*/index.parquet")
     (polygons,) = tmp_path.glob("vectorize-mosaic/*/polygons.parquet")
-    (pyramid_index,) = tmp_path.glob("build-zarr-multiscales/*/index.parquet")
-    for path in (mosaic_index, predict_index, polygons, pyramid_index):
+    (pyramid,) = tmp_path.glob("build-zarr-multiscales/*/*.zarr")  # given the mosaic's store: its pyramid
+    for path in (mosaic_index, predict_index, polygons, pyramid):
         assert str(path) in result.output
     mosaic = xr.open_zarr(gpd.read_parquet(mosaic_index).location[0])["variables"]
     assert list(mosaic.band.values) == ["red", "green", "blue"] and int((mosaic != 0).sum()) > 0

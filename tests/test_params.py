@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pyproj import CRS
 
 from rasterflow.enums import ResamplingMethod, RuntimeEnum
 from rasterflow.errors import InvalidParameterError
@@ -13,7 +14,7 @@ BASE = dict(gti="index.parquet", aoi="aoi.geojson", bands=["red", "nir"], locati
 
 def test_minimal_call_gets_defaults():
     p = BuildGtiMosaicParams.parse(**BASE)
-    assert p.crs_epsg == 3857
+    assert p.crs_epsg is None and p.target_crs is None and p.output_crs.to_epsg() == 3857
     assert p.xy_chunksize == 512
     assert p.resampling is ResamplingMethod.NEAREST
     assert p.runtime is RuntimeEnum.SMALL
@@ -34,6 +35,9 @@ def test_enums_from_strings():
         ("xy_chunksize", 20000, "between 16 and 16384"),
         ("crs_epsg", 999999, "not a known EPSG code"),
         ("crs_epsg", 5773, "not a horizontal CRS"),  # EGM96 height: vertical
+        ("target_crs", "EPSG:999999", "not a CRS pyproj reads"),
+        ("target_crs", "utm zone 10", "not a CRS pyproj reads"),
+        ("target_crs", 5773, "not a horizontal CRS"),
         ("resolution", 0, "must be a positive size"),
         ("resolution", -30.0, "must be a positive size"),
         ("shard_size_bytes", 0, "positive number of bytes"),
@@ -108,3 +112,29 @@ def test_envs_kept_on_model_but_not_in_repr():
 def test_flow_parameters_round_trip():
     p = BuildGtiMosaicParams.parse(**BASE, crs_epsg=32621, nodata=-9999.0, time_column="datetime")
     assert BuildGtiMosaicParams.parse(**p.flow_parameters()) == p
+
+
+UTM10_WKT = CRS.from_epsg(32610).to_wkt()
+
+
+@pytest.mark.parametrize("given", [32610, "32610", "EPSG:32610", "epsg:32610", UTM10_WKT,
+                                   CRS.from_epsg(32610).to_json()])
+def test_target_crs_takes_what_pyproj_reads_and_means_what_crs_epsg_does(given):
+    """RasterFlow's 2026 target_crs and its first crs_epsg: the same request, the same request id."""
+    new = BuildGtiMosaicParams.parse(**BASE, target_crs=given)
+    old = BuildGtiMosaicParams.parse(**BASE, crs_epsg=32610)
+    assert new.output_crs == old.output_crs == CRS.from_epsg(32610)
+    assert new.fingerprint_parameters() == old.fingerprint_parameters()
+
+
+def test_a_crs_without_an_epsg_code_is_kept_whole():
+    mollweide = BuildGtiMosaicParams.parse(**BASE, target_crs="ESRI:54009")
+    assert mollweide.output_crs == CRS("ESRI:54009")
+    params = mollweide.fingerprint_parameters()
+    assert params["crs_epsg"] is None and CRS.from_wkt(params["target_crs"]) == CRS("ESRI:54009")
+
+
+def test_crs_epsg_and_target_crs_together_are_an_error_naming_target_crs():
+    with pytest.raises(InvalidParameterError) as info:
+        BuildGtiMosaicParams.parse(**BASE, crs_epsg=32610, target_crs="EPSG:32610")
+    assert info.value.param == "target_crs" and "crs_epsg=32610 is given too" in str(info.value)

@@ -4,7 +4,9 @@ The client's methods and the flows keep explicit signatures (what IDEs, help()
 and Prefect's parameter forms read), and the CLI is made from the models. This
 checks, for all six workflows, that the client, the parameter model, the flow
 and the CLI take the same names, require the same ones, and that their
-defaults give the model's own default once validated.
+defaults give the model's own default once validated; and that RasterFlow's
+2026 names (aliases, renamed keywords, run_mosaics_change) agree with the
+methods they name.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ DERIVED_BY_THE_CLIENT = {"build-and-predict-mosaic-recipe": {"model_path"}}  # f
 def cli_options(workflow: str) -> dict:
     """The click parameters of the workflow's command, by name (what ``rasterflow <command>`` takes)."""
     command = typer.main.get_command(cli.app).commands[workflow]
-    return {p.name: p for p in command.params if p.name not in ("config", "verbose", "help")}
+    client_options = ("config", "verbose", "help", "dry_run", "cache")  # the client's, not the workflow's
+    return {p.name: p for p in command.params if p.name not in client_options}
 
 
 def cli_default(workflow: str, name: str):
@@ -119,3 +122,33 @@ def test_the_cli_adds_defaults_only_where_it_says_so():
 def test_help_comes_from_the_declarations():
     described = COMMANDS["build-gti-mosaic"].params.model_fields["location_field"].description
     assert cli_options("build-gti-mosaic")["location_field"].help == cli.first_sentence(described)
+
+
+# RasterFlow's 2026 method names -> the method each is an alias of.
+ALIASES = {"build_mosaics": "build_mosaic", "build_gti_mosaics": "build_gti_mosaic",
+           "predict_mosaic_recipe": "build_and_predict_mosaic_recipe"}
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_aliases_have_their_methods_signature_and_say_so(alias):
+    primary = getattr(RasterflowClient, ALIASES[alias])
+    method = getattr(RasterflowClient, alias)
+    assert inspect.signature(method) == inspect.signature(primary)
+    assert method.__name__ == alias and f"``{ALIASES[alias]}``" in method.__doc__
+
+
+def test_renamed_keywords_name_parameters_of_their_model():
+    for command in cli.COMMANDS:
+        for new, old in command.params.RENAMED.items():
+            assert old in command.params.model_fields and new not in command.params.model_fields
+    assert cli.COMMANDS[[c.name for c in cli.COMMANDS].index("predict-mosaic")].params.RENAMED == {
+        "mosaics": "store"}
+
+
+def test_run_mosaics_change_is_predict_mosaic_without_an_actor():
+    """Same names (``mosaics`` for ``store``), same required ones, same defaults; the actor is fixed."""
+    change = signature(RasterflowClient.run_mosaics_change)
+    predict = signature(RasterflowClient.predict_mosaic)
+    renamed = {("mosaics" if n == "store" else n): p.default for n, p in predict.items() if n != "actor"}
+    assert {n: p.default for n, p in change.items()} == renamed
+    assert list(change) == [n for n in renamed]  # same order: positional calls agree

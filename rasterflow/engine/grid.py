@@ -10,11 +10,18 @@ from __future__ import annotations
 import math
 from functools import cached_property
 
+import pyproj
 from affine import Affine
 from pydantic import BaseModel, ConfigDict
 from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform, transform_geom
 from shapely.geometry import box, mapping, shape
+
+
+def grid_crs(crs: pyproj.CRS) -> CRS:
+    """rasterio's CRS for a grid in ``crs``: by its EPSG code when it is exactly one, else by its WKT."""
+    epsg = crs.to_epsg(min_confidence=100)
+    return CRS.from_epsg(epsg) if epsg else CRS.from_wkt(crs.to_wkt())
 
 
 class Grid(BaseModel):

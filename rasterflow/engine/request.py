@@ -19,9 +19,18 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
@@ -39,14 +48,31 @@ class Request(BaseModel):
     """Base of every workflow's request: frozen, no unknown keys, errors naming the parameter."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Newer names of parameters (RasterFlow's 2026 keywords) -> the parameter they name.
+    RENAMED: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def parse(cls, **values: Any) -> Self:
-        """Validate, turning pydantic's report into an ``InvalidParameterError`` naming the parameter."""
+        """Validate, turning pydantic's report into an ``InvalidParameterError`` naming the parameter.
+
+        A parameter may be given by its newer name (``RENAMED``), not by both.
+        """
+        for new, old in cls.RENAMED.items():
+            if new in values:
+                if values.get(old) is not None:
+                    raise cls.given_twice(new, values[new])
+                values = {k: v for k, v in values.items() if k != new} | {old: values[new]}
         try:
             return cls(**values)
         except ValidationError as exc:
             raise invalid_parameter(exc, cls, values) from None
+
+    @classmethod
+    def given_twice(cls, new: str, value: Any) -> InvalidParameterError:
+        """The error for a parameter given by both its names (``RENAMED``)."""
+        old = cls.RENAMED[new]
+        return InvalidParameterError(new, value, f"{old} is given too; {new} is RasterFlow's newer name for "
+                                     f"{old}: give one of them")
 
     def fingerprint_parameters(self) -> dict[str, Any]:
         """The request as JSON: what it computes, for request ids and provenance.
@@ -54,6 +80,42 @@ class Request(BaseModel):
         Fields declared ``exclude=True`` (where a run executes, its secrets) are not in it.
         """
         return self.model_dump(mode="json")
+
+
+class CrsRequest(Request):
+    """A request whose output CRS is ``crs_epsg`` (RasterFlow's first API) or ``target_crs`` (its 2026 one).
+
+    Subclasses declare both fields (``CrsEpsg``, ``TargetCrs``, ``crs_epsg`` first);
+    giving both is an error naming ``target_crs``. Either way, the request
+    computes the same thing and gets the same request id: ``fingerprint_parameters``
+    names the CRS once, by its EPSG code when it is exactly one.
+    """
+
+    # The output CRS when neither is given; None: the workflow chooses (a recipe: the datasets' own).
+    DEFAULT_CRS: ClassVar[int | None] = DEFAULT_CRS_EPSG
+
+    @field_validator("target_crs", check_fields=False)
+    @classmethod
+    def _one_crs(cls, value: int | str | None, info: ValidationInfo) -> int | str | None:
+        given = info.data.get("crs_epsg")
+        if value is not None and given is not None:
+            raise ValueError(f"crs_epsg={given} is given too: give the CRS once, as target_crs (any CRS "
+                             "pyproj reads) or as crs_epsg (an EPSG code)")
+        return value
+
+    @property
+    def output_crs(self) -> CRS | None:
+        """The output grid's CRS (pyproj); None when the workflow chooses it."""
+        chosen = getattr(self, "crs_epsg", None) or getattr(self, "target_crs", None) or self.DEFAULT_CRS
+        return None if chosen is None else CRS.from_user_input(chosen)
+
+    def fingerprint_parameters(self) -> dict[str, Any]:
+        params = super().fingerprint_parameters()
+        crs = self.output_crs
+        epsg = None if crs is None else crs.to_epsg(min_confidence=100)
+        params["crs_epsg"] = epsg
+        params["target_crs"] = None if crs is None or epsg is not None else crs.to_wkt()
+        return params
 
 
 def invalid_parameter(exc: ValidationError, model: type[BaseModel],
@@ -85,6 +147,24 @@ def check_epsg(value: int) -> int:
     if not (crs.is_projected or crs.is_geographic):
         raise ValueError(f"EPSG:{value} is not a horizontal CRS a raster grid can use")
     return value
+
+
+def check_crs(value: int | str, use: str = "a raster grid can use",
+              examples: str = "an EPSG code (32610), 'EPSG:32610', another authority's code ('ESRI:54009') "
+                              "or WKT") -> int | str:
+    """Anything pyproj reads (an EPSG code, ``AUTH:CODE``, WKT, PROJJSON, a PROJ string), horizontal."""
+    try:
+        crs = CRS.from_user_input(value)
+    except CRSError:
+        raise ValueError(f"not a CRS pyproj reads; give {examples}") from None
+    if not (crs.is_projected or crs.is_geographic):
+        raise ValueError(f"is not a horizontal CRS {use}")
+    return value
+
+
+def _digits_as_code(value: Any) -> Any:
+    """'32610' (as the command line gives it) is the EPSG code 32610, as pyproj takes the int."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
 
 def unique_names(what: str):
@@ -156,6 +236,15 @@ StoreOrIndex = Annotated[Uri, Field(description=(
     "A Zarr store URI, or an index GeoParquet whose 'location' column lists stores (what every workflow "
     "returns); every store it names is processed."))]
 EpsgCode = Annotated[int, AfterValidator(check_epsg), Field(description="EPSG code of the output grid.")]
+CrsEpsg = Annotated[int | None, AfterValidator(lambda v: None if v is None else check_epsg(v)), Field(
+    description=(
+        "EPSG code of the output grid (RasterFlow's first API; `target_crs` is its 2026 name and takes any "
+        "CRS). Give one of the two. None with no `target_crs`: EPSG:3857."))]
+TargetCrs = Annotated[int | str | None, BeforeValidator(_digits_as_code),
+                      AfterValidator(lambda v: None if v is None else check_crs(v)), Field(description=(
+    "CRS of the output grid, anything pyproj reads: an EPSG code (`32610`), `EPSG:32610`, another "
+    "authority's code, WKT or PROJJSON (RasterFlow's 2026 name for `crs_epsg`; give one of the two). "
+    "None with no `crs_epsg`: EPSG:3857."))]
 ChunkSize = Annotated[int, AfterValidator(_chunk_size), Field(
     json_schema_extra={"minimum": 16, "maximum": 16384},
     description="Zarr chunk size in x and y, in pixels (16..16384). A chunk holds every band of one time "

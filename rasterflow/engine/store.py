@@ -19,6 +19,7 @@ from typing import Any, Literal
 import dask.array as da
 import numpy as np
 import pandas as pd
+import pyproj
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 import zarr
@@ -151,32 +152,42 @@ def store_identity(uri: str, storage_options: dict[str, Any] | None = None) -> s
                               for name, info in listing.items()))
 
 
-# The zarr-conventions v1 schemas of the proj: and spatial: attributes below.
+# The zarr-conventions our attributes follow, at their published versions: spatial v0.1
+# and proj v0.1 (geo-proj's repository became zarr-conventions/proj, tagged v0.1 there).
+# The "v1" tags once copied from their READMEs never existed. tests/conventions/ holds
+# copies of these schemas; the store tests validate every store against them.
 PROJ_CONVENTION = {
-    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/geo-proj/refs/tags/v1/schema.json",
-    "spec_url": "https://github.com/zarr-conventions/geo-proj/blob/v1/README.md",
+    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/proj/refs/tags/v0.1/schema.json",
+    "spec_url": "https://github.com/zarr-conventions/proj/blob/v0.1/README.md",
     "uuid": "f17cb550-5864-4468-aeb7-f3180cfb622f",
-    "name": "proj:",
+    "name": "proj",
     "description": "Coordinate reference system information for geospatial data",
 }
 SPATIAL_CONVENTION = {
-    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v1/schema.json",
-    "spec_url": "https://github.com/zarr-conventions/spatial/blob/v1/README.md",
+    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v0.1/schema.json",
+    "spec_url": "https://github.com/zarr-conventions/spatial/blob/v0.1/README.md",
     "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4",
     "name": "spatial",
     "description": "Spatial coordinate information",
 }
 
 
+def proj_attrs(crs_wkt: str) -> dict[str, Any]:
+    """``proj:wkt2`` always (proj v0.1: writers SHOULD, it needs no CRS database), and
+    ``proj:code`` when the CRS is exactly an authority's code."""
+    crs = pyproj.CRS.from_user_input(crs_wkt)
+    code = crs.to_authority(min_confidence=100)
+    return ({"proj:code": f"{code[0]}:{code[1]}"} if code else {}) | {"proj:wkt2": crs.to_wkt("WKT2_2019")}
+
+
 def _geozarr_attrs(grid: Grid) -> dict[str, Any]:
-    epsg = grid.rio_crs.to_epsg()
-    proj = {"proj:code": f"EPSG:{epsg}"} if epsg else {"proj:wkt2": grid.rio_crs.to_wkt()}
-    return proj | {
+    return proj_attrs(grid.crs) | {
         "zarr_conventions": [PROJ_CONVENTION, SPATIAL_CONVENTION],
         "spatial:dimensions": ["y", "x"],
         "spatial:transform": list(grid.transform),
         "spatial:shape": [grid.height, grid.width],
         "spatial:bbox": list(grid.bounds),
+        "spatial:registration": "pixel",
     }
 
 
@@ -314,6 +325,13 @@ class StoreDescription(BaseModel):
             raise InvalidParameterError(param, names, f"{missing} not among the bands of {self.uri}",
                                         f"bands of that store: {self.bands}")
         return [self.bands.index(n) for n in names]
+
+
+def planned_description(spec: StoreSpec, identity: str) -> StoreDescription:
+    """What ``describe_store`` will say of the store ``spec`` once written (for plans made before)."""
+    return StoreDescription(uri=spec.uri, identity=identity, grid=spec.grid, bands=list(spec.bands),
+                            times=list(spec.times), dtype=spec.dtype, nodata=spec.nodata,
+                            chunk=(spec.shard.chunk, spec.shard.chunk), skip_xy_coords=spec.skip_xy_coords)
 
 
 def describe_store(uri: str, storage_options: dict[str, Any] | None = None) -> StoreDescription:

@@ -13,10 +13,18 @@ from datetime import date
 
 from prefect import flow
 
-from ..engine.build_and_predict_mosaic_recipe.recipes import recipe_spec
+from ..config import current_config
+from ..engine.build_and_predict_mosaic_recipe.recipes import aoi_native_crs, recipe_spec
 from ..engine.build_and_predict_mosaic_recipe.request import BuildAndPredictMosaicRecipeRequest
+from ..engine.build_mosaic.request import BuildMosaicRequest
+from ..engine.plan import PlanReport, combined_report
+from ..engine.predict_mosaic.plan import patch_seconds, plan_on_stores
+from ..engine.predict_mosaic.request import PredictMosaicRequest
+from ..engine.store import planned_description
 from ..enums import ModelRecipes
 from ..tasks.build_and_predict_mosaic_recipe import choose_crs
+from ..tasks.build_mosaic import plan_partitions as plan_mosaic
+from ..tasks.build_mosaic import search_catalog_task
 from ..tasks.publish import publish_stores
 from .build_mosaic import build_mosaic_flow
 from .predict_mosaic import predict_mosaic_flow
@@ -30,24 +38,49 @@ def build_and_predict_mosaic_recipe_flow(
     model_recipe: ModelRecipes,
     model_path: str,
     crs_epsg: int | None = None,
+    target_crs: int | str | None = None,
 ) -> str:
     """Mosaic the recipe's datasets and run its model; returns the prediction index URI."""
     request = BuildAndPredictMosaicRecipeRequest.parse(**locals())
     recipe = recipe_spec(request.model_recipe)
-    epsg = request.crs_epsg if request.crs_epsg is not None else choose_crs(request.aoi)
-    mosaic = build_mosaic_flow(
-        datasets=list(recipe.datasets), aoi=request.aoi, start=request.start, end=request.end, crs_epsg=epsg,
-        resolution=recipe.resolution,
-    )
-    predictions = predict_mosaic_flow(
-        store=mosaic, model_path=request.model_path, patch_size=recipe.patch_size, clip_size=recipe.clip_size,
-        device="auto", features=list(recipe.features), labels=list(recipe.labels), actor=recipe.actor,
-        max_batch_size=recipe.max_batch_size, merge_mode=recipe.merge_mode,
-    )
+    crs = ({"crs_epsg": choose_crs(request.aoi)} if request.output_crs is None
+           else {"crs_epsg": request.crs_epsg, "target_crs": request.target_crs})
+    mosaic = build_mosaic_flow(**recipe.mosaic_parameters(request.aoi, request.start, request.end, crs))
+    predictions = predict_mosaic_flow(**recipe.predict_parameters(mosaic, request.model_path))
     publish_stores(
         "build-and-predict-mosaic-recipe", predictions,
         f"# {recipe.recipe.value}\n\n{recipe.public_model.name} ({recipe.public_model.source}).\n\n"
-        f"- model: `{request.model_path}`\n- mosaic index: `{mosaic}` (EPSG:{epsg})\n"
+        f"- model: `{request.model_path}`\n- mosaic index: `{mosaic}` ({shown_crs(crs)})\n"
         f"- predictions index: `{predictions}`\n- labels: {', '.join(recipe.labels)}\n",
     )
     return predictions
+
+
+def shown_crs(crs: dict) -> str:
+    return f"EPSG:{crs['crs_epsg']}" if crs.get("crs_epsg") else str(crs["target_crs"])[:60]
+
+
+def dry_run(request: BuildAndPredictMosaicRecipeRequest, workers: int) -> PlanReport:
+    """Both subflows planned as they plan, reported and not run (``RasterflowClient(dry_run=True)``).
+
+    The prediction is planned on the stores the mosaic would write, described
+    from its plan (they do not exist yet): its blocks, patches and timed model
+    are those of the run; its request id is not (that hashes the written
+    stores' identities).
+    """
+    config = current_config()
+    recipe = recipe_spec(request.model_recipe)
+    native = request.output_crs is None
+    crs = ({"crs_epsg": aoi_native_crs(request.aoi, config.storage_options_for(request.aoi))[0]} if native
+           else {"crs_epsg": request.crs_epsg, "target_crs": request.target_crs})
+    mosaic_request = BuildMosaicRequest.parse(**recipe.mosaic_parameters(request.aoi, request.start,
+                                                                           request.end, crs))
+    mosaic = plan_mosaic.fn(mosaic_request, search_catalog_task.fn(mosaic_request), config.output_uri)
+    predict_request = PredictMosaicRequest.parse(**recipe.predict_parameters(mosaic.index_uri,
+                                                                             request.model_path))
+    sources = [planned_description(s.spec, s.fingerprint) for s in mosaic.stores]
+    prediction = plan_on_stores(predict_request, sources, config.output_uri, config.storage_options_for)
+    seconds = patch_seconds(predict_request, prediction.stores[0].jobs[0].spec.batch_size,
+                            config.storage_options_for)
+    return combined_report("build-and-predict-mosaic-recipe",
+                           [mosaic.report(workers), prediction.report(workers, seconds)], {"choose-crs": 1})

@@ -11,8 +11,8 @@ from prefect import flow, get_run_logger
 
 from ..config import current_config
 from ..engine.build_gti_mosaic.request import BuildGtiMosaicRequest
+from ..engine.plan import PlanReport
 from ..engine.request import (
-    DEFAULT_CRS_EPSG,
     DEFAULT_SHARD_SIZE_BYTES,
     DEFAULT_WARP_ERROR_THRESHOLD,
     DEFAULT_XY_CHUNKSIZE,
@@ -31,7 +31,7 @@ def build_gti_mosaic_flow(
     aoi: str,
     bands: list[str],
     location_field: str,
-    crs_epsg: int = DEFAULT_CRS_EPSG,
+    crs_epsg: int | None = None,
     time_column: str | None = None,
     skip_xy_coords: bool = False,
     xy_chunksize: int = DEFAULT_XY_CHUNKSIZE,
@@ -43,6 +43,7 @@ def build_gti_mosaic_flow(
     resolution: float | None = None,
     nodata: float | None = None,
     warp_error_threshold: float = DEFAULT_WARP_ERROR_THRESHOLD,
+    target_crs: int | str | None = None,
 ) -> str:
     """Build one mosaic store per AOI geometry; returns the index GeoParquet URI."""
     request = BuildGtiMosaicRequest.parse(**locals())
@@ -59,3 +60,8 @@ def build_gti_mosaic_flow(
         f"{plan.n_jobs} partition(s), bands {', '.join(plan.stores[0].spec.bands) if plan.stores else '-'}.",
     )
     return index_uri
+
+
+def dry_run(request: BuildGtiMosaicRequest, workers: int) -> PlanReport:
+    """The flow's plan, reported and not run (``RasterflowClient(dry_run=True)``): nothing is written."""
+    return plan_partitions.fn(request, current_config().output_uri).report(workers)

@@ -14,8 +14,8 @@ from prefect import flow, get_run_logger
 
 from ..config import current_config
 from ..engine.build_mosaic.request import BuildMosaicRequest
+from ..engine.plan import PlanReport
 from ..engine.request import (
-    DEFAULT_CRS_EPSG,
     DEFAULT_SHARD_SIZE_BYTES,
     DEFAULT_WARP_ERROR_THRESHOLD,
     DEFAULT_XY_CHUNKSIZE,
@@ -34,12 +34,13 @@ def build_mosaic_flow(
     aoi: str,
     start: date,
     end: date,
-    crs_epsg: int = DEFAULT_CRS_EPSG,
+    crs_epsg: int | None = None,
     xy_chunksize: int = DEFAULT_XY_CHUNKSIZE,
     shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
     resolution: float | None = None,
     skip_xy_coords: bool = False,
     warp_error_threshold: float = DEFAULT_WARP_ERROR_THRESHOLD,
+    target_crs: int | str | None = None,
 ) -> str:
     """Composite the datasets over each AOI geometry, one time slice per year; returns the index URI."""
     request = BuildMosaicRequest.parse(**locals())
@@ -64,3 +65,9 @@ def build_mosaic_flow(
         f"Scenes per year:\n{scenes}\n",
     )
     return index_uri
+
+
+def dry_run(request: BuildMosaicRequest, workers: int) -> PlanReport:
+    """The flow's search and plan, reported and not run (``RasterflowClient(dry_run=True)``)."""
+    return plan_partitions.fn(request, search_catalog_task.fn(request), current_config().output_uri).report(
+        workers)

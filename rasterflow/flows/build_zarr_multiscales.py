@@ -6,7 +6,8 @@ which the engine-only ``build_pyramids`` walks too): build-shard for level 0
 (a copy, or a decode) and the levels of several partitions, count-shard for
 histograms, build-levels for the last levels as chains, and merge-statistics
 where histogram bins must come from level 0's moments first -> commit-store
-(statistics merged; levels, then the root, last) -> write-index.
+(statistics merged; levels, then the root, last) -> write-index. The answer
+is the multiscales store for a store, the index for an index of stores.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..engine.build_zarr_multiscales.plan import LevelChain, LevelJob
 from ..engine.build_zarr_multiscales.request import BuildZarrMultiscalesRequest
 from ..engine.build_zarr_multiscales.stages import Work, stages
 from ..engine.build_zarr_multiscales.stats import Bins
+from ..engine.plan import PlanReport
 from ..enums import ResamplingMethod
 from ..tasks.build_zarr_multiscales import (
     build_levels_task,
@@ -41,7 +43,7 @@ def build_zarr_multiscales_flow(
     levels: int | None = None,
     resampling: ResamplingMethod | dict[str, ResamplingMethod] | None = None,
 ) -> str:
-    """Build one multiscales store per input store; returns the index GeoParquet URI."""
+    """Build one multiscales store per input store; returns it (a store given), or an index of them."""
     request = BuildZarrMultiscalesRequest.parse(**locals())
     config = current_config()
     plan = plan_partitions(request, config.output_uri)
@@ -83,4 +85,9 @@ def build_zarr_multiscales_flow(
         f"# build-zarr-multiscales\n\nIndex: `{index_uri}`\n\n{len(plan.pyramids)} store(s), "
         f"up to {max(len(p.levels) for p in plan.pyramids)} level(s), {jobs} partition(s).",
     )
-    return index_uri
+    return plan.answer()
+
+
+def dry_run(request: BuildZarrMultiscalesRequest, workers: int) -> PlanReport:
+    """The flow's plan, reported and not run (``RasterflowClient(dry_run=True)``)."""
+    return plan_partitions.fn(request, current_config().output_uri).report(workers)

@@ -14,7 +14,9 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 
 from ..config import current_config
+from ..engine.plan import PlanReport
 from ..engine.predict_mosaic.block import BlockSummary
+from ..engine.predict_mosaic.plan import patch_seconds
 from ..engine.predict_mosaic.request import DEFAULT_BLOCK_MULTIPLIER, PredictMosaicRequest
 from ..enums import InferenceActorEnum, MergeModeEnum
 from ..tasks.policy import io_task_options
@@ -81,3 +83,12 @@ def predict_mosaic_flow(
         f"{len(plan.stores)} store(s), {plan.n_jobs} block(s).",
     )
     return index_uri
+
+
+def dry_run(request: PredictMosaicRequest, workers: int) -> PlanReport:
+    """The flow's plan (model checked by its probe pass), reported and not run; the model is timed
+    on one batch for the estimate (``RasterflowClient(dry_run=True)``)."""
+    config = current_config()
+    plan = plan_blocks.fn(request, config.output_uri)
+    batch = plan.stores[0].jobs[0].spec.batch_size
+    return plan.report(workers, patch_seconds(request, batch, config.storage_options_for))

@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from ..config import current_config
+from ..engine.plan import PlanReport
 from ..engine.vectorize_mosaic.merge import MergeSummary
 from ..engine.vectorize_mosaic.plan import VectorizePlan
 from ..engine.vectorize_mosaic.polygonize import PolygonizeSummary
@@ -69,3 +70,8 @@ def _publish(plan: VectorizePlan, summaries: list[PolygonizeSummary], result: Me
         f"in their block, {border} joined across block edges.\n\nStores vectorized:{stores}"
     )
     publish_polygons("vectorize-mosaic", result.uri, list(plan.settings.features), summary)
+
+
+def dry_run(request: VectorizeMosaicRequest, workers: int) -> PlanReport:
+    """The flow's plan, reported and not run (``RasterflowClient(dry_run=True)``)."""
+    return plan_polygonize.fn(request, current_config().output_uri).report(workers)

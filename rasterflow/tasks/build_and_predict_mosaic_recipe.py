@@ -5,18 +5,16 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from ..config import current_config
-from ..engine.build_and_predict_mosaic_recipe.recipes import native_crs_epsg
-from ..engine.vectors import read_vector
+from ..engine.build_and_predict_mosaic_recipe.recipes import aoi_native_crs
 
 
 @task(name="choose-crs", persist_result=False)
 def choose_crs(aoi: str) -> int:
     """The recipe datasets' native CRS over the AOI: the UTM zone of its centroid."""
-    frame = read_vector(aoi, "aoi", current_config().storage_options_for(aoi))
-    epsg, spans = native_crs_epsg(frame.to_crs(4326).union_all())
+    epsg, spans = aoi_native_crs(aoi, current_config().storage_options_for(aoi))
     if spans:
         get_run_logger().warning(
             "the AOI spans UTM zones (or the equator); using EPSG:%d, the zone of its centroid: "
-            "pass crs_epsg to choose another", epsg,
+            "pass target_crs (or crs_epsg) to choose another", epsg,
         )
     return epsg

@@ -10,6 +10,8 @@ import pytest
 import xarray as xr
 import zarr
 from affine import Affine
+from pyproj import CRS
+from zarr_conventions import assert_follows, errors, node
 
 from rasterflow.engine.grid import Grid
 from rasterflow.engine.partitions import ShardShape, Window
@@ -151,15 +153,37 @@ def test_unwritten_shards_read_as_nodata(tmp_path, dtype, nodata):
     assert (fill == "NaN") if math.isnan(nodata) else (fill == nodata)
 
 
-def test_geozarr_attributes(tmp_path):
+def test_geozarr_attributes_follow_the_published_proj_and_spatial_schemas(tmp_path):
     spec = _spec(tmp_path)
     _build(spec)
-    attrs = open_store(spec.uri).attrs
-    assert attrs["proj:code"] == "EPSG:32621"
+    attrs = assert_follows(spec.uri, "proj", "spatial")["attributes"]
+    assert attrs["proj:code"] == "EPSG:32621" and CRS.from_wkt(attrs["proj:wkt2"]).to_epsg() == 32621
     assert attrs["spatial:transform"] == list(GRID.transform)
     assert attrs["spatial:shape"] == [GRID.height, GRID.width]
     assert attrs["spatial:bbox"] == [731430.0, -2791380.0 - 50 * 30, 731430.0 + 70 * 30, -2791380.0]
     assert Affine(*attrs["spatial:transform"]) == GRID.affine
+    assert open_store(spec.uri).rio.crs.to_epsg() == 32621
+
+
+def test_a_crs_without_a_code_is_declared_by_its_wkt(tmp_path):
+    custom = CRS.from_proj4("+proj=aea +lat_1=-20 +lat_2=-30 +lat_0=-25 +lon_0=-54 +datum=WGS84 +units=m")
+    spec = _spec(tmp_path, grid=GRID.model_copy(update={"crs": custom.to_wkt()}))
+    _build(spec)
+    attrs = assert_follows(spec.uri, "proj", "spatial")["attributes"]
+    assert "proj:code" not in attrs and CRS.from_wkt(attrs["proj:wkt2"]) == custom
+
+
+def test_the_schemas_refuse_what_was_declared_before(tmp_path):
+    """The unpublished v1 tags and the old proj name fail: the validation can fail."""
+    spec = _spec(tmp_path)
+    _build(spec)
+    document = node(spec.uri)
+    for convention in document["attributes"]["zarr_conventions"]:
+        convention["schema_url"] = convention["schema_url"].replace("/v0.1/", "/v1/")
+    assert errors(document, "spatial") and errors(document, "proj")
+    document = node(spec.uri)
+    document["attributes"]["zarr_conventions"][0]["name"] = "proj:"
+    assert errors(document, "proj") and not errors(document, "spatial")
 
 
 def test_zarr_v3_sharding_metadata(tmp_path):

@@ -16,6 +16,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect_runs import task_states
 from rasterio.warp import Resampling, calculate_default_transform
 from shapely.geometry import box
+from zarr_conventions import assert_follows
 
 from rasterflow import ResamplingMethod
 from rasterflow.engine.grid import reproject_geometry
@@ -85,6 +86,7 @@ def test_store_contract_and_index(landsat_utm):
     assert meta["parameters"]["bands"] == BANDS and "envs" not in meta["parameters"]
     assert ds.attrs["proj:code"] == "EPSG:32621"
     assert ds.attrs["spatial:shape"] == list(ds["variables"].shape[-2:])
+    assert_follows(row.location, "proj", "spatial")  # the published schemas of what it declares
     enc = ds["variables"].encoding
     assert enc["chunks"] == (1, 3, 128, 128) and enc["shards"] == (1, 3, 256, 256)
     assert open_store(row.location)["variables"].shape == ds["variables"].shape

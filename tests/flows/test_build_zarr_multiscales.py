@@ -11,6 +11,7 @@ import pytest
 import rasterio
 import rioxarray  # noqa: F401
 import xarray as xr
+import zarr
 from affine import Affine
 from prefect_runs import task_states
 from rasterio.enums import Resampling
@@ -114,10 +115,14 @@ def test_second_identical_run_is_cached(client, mosaic):
     assert xr.open_zarr(f"{root}/2")["variables"].rio.crs.to_epsg() == 32621
 
 
-def test_a_store_uri_and_resampling_per_band(client, mosaic):
+def test_a_store_gives_its_multiscales_store_and_resampling_per_band(client, mosaic):
+    """As RasterFlow's reference: a store in, the multiscales store out (an index gives an index)."""
     per_band = {"red": ResamplingMethod.NEAREST, "blue": ResamplingMethod.MODE}
-    index_uri = client.build_zarr_multiscales(location(mosaic), levels=2, resampling=per_band)
-    root = location(index_uri)
+    root = client.build_zarr_multiscales(location(mosaic), levels=2, resampling=per_band)
+    group = zarr.open_group(root, mode="r")  # what a user of the reference writes
+    assert sorted(group.group_keys()) == ["0", "1"] and group.attrs["rasterflow"]["status"] == "complete"
+    (index_path,) = Path(root).parent.glob("index.parquet")  # listed in an index all the same
+    assert location(str(index_path)) == root
     attrs = xr.open_zarr(root, consolidated=False).attrs
     assert [b["resampling"] for b in attrs["bands"]] == ["nearest", "average", "mode"]
     assert "resampling_method" not in attrs["multiscales"]  # mixed: named per band instead

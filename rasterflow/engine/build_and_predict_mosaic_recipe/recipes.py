@@ -17,12 +17,15 @@ have each public model's contract for offline use.
 
 from __future__ import annotations
 
+from datetime import date
 from importlib import resources
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from ...enums import DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes
 from ..grid import utm_epsg
+from ..vectors import read_vector
 
 
 class PublicModel(BaseModel):
@@ -55,6 +58,17 @@ class RecipeSpec(BaseModel):
     def standin(self) -> str:
         """The bundled stand-in with this recipe's contract (not the public model)."""
         return str(resources.files("rasterflow").joinpath("models", "standins", f"{self.recipe.value}.pt2"))
+
+    def mosaic_parameters(self, aoi: str, start: date, end: date, crs: dict[str, Any]) -> dict[str, Any]:
+        """build_mosaic's parameters for this recipe (``crs``: its crs_epsg and/or target_crs)."""
+        return dict(datasets=list(self.datasets), aoi=aoi, start=start, end=end, resolution=self.resolution,
+                    **crs)
+
+    def predict_parameters(self, store: str, model_path: str) -> dict[str, Any]:
+        """predict_mosaic's parameters for this recipe on ``store`` (the mosaic's index)."""
+        return dict(store=store, model_path=model_path, patch_size=self.patch_size, clip_size=self.clip_size,
+                    device="auto", features=list(self.features), labels=list(self.labels), actor=self.actor,
+                    max_batch_size=self.max_batch_size, merge_mode=self.merge_mode)
 
 
 def _bands(dataset: DatasetEnum, bands: tuple[str, ...]) -> tuple[str, ...]:
@@ -148,6 +162,12 @@ RECIPES: dict[ModelRecipes, RecipeSpec] = {
 
 def recipe_spec(recipe: ModelRecipes) -> RecipeSpec:
     return RECIPES[ModelRecipes(recipe)]
+
+
+def aoi_native_crs(aoi: str, storage_options: dict[str, Any]) -> tuple[int, bool]:
+    """``native_crs_epsg`` of the AOI file at ``aoi``."""
+    frame = read_vector(aoi, "aoi", storage_options)
+    return native_crs_epsg(frame.to_crs(4326).union_all())
 
 
 def native_crs_epsg(aoi_4326) -> tuple[int, bool]:

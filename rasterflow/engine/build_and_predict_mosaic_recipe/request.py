@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ...enums import ModelRecipes
-from ..request import Aoi, Day, Request, Uri, check_epsg, end_not_before_start
+from ..request import Aoi, CrsEpsg, CrsRequest, Day, TargetCrs, Uri, end_not_before_start
+
+_NATIVE = ("None (and no `{}`): the datasets' native CRS, the UTM zone of the AOI's centroid (Sentinel-2 and "
+           "NAIP are delivered in UTM), so an AOI inside one zone is not resampled; an AOI across zones (or "
+           "the equator) takes the centroid's zone and the run logs a warning.")
 
 
-def _optional_epsg(value: int | None) -> int | None:
-    return None if value is None else check_epsg(value)
-
-
-class BuildAndPredictMosaicRecipeRequest(Request):
+class BuildAndPredictMosaicRecipeRequest(CrsRequest):
+    DEFAULT_CRS: ClassVar[int | None] = None  # the datasets' native CRS, chosen by the flow
     aoi: Annotated[Aoi, Field(description=(
         "Area of interest: any vector file geopandas reads, local or remote; one prediction store per "
         "geometry."))]
@@ -29,10 +30,12 @@ class BuildAndPredictMosaicRecipeRequest(Request):
     model_path: Annotated[Uri, Field(description=(
         "The recipe's weights: its public URI, or the config's recipe_models entry (a mirror, a local "
         "file)."))]
-    crs_epsg: Annotated[int | None, AfterValidator(_optional_epsg), Field(description=(
-        "EPSG code of the output grid. None: the datasets' native CRS, the UTM zone of the AOI's centroid "
-        "(Sentinel-2 and NAIP are delivered in UTM), so an AOI inside one zone is not resampled; an AOI "
-        "across zones (or the equator) takes the centroid's zone and the run logs a warning."))] = None
+    crs_epsg: Annotated[CrsEpsg, Field(description=(
+        "EPSG code of the output grid (RasterFlow's first API; `target_crs` is its 2026 name and takes any "
+        "CRS; give one of the two). " + _NATIVE.format("target_crs")))] = None
+    target_crs: Annotated[TargetCrs, Field(description=(
+        "CRS of the output grid, anything pyproj reads (RasterFlow's 2026 name for `crs_epsg`; give one of "
+        "the two). " + _NATIVE.format("crs_epsg")))] = None
 
     @field_validator("end")
     @classmethod

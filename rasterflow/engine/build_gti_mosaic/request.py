@@ -9,18 +9,18 @@ from pydantic import AfterValidator, Field
 from ...enums import ResamplingMethod
 from ...errors import InvalidParameterError
 from ..request import (
-    DEFAULT_CRS_EPSG,
     DEFAULT_SHARD_SIZE_BYTES,
     DEFAULT_WARP_ERROR_THRESHOLD,
     DEFAULT_XY_CHUNKSIZE,
     Aoi,
     BandNames,
     ChunkSize,
-    EpsgCode,
-    Request,
+    CrsEpsg,
+    CrsRequest,
     Resolution,
     ShardBytes,
     SkipXyCoords,
+    TargetCrs,
     Uri,
     WarpErrorThreshold,
 )
@@ -36,7 +36,7 @@ def _safe_query(value: str | None) -> str | None:
     return value
 
 
-class BuildGtiMosaicRequest(Request):
+class BuildGtiMosaicRequest(CrsRequest):
     gti: Annotated[Uri, Field(description=(
         "Tile index: a GeoParquet or any vector file geopandas reads, one row per tile, its geometry the "
         "tile's footprint. Tiles may be in several CRSs."))]
@@ -47,7 +47,7 @@ class BuildGtiMosaicRequest(Request):
     location_field: Annotated[str, Field(min_length=1, description=(
         "Index column with each tile's path or URL; relative paths resolve against the index's folder. "
         "`s3://`, `gs://`, `https://` are read by GDAL."))]
-    crs_epsg: EpsgCode = DEFAULT_CRS_EPSG
+    crs_epsg: CrsEpsg = None
     time_column: Annotated[str | None, Field(description=(
         "Index column grouping tiles into time slices (sorted). Datetime, date or ISO string columns are "
         "used as they are; integer columns are years. None: one NaT slice."))] = None
@@ -73,3 +73,4 @@ class BuildGtiMosaicRequest(Request):
     nodata: Annotated[float | None, Field(description=(
         "Output nodata value and Zarr fill value. None: the tiles' (all must declare one)."))] = None
     warp_error_threshold: WarpErrorThreshold = DEFAULT_WARP_ERROR_THRESHOLD
+    target_crs: TargetCrs = None

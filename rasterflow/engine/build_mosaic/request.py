@@ -9,18 +9,18 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from ...enums import DatasetEnum
 from ..request import (
-    DEFAULT_CRS_EPSG,
     DEFAULT_SHARD_SIZE_BYTES,
     DEFAULT_WARP_ERROR_THRESHOLD,
     DEFAULT_XY_CHUNKSIZE,
     Aoi,
     ChunkSize,
+    CrsEpsg,
+    CrsRequest,
     Day,
-    EpsgCode,
-    Request,
     Resolution,
     ShardBytes,
     SkipXyCoords,
+    TargetCrs,
     WarpErrorThreshold,
     end_not_before_start,
 )
@@ -33,7 +33,7 @@ def _each_once(value: list[DatasetEnum]) -> list[DatasetEnum]:
     return value
 
 
-class BuildMosaicRequest(Request):
+class BuildMosaicRequest(CrsRequest):
     datasets: Annotated[list[DatasetEnum], Field(min_length=1), AfterValidator(_each_once),
                         Field(description=(
         "Named datasets (DatasetEnum), each once; several share one grid, their bands named "
@@ -44,7 +44,7 @@ class BuildMosaicRequest(Request):
     start: Annotated[Day, Field(description="First day of the period (a date or YYYY-MM-DD), inclusive.")]
     end: Annotated[Day, Field(description=(
         "Last day of the period, inclusive: one time slice per calendar year in [start, end]."))]
-    crs_epsg: EpsgCode = DEFAULT_CRS_EPSG
+    crs_epsg: CrsEpsg = None
     xy_chunksize: ChunkSize = DEFAULT_XY_CHUNKSIZE
     shard_size_bytes: ShardBytes = DEFAULT_SHARD_SIZE_BYTES
     resolution: Annotated[Resolution, Field(description=(
@@ -52,6 +52,7 @@ class BuildMosaicRequest(Request):
         "metres (converted at 111 320 m per degree for a geographic CRS)."))] = None
     skip_xy_coords: SkipXyCoords = False
     warp_error_threshold: WarpErrorThreshold = DEFAULT_WARP_ERROR_THRESHOLD
+    target_crs: TargetCrs = None
 
     @field_validator("end")
     @classmethod

@@ -13,7 +13,7 @@ Every level is a complete store of the store contract (``engine.store``), so
 ``xr.open_zarr(root + "/1")`` gives rioxarray its CRS and transform, and a
 multiscales-aware reader picks a level by resolution from the root's
 ``multiscales.layout`` (``spatial:transform`` and ``spatial:shape`` per level,
-zarr-conventions/multiscales v1 with zarr-conventions/spatial and geo-proj).
+zarr-conventions/multiscales v0.1 with zarr-conventions/spatial and proj v0.1).
 
 Level L+1 is built from level L, one task per partition of level L+1 (whole
 shards); each of its chunks reads the 2x window of level L under it, on every
@@ -53,7 +53,7 @@ from .. import uris
 from ..grid import Grid
 from ..index import store_row, stores_of
 from ..partitions import Window, partition_windows, shard_shape
-from ..plan import WorkflowPlan
+from ..plan import PlanReport, Rate, WorkflowPlan
 from ..provenance import output_dir, provenance, request_id, stable_hash
 from ..store import StoreSpec
 from .downsample import halved_shape
@@ -64,6 +64,9 @@ WORKFLOW = "build-zarr-multiscales"
 # Every task reads about the same: a level-0 partition copies up to 4 shards;
 # any other partition is one shard, read from 4 shards' worth of the level before.
 LEVEL0_PARTITION_SHARDS = 4
+# Measured on the bundled samples (benchmarks/dry_run_estimates.py); unit: pixels x bands of every level.
+RATE = Rate(run_seconds=2.0, task_seconds=0.08, megapixels_per_second=30.0,
+            unit="pixels x bands x time slices of every level")
 # The multiscales convention's names for our kernels.
 CONVENTION_METHOD = {ResamplingMethod.AVERAGE: "average", ResamplingMethod.NEAREST: "nearest",
                      ResamplingMethod.MODE: "mode"}
@@ -169,6 +172,16 @@ def tallied(dtype: str) -> bool:
 
 class MultiscalesPlan(WorkflowPlan):
     pyramids: list[PyramidPlan]
+    from_store: bool = False  # asked for one store (not an index of stores): the answer is its pyramid
+
+    def answer(self) -> str:
+        """What the workflow returns: the pyramid's root for a store, the index for an index of stores.
+
+        RasterFlow's reference answers a store with "the generated multiscale
+        Zarr store", so ``zarr.open_group(answer)`` works; an index of stores
+        gets an index of pyramids, as every other workflow answers one.
+        """
+        return self.pyramids[0].uri if self.from_store else self.index_uri
 
     def index_rows(self) -> list[dict[str, Any]]:
         """One index row per pyramid; ``location`` is its root group."""
@@ -178,6 +191,35 @@ class MultiscalesPlan(WorkflowPlan):
     @property
     def n_levels(self) -> int:
         return max(len(p.levels) for p in self.pyramids)
+
+    def report(self, workers: int) -> PlanReport:
+        """What the run would do, for a dry run: the flow's task runs by name, every level's pixels."""
+        from .stages import stages  # it walks these plans
+
+        names = {"shard": "build-shard", "count": "count-shard", "chain": "build-levels"}
+        tasks: dict[str, int] = {"create-store": len(self.pyramids)}
+        for stage in stages(self.pyramids):
+            for work in stage.work:
+                tasks[names[work.kind]] = tasks.get(names[work.kind], 0) + 1
+            tasks["merge-statistics"] = tasks.get("merge-statistics", 0) + len(stage.bins_after)
+        tasks["commit-store"] = len(self.pyramids)
+        pixels = read = 0
+        for pyramid in self.pyramids:
+            bands, itemsize = len(pyramid.base.bands), np.dtype(pyramid.base.dtype).itemsize
+            for level in pyramid.levels:
+                for job in level.jobs:
+                    pixels += job.window.shape[0] * job.window.shape[1] * bands
+                    source = job.source_window or job.window
+                    read += source.shape[0] * source.shape[1] * bands * itemsize
+        work_tasks = sum(n for name, n in tasks.items() if name in names.values())
+        return self.reported(
+            RATE, workers, tasks=tasks, parallel=work_tasks, pixels=pixels, bytes_read=read,
+            bytes_written=sum(lvl.spec.grid.width * lvl.spec.grid.height * len(lvl.spec.bands)
+                              * len(lvl.spec.times) * np.dtype(lvl.spec.dtype).itemsize
+                              for p in self.pyramids for lvl in p.levels),
+            inputs=list(self.provenance["inputs"]["stores"]), answer=self.answer(),
+            stores=[lvl.spec for p in self.pyramids for lvl in p.levels],
+        )
 
 
 def _methods(request: BuildZarrMultiscalesRequest, source: Source) -> list[ResamplingMethod]:
@@ -239,6 +281,7 @@ def plan_multiscales(
     ]
     inputs = {"store": request.store, "stores": stores}
     return MultiscalesPlan(workflow=WORKFLOW, request_id=rid, output_dir=out, pyramids=pyramids,
+                           from_store=stores == [request.store],
                            provenance=provenance(WORKFLOW, request.fingerprint_parameters(), inputs, rid))
 
 

@@ -1,7 +1,7 @@
 """The pyramid's root group: created (or adopted) with its levels, described, committed last.
 
-A pyramid is a root group (zarr-conventions multiscales v1 with proj: and
-spatial:) over one store-contract store per level, so each level opens alone
+A pyramid is a root group (zarr-conventions multiscales v0.1 with proj and
+spatial v0.1) over one store-contract store per level, so each level opens alone
 with xarray + rioxarray and is written, committed and cached like any store;
 the root's marker is written after every level's.
 """
@@ -27,9 +27,10 @@ from ..store import (
 )
 from .plan import CONVENTION_METHOD, PyramidPlan
 
+# zarr-conventions/multiscales at its published version, v0.1 (see PROJ_CONVENTION in engine/store.py).
 MULTISCALES_CONVENTION = {
-    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/multiscales/refs/tags/v1/schema.json",
-    "spec_url": "https://github.com/zarr-conventions/multiscales/blob/v1/README.md",
+    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/multiscales/refs/tags/v0.1/schema.json",
+    "spec_url": "https://github.com/zarr-conventions/multiscales/blob/v0.1/README.md",
     "uuid": "d35379db-88df-4056-af3a-620245f8e347",
     "name": "multiscales",
     "description": "Multiscale layout of zarr datasets",
@@ -61,7 +62,7 @@ def create_pyramid(pyramid: PyramidPlan, provenance: dict[str, Any],
 
 
 def multiscales_attributes(pyramid: PyramidPlan, level0_attrs: dict[str, Any]) -> dict[str, Any]:
-    """Root attributes: zarr-conventions multiscales v1 composed with proj: and spatial:.
+    """Root attributes: zarr-conventions multiscales v0.1 composed with proj and spatial v0.1.
 
     ``spatial:transform``/``spatial:shape`` go on each layout item and not on the
     root (the spatial convention's rule for multiscales groups); ``transform.scale``
@@ -93,6 +94,7 @@ def multiscales_attributes(pyramid: PyramidPlan, level0_attrs: dict[str, Any]) -
         **proj,
         "spatial:dimensions": level0_attrs.get("spatial:dimensions", ["y", "x"]),
         "spatial:bbox": level0_attrs.get("spatial:bbox"),
+        "spatial:registration": level0_attrs.get("spatial:registration", "pixel"),
     }
 
 

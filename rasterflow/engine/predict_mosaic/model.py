@@ -87,6 +87,8 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # input -> output shape
     probed: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict, repr=False)
+    # input shape -> seconds per patch of a timed batch (dry runs' estimates)
+    timed: dict[tuple[int, ...], float] = field(default_factory=dict, repr=False)
 
 
 def resolve_device(device: str) -> str:
@@ -296,3 +298,35 @@ def probe(model: LoadedModel, in_channels: int, patch_size: int, batch: int,
         out = runner._forward(torch.from_numpy(zeros).to(model.device))
     model.probed[key] = tuple(out.shape)
     return model.probed[key]
+
+
+def seconds_per_patch(model: LoadedModel, in_channels: int, patch_size: int, batch: int) -> float:
+    """Forward time per patch on the model's device, for a dry run's estimate.
+
+    The faster of two timed batches of zeros of the run's patch shape, after a
+    warm-up batch (a first call pays for allocation and kernel selection);
+    remembered with the loaded model, like the probe. Real patches cost the
+    same: the work depends on the shape, not the values. Batches of at most 8
+    patches (the run's own size for a static batch) keep a dry run quick; a
+    forward pass costs about the same per patch beyond that.
+    """
+    import time
+
+    import torch
+
+    batch = model.static_batch or min(batch, 8)
+    key = (batch, in_channels, patch_size, patch_size)
+    if key not in model.timed:
+        runner = BatchRunner(model, 0, activation=None)
+        runner.checked = True  # the plan's probe checked the output shape
+        zeros = torch.zeros(key, device=model.device)
+        timings = []
+        with model.lock, torch.inference_mode():
+            for _ in range(3):
+                start = time.perf_counter()
+                runner._forward(zeros)
+                if model.device.startswith("cuda"):
+                    torch.cuda.synchronize(model.device)
+                timings.append(time.perf_counter() - start)
+        model.timed[key] = min(timings[1:]) / batch
+    return model.timed[key]

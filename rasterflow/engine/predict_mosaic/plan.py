@@ -46,7 +46,7 @@ from ...errors import InvalidParameterError, StoreError
 from .. import uris
 from ..index import store_row, stores_of
 from ..partitions import ShardShape, Window
-from ..plan import StorePlan, StoresPlan
+from ..plan import PlanReport, Rate, StorePlan, StoresPlan
 from ..provenance import output_dir, provenance, request_id, stable_hash
 from ..store import (
     DATA_VAR,
@@ -57,11 +57,24 @@ from ..store import (
     read_marker,
     zarr_store,
 )
-from .model import LoadedModel, fetch_model, file_sha256, load_model, probe, resolve_device
+from .model import (
+    LoadedModel,
+    fetch_model,
+    file_sha256,
+    load_model,
+    probe,
+    resolve_device,
+    seconds_per_patch,
+)
 from .model_check import model_format
+from .patches import hop_length, patch_origins
 from .request import PredictMosaicRequest
 
 WORKFLOW = "predict-mosaic"
+# Reading features and merging predictions, besides the model (timed per patch at plan time);
+# measured on the bundled sample (benchmarks/dry_run_estimates.py).
+RATE = Rate(run_seconds=2.0, task_seconds=0.08, megapixels_per_second=20.0,
+            unit="block pixels x (features x input slices + labels written)")
 OUTPUT_DTYPE = "float32"
 SHARD_BUDGET_BYTES = 512 * 2**20  # uncompressed; a block holds one or more shards
 CHANGE = InferenceActorEnum.SEMANTIC_SEGMENTATION_CHANGE_DETECTION_PYTORCH
@@ -118,6 +131,29 @@ class PredictStorePlan(StorePlan):
 
 class PredictPlan(StoresPlan):
     stores: list[PredictStorePlan]  # type: ignore[assignment]  # narrower store type
+
+    def report(self, workers: int, patch_seconds: float) -> PlanReport:
+        """What the run would do, for a dry run: the forward passes at the model's timed speed
+        (serialised on its device), plus the reading and merging at ``RATE``."""
+        patches = sum(patch_count(s.spec.grid.height, s.spec.grid.width, s.jobs[0].spec) * len(s.spec.times)
+                      for s in self.stores if s.jobs)
+        read = written = 0
+        for job in (job for s in self.stores for job in s.jobs):
+            area = job.window.shape[0] * job.window.shape[1]
+            read += area * len(job.feature_indexes) * len(job.input_times) * 4  # float32, as the model sees
+            written += area * len(job.spec.keep) * 4
+        n, n_jobs = len(self.stores), self.n_jobs
+        report = self.reported(
+            RATE, workers, tasks={"infer-block": n_jobs, "create-store": n, "commit-store": n},
+            parallel=n_jobs, pixels=(read + written) // 4, bytes_read=read, bytes_written=written,
+            inputs=list(self.provenance["inputs"]["stores"]) + [self.provenance["inputs"]["model_path"]],
+            stores=[s.spec for s in self.stores], answer=self.index_uri,
+        )
+        return report.model_copy(update={
+            "estimated_seconds": report.estimated_seconds + patches * patch_seconds,
+            "rate": f"{report.rate}; the model: {patches} patch(es) x {patch_seconds * 1000:.1f} ms "
+                    f"(timed on {self.provenance['inputs']['device']})",
+        })
 
     def index_rows(self) -> list[dict[str, Any]]:
         return [
@@ -184,6 +220,20 @@ def _shard_shape(block_px: int, chunk: int, n_bands: int) -> ShardShape:
     return ShardShape(chunk=chunk, rows=side, cols=side)
 
 
+def patch_count(height: int, width: int, spec: InferenceSpec) -> int:
+    """Patches of the global patch grid over a store (all run, unless wholly nodata) per time slice."""
+    hop = hop_length(spec.patch_size, spec.clip_size, spec.merge_mode)
+    return len(patch_origins(height, spec.patch_size, hop)) * len(patch_origins(width, spec.patch_size, hop))
+
+
+def patch_seconds(request: PredictMosaicRequest, batch: int,
+                  storage_options_for: uris.OptionsFor = uris.no_options) -> float:
+    """The model's forward time per patch of ``request``'s shape (``model.seconds_per_patch``)."""
+    model, _, _ = checked_model(request, storage_options_for)
+    channels = len(request.features) * (2 if request.actor == CHANGE else 1)
+    return seconds_per_patch(model, channels, request.patch_size, batch)
+
+
 def checked_model(request: PredictMosaicRequest, storage_options_for: uris.OptionsFor
                   ) -> tuple[LoadedModel, str, str]:
     """(model, its sha256, the device) once the file is known not to be a pickle."""
@@ -199,6 +249,16 @@ def plan_predict_mosaic(
 ) -> PredictPlan:
     uris.check_output_root(output_root, storage_options_for(output_root))
     sources = input_stores(request.store, request, storage_options_for)
+    return plan_on_stores(request, sources, output_root, storage_options_for)
+
+
+def plan_on_stores(request: PredictMosaicRequest, sources: list[StoreDescription], output_root: str,
+                   storage_options_for: uris.OptionsFor = uris.no_options) -> PredictPlan:
+    """The plan over described stores: the model checked (probe pass), every store cut into blocks.
+
+    A recipe's dry run plans on the stores its mosaic would write
+    (``store.planned_description``), before they exist.
+    """
     model, sha, device = checked_model(request, storage_options_for)
 
     slices = 2 if request.actor == CHANGE else 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
@@ -27,6 +27,9 @@ def _output_chunksize(value: int | None) -> int | None:
 
 
 class PredictMosaicRequest(Request):
+    # RasterFlow's 2026 keyword for `store` (predict_mosaic(mosaics=...)): the same parameter.
+    RENAMED: ClassVar[dict[str, str]] = {"mosaics": "store"}
+
     store: Annotated[StoreOrIndex, Field(description=(
         "A store URI, or an index GeoParquet (any workflow's answer): every store in its `location` column "
         "is predicted, into one prediction store each."))]

@@ -41,41 +41,53 @@ def output_columns(settings: VectorizeSettings) -> list[str]:
     return ["geometry", "label", *stats, *(["time"] if settings.with_time else []), "bbox"]
 
 
+# ISO WKB type codes of 2D geometries, as GeoParquet's geometry_types names them.
+WKB_TYPES = {1: "Point", 2: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
+             6: "MultiPolygon", 7: "GeometryCollection"}
+
+
+def wkb_types(geometry: pa.ChunkedArray | pa.Array) -> set[str]:
+    """The geometry types of a column of WKB, from each value's 5-byte header (nothing decoded)."""
+    names = set()
+    for header in pc.unique(pc.binary_slice(geometry, 0, 5)).to_pylist():
+        if header:
+            code = int.from_bytes(header[1:5], "little" if header[0] == 1 else "big")
+            names.add(WKB_TYPES[code])
+    return names
+
+
 class ResultWriter:
     """Streams rows into a local GeoParquet file in row groups of ``ROW_GROUP`` rows.
 
     The file is written beside its destination (local output) or in a
     temporary folder, and ``_publish_file`` moves it into place whole, so
-    readers never see half a result.
+    readers never see half a result. The GeoParquet metadata goes in the
+    footer, written last, so ``geometry_types`` lists the types the file holds
+    (GeoParquet: readers may rely on it), not those it might: 8-connected
+    regions are MultiPolygons only where GDAL's corner contacts made them so.
     """
 
     ROW_GROUP = 65_536
 
     def __init__(self, settings: VectorizeSettings, provenance: dict[str, Any], path: str):
         self.columns = output_columns(settings)
-        crs = CRS.from_user_input(settings.output_crs)
-        geometry_types = ["Polygon"] if settings.connectivity == 4 else ["MultiPolygon", "Polygon"]
-        geo = {
-            "version": "1.1.0",
-            "primary_column": "geometry",
-            "columns": {"geometry": {
-                "encoding": "WKB", "geometry_types": geometry_types, "crs": crs.to_json_dict(),
-                "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}},
-            }},
-            "creator": {"library": "rasterflow", "version": VERSION},
-        }
-        self.schema = pa.schema([PART_SCHEMA.field(c) for c in self.columns]).with_metadata({
-            "geo": json.dumps(geo), "rasterflow": json.dumps(provenance, default=str),
-        })
+        self.crs = CRS.from_user_input(settings.output_crs).to_json_dict()
+        self.provenance = json.dumps(provenance, default=str)
+        self.schema = pa.schema([PART_SCHEMA.field(c) for c in self.columns])
         self.path = path
         self.rows = 0
+        self.geometry_types: set[str] = set()
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
-        self._writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+        # No Arrow schema in the file: readers take the footer's key-value metadata as the schema's,
+        # so the "geo" key written at close is what geopandas, GDAL and DuckDB see.
+        self._writer = pq.ParquetWriter(path, self.schema, compression="zstd", store_schema=False)
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
-            self._pending.append(table.select(self.columns))
+            table = table.select(self.columns)
+            self.geometry_types |= wkb_types(table["geometry"])
+            self._pending.append(table)
             self._pending_rows += table.num_rows
             self.rows += table.num_rows
         if self._pending_rows >= self.ROW_GROUP:
@@ -83,12 +95,25 @@ class ResultWriter:
 
     def _flush(self) -> None:
         if self._pending:
-            table = pa.concat_tables(self._pending).replace_schema_metadata(self.schema.metadata)
+            table = pa.concat_tables(self._pending).replace_schema_metadata(None)
             self._writer.write_table(table, row_group_size=self.ROW_GROUP)
         self._pending, self._pending_rows = [], 0
 
+    def geo_metadata(self) -> dict[str, Any]:
+        return {
+            "version": "1.1.0",
+            "primary_column": "geometry",
+            "columns": {"geometry": {
+                "encoding": "WKB", "geometry_types": sorted(self.geometry_types), "crs": self.crs,
+                "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}},
+            }},
+            "creator": {"library": "rasterflow", "version": VERSION},
+        }
+
     def close(self) -> None:
         self._flush()
+        self._writer.add_key_value_metadata({"geo": json.dumps(self.geo_metadata()),
+                                             "rasterflow": self.provenance})
         self._writer.close()
 
 

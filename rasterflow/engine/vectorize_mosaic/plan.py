@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 from pyproj import CRS
 
@@ -18,7 +19,7 @@ from .. import uris
 from ..grid import Grid
 from ..index import stores_of
 from ..partitions import Window
-from ..plan import WorkflowPlan
+from ..plan import PlanReport, Rate, WorkflowPlan
 from ..provenance import output_dir, provenance, request_id
 from ..store import Marker, adopted_generation, describe_store, parse_marker, start_marker
 from .request import VectorizeMosaicRequest
@@ -26,6 +27,9 @@ from .request import VectorizeMosaicRequest
 WORKFLOW = "vectorize-mosaic"
 RESULT_NAME = "polygons.parquet"
 RECORD_NAME = "request.json"
+# Measured on the bundled samples (benchmarks/dry_run_estimates.py); unit: store pixels x features x times.
+RATE = Rate(run_seconds=1.5, task_seconds=0.08, megapixels_per_second=8.0,
+            unit="store pixels x features x time slices")
 
 
 class SourceStore(BaseModel):
@@ -39,6 +43,7 @@ class SourceStore(BaseModel):
     bands: list[str]
     times: list[str | None]
     nodata: float
+    dtype: str
     feature_indexes: list[int]  # of the features, in the store's band order
     block: tuple[int, int]  # rows, cols of a block: xy_block_multiplier chunks
 
@@ -81,6 +86,20 @@ class VectorizePlan(WorkflowPlan):
     settings: VectorizeSettings
     jobs: list[PolygonizeJob]
 
+    def report(self, workers: int) -> PlanReport:
+        """What the run would do, for a dry run: a polygonize task per block, one merge; the polygons
+        (what it writes) are unknown until the pixels are read."""
+        n = len(self.settings.features)
+        pixels = sum(job.window.shape[0] * job.window.shape[1] * n for job in self.jobs)
+        itemsize = {s.uri: np.dtype(s.dtype).itemsize for s in self.stores}
+        return self.reported(
+            RATE, workers, tasks={"polygonize": len(self.jobs), "create-output": 1, "merge-parquet": 1},
+            parallel=len(self.jobs), pixels=pixels,
+            bytes_read=sum(job.window.shape[0] * job.window.shape[1] * n * itemsize[job.store.uri]
+                           for job in self.jobs),
+            bytes_written=None, inputs=[s.uri for s in self.stores], stores=[], answer=self.result_uri,
+        )
+
 
 def block_windows(height: int, width: int, rows: int, cols: int) -> list[Window]:
     """The raster cut into blocks of ``rows`` x ``cols`` (smaller at the far edges)."""
@@ -102,7 +121,7 @@ def source_store(uri: str, features: list[str], multiplier: int,
     chunk_rows, chunk_cols = store.chunk
     return SourceStore(
         uri=uri, identity=store.identity, grid=store.grid, bands=store.bands, times=store.times,
-        nodata=store.nodata, feature_indexes=store.band_indexes(features, "features"),
+        nodata=store.nodata, dtype=store.dtype, feature_indexes=store.band_indexes(features, "features"),
         block=(chunk_rows * multiplier, chunk_cols * multiplier),
     )
 

@@ -7,11 +7,9 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pyproj import CRS
-from pyproj.exceptions import CRSError
 
 from ...enums import VectorizeMethodEnum
-from ..request import BlockMultiplier, Request, StoreOrIndex, unique_names
+from ..request import BlockMultiplier, Request, StoreOrIndex, check_crs, unique_names
 
 DEFAULT_BLOCK_MULTIPLIER = 4
 DEFAULT_VECTOR_CRS = "EPSG:4326"
@@ -59,13 +57,8 @@ def _threshold(value: float) -> float:
 def _vector_crs(value: str | None) -> str | None:
     if value is None:
         return None
-    try:
-        crs = CRS.from_user_input(value)
-    except CRSError:
-        raise ValueError("not a CRS pyproj understands; use e.g. 'EPSG:4326', 'EPSG:3857', "
-                         "or None to keep the store's CRS") from None
-    if not (crs.is_projected or crs.is_geographic):
-        raise ValueError("is not a horizontal CRS polygons can be written in")
+    check_crs(value, "polygons can be written in",
+              "e.g. 'EPSG:4326', 'EPSG:3857', or None to keep the store's CRS")
     return value
 
 

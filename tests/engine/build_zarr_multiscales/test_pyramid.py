@@ -12,13 +12,13 @@ import math
 from pathlib import Path
 
 import geopandas as gpd
-import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
 import rioxarray  # noqa: F401
 import xarray as xr
 from affine import Affine
+from zarr_conventions import assert_follows
 
 from rasterflow.engine.build_gti_mosaic.plan import plan_gti_mosaic
 from rasterflow.engine.build_gti_mosaic.shard import build_shard
@@ -147,52 +147,12 @@ def test_statistics_per_band_match_numpy_and_histograms_sum(pyramid, mosaic):
 
 # --- metadata --------------------------------------------------------------------------------
 
-# The fields zarr-conventions/multiscales v1, spatial v1 and geo-proj v1 require
-# of a multiscales group composed with proj: and spatial: (read from their
-# READMEs and schemas), as a JSON schema.
-_LAYOUT_ITEM = {
-    "type": "object",
-    "required": ["asset", "spatial:transform"],
-    "properties": {
-        "asset": {"type": "string", "pattern": r"^(?!/)(?!.*\.\.)[^/]+(/[^/]+)*$"},
-        "derived_from": {"type": "string"},
-        "transform": {"type": "object", "properties": {
-            "scale": {"type": "array", "items": {"type": "number"}},
-            "translation": {"type": "array", "items": {"type": "number"}}}},
-        "resampling_method": {"type": "string"},
-        "spatial:transform": {"type": "array", "minItems": 6, "maxItems": 6, "items": {"type": "number"}},
-        "spatial:shape": {"type": "array", "minItems": 2, "maxItems": 2,
-                          "items": {"type": "integer", "minimum": 1}},
-    },
-    "if": {"required": ["derived_from"]},
-    "then": {"required": ["transform"]},
-}
-CONVENTIONS_SCHEMA = {
-    "type": "object",
-    "required": ["zarr_conventions", "multiscales", "spatial:dimensions"],
-    "properties": {
-        "zarr_conventions": {"type": "array", "allOf": [
-            {"contains": {"properties": {"uuid": {"const": uuid}}, "required": ["uuid"]}}
-            for uuid in ("d35379db-88df-4056-af3a-620245f8e347", "f17cb550-5864-4468-aeb7-f3180cfb622f",
-                         "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4")
-        ]},
-        "multiscales": {"type": "object", "required": ["layout"],
-                        "properties": {"layout": {"type": "array", "minItems": 1, "items": _LAYOUT_ITEM},
-                                       "resampling_method": {"type": "string"}}},
-        "proj:code": {"type": "string", "pattern": r"^[A-Z]+:[0-9]+$"},
-        "spatial:dimensions": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"}},
-        "spatial:bbox": {"type": "array", "minItems": 4, "maxItems": 4},
-    },
-    "anyOf": [{"required": ["proj:code"]}, {"required": ["proj:wkt2"]}, {"required": ["proj:projjson"]}],
-    # spatial: on a multiscales group: transform and shape per layout item, not at the root
-    "not": {"anyOf": [{"required": ["spatial:transform"]}, {"required": ["spatial:shape"]}]},
-}
-
-
-def test_root_metadata_follows_the_multiscales_spatial_and_proj_conventions(pyramid):
-    attrs = json.loads((Path(pyramid.uri) / "zarr.json").read_text())["attributes"]
-    jsonschema.validate(attrs, CONVENTIONS_SCHEMA)
+def test_root_metadata_follows_the_published_multiscales_spatial_and_proj_schemas(pyramid):
+    attrs = assert_follows(pyramid.uri, "multiscales", "spatial", "proj")["attributes"]
     layout = attrs["multiscales"]["layout"]
+    # spatial v0.1 on a multiscales group: transform and shape per layout item, not at the root
+    assert "spatial:transform" not in attrs and "spatial:shape" not in attrs
+    assert all(len(item["spatial:transform"]) == 6 and len(item["spatial:shape"]) == 2 for item in layout)
     assert [item["asset"] for item in layout] == [str(n) for n in range(len(pyramid.levels))]
     assert all(item["derived_from"] == str(n - 1) and item["transform"]["scale"] == [2.0, 2.0]
                and item["resampling_method"] == "average" for n, item in enumerate(layout) if n)
@@ -201,6 +161,7 @@ def test_root_metadata_follows_the_multiscales_spatial_and_proj_conventions(pyra
         for key in ("spatial:transform", "spatial:shape"):
             assert item[key] == group[key]
         assert group["proj:code"] == attrs["proj:code"] == "EPSG:32621"
+        assert_follows(Path(pyramid.uri) / str(n), "spatial", "proj")
     assert (attrs["rasterflow"]["status"] == "complete"
             and attrs["rasterflow"]["workflow"] == "build-zarr-multiscales")
     tree = xr.open_datatree(pyramid.uri, engine="zarr")  # a generic reader finds every level

@@ -9,6 +9,7 @@ blocks), thin shores and thousands of single-pixel specks.
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import geopandas as gpd
@@ -118,9 +119,31 @@ def test_blocks_equal_whole_raster(raster, reference, tmp_path, connectivity, th
     assert_same_polygons(got.geometry.values, reference(threshold, connectivity))
     assert got.is_valid.all()
     assert got.area.sum() == fg.sum() * 900.0
-    # As declared in the file's GeoParquet metadata: MultiPolygons only for corner contacts.
+    # MultiPolygons only for corner contacts, and the file's GeoParquet metadata says what it holds.
     assert set(got.geom_type) == ({"Polygon"} if connectivity == 4 else {"Polygon", "MultiPolygon"})
+    assert geometry_types(tmp_path / "p.parquet") == sorted(set(got.geom_type))
     assert fg.sum() > 150_000 and len(got) > 1000  # not a vacuous match
+
+
+def geometry_types(path) -> list[str]:
+    """``geometry_types`` of a GeoParquet file's metadata, as readers see it."""
+    return json.loads(pq.read_schema(path).metadata[b"geo"])["columns"]["geometry"]["geometry_types"]
+
+
+def test_geometry_types_list_what_the_file_holds(tmp_path):
+    """8-connectivity can make MultiPolygons; where no corner joins regions, the file says Polygon."""
+    grid = Grid(crs="EPSG:32621", transform=(30.0, 0.0, 731430.0, 0.0, -30.0, -2791380.0), width=40,
+                height=30)
+    values = np.zeros((1, 30, 40), dtype="uint16")
+    values[0, 5:12, 5:15] = values[0, 18:25, 20:35] = 9  # two blobs, nowhere touching
+    settings = settings_for(grid, 5, connectivity=8)
+    got = vectorize_in_blocks(values, grid, 0.0, settings, (16, 16), tmp_path / "blobs.parquet")
+    assert len(got) == 2 and geometry_types(tmp_path / "blobs.parquet") == ["Polygon"]
+    values[0, 12, 15] = 9  # a pixel touching the first blob's corner only: GDAL's corner contact
+    got = vectorize_in_blocks(values, grid, 0.0, settings, (16, 16), tmp_path / "corner.parquet")
+    assert geometry_types(tmp_path / "corner.parquet") == sorted(set(got.geom_type)) == ["MultiPolygon",
+                                                                                         "Polygon"]
+    assert gpd.read_parquet(tmp_path / "corner.parquet").crs.to_epsg() == 32621
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])
