@@ -34,6 +34,7 @@ from .engine.request import (
     DEFAULT_SHARD_SIZE_BYTES,
     DEFAULT_WARP_ERROR_THRESHOLD,
     DEFAULT_XY_CHUNKSIZE,
+    Request,
 )
 from .engine.vectorize_mosaic.request import DEFAULT_VECTOR_CRS
 from .enums import (
@@ -69,7 +70,7 @@ def _arguments(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k not in ("self", "wait")}
 
 
-def _renamed(model: type[WorkflowParams]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _renamed(model: type[Request]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Let a method take its request's newer keyword names (``RENAMED``: ``mosaics=`` for ``store``).
 
     The keyword maps to the parameter before Python binds the call, so the
