@@ -27,8 +27,9 @@ class BuildAndPredictMosaicRecipeRequest(Request):
         "The recipe (ModelRecipes): datasets, feature bands in model order, labels and inference settings "
         "that belong together."))]
     model_path: Annotated[Uri, Field(description=(
-        "The recipe's weights: its public URI, or the config's recipe_models entry (a mirror, a local "
-        "file)."))]
+        "The recipe's weights: the config's recipe_models entry (a mirror, a local file), else the recipe's "
+        "public URI. The client sets it; a run started from a form or a schedule without one takes the "
+        "workers' config the same way."))]
     crs_epsg: Annotated[int | None, AfterValidator(_optional_epsg), Field(description=(
         "EPSG code of the output grid. None: the datasets' native CRS, the UTM zone of the AOI's centroid "
         "(Sentinel-2 and NAIP are delivered in UTM), so an AOI inside one zone is not resampled; an AOI "

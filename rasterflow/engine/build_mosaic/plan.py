@@ -18,10 +18,10 @@ from rasterio.crs import CRS
 from shapely import wkb
 
 from .. import uris
-from ..build_gti_mosaic.plan import MosaicPlan, MosaicStorePlan, aoi_stores, store_partitions
+from ..build_gti_mosaic.plan import MosaicPlan, MosaicStorePlan, aoi_stores, require_jobs, store_partitions
 from ..grid import reproject_geometry
 from ..provenance import output_dir, provenance, request_id
-from ..vectors import densified, read_vector
+from ..vectors import densified, read_aoi
 from .catalog import DatasetSpec, Rule
 from .composite import CompositeJob, DatasetPart, check_stack
 from .request import BuildMosaicRequest
@@ -79,7 +79,8 @@ def plan_dataset_mosaic(
     output_root: str,
     storage_options_for: uris.OptionsFor = uris.no_options,
 ) -> DatasetMosaicPlan:
-    aoi = read_vector(request.aoi, "aoi", storage_options_for(request.aoi))
+    uris.check_output_root(output_root, storage_options_for(output_root))
+    aoi = read_aoi(request.aoi, storage_options_for(request.aoi))
     dst_crs = CRS.from_epsg(request.crs_epsg)
     res = _resolution(request, found.specs, dst_crs)
     dtype, nodata = _dtype_and_nodata(found.specs)
@@ -114,6 +115,7 @@ def plan_dataset_mosaic(
             for t, year in enumerate(found.years)
             if (parts := _parts(found, footprints, offsets, year, wbox, wgrid.width))
         ]
+        require_jobs(request.aoi, store, jobs, f"no scene of {[s.prefix for s in found.specs]} in the period")
         footprint = store.spec.grid.footprint("EPSG:4326").wkb_hex
         stores.append(CompositeStorePlan(spec=store.spec, fingerprint=store.fingerprint,
                                          aoi_index=store.aoi_index, jobs=jobs, footprint_wkb=footprint))
