@@ -1,5 +1,6 @@
 """build-and-predict-mosaic-recipe: one call from an area and dates to predictions.
 
+check-model (the model's format and contract, before anything costly) ->
 choose-crs (unless given) -> build-mosaic (subflow: the recipe's datasets over
 the AOI) -> predict-mosaic (subflow: the recipe's model over every store of
 that mosaic's index). Both subflows are ordinary runs of those flows, shown
@@ -13,13 +14,15 @@ from datetime import date
 
 from prefect import flow
 
+from ..config import RunConfig
 from ..engine.build_and_predict_mosaic_recipe.recipes import recipe_spec
 from ..engine.build_and_predict_mosaic_recipe.request import BuildAndPredictMosaicRecipeRequest
 from ..enums import ModelRecipes
-from ..tasks.build_and_predict_mosaic_recipe import choose_crs
+from ..tasks.build_and_predict_mosaic_recipe import check_model_task, choose_crs
 from ..tasks.publish import publish_stores
 from .build_mosaic import build_mosaic_flow
 from .predict_mosaic import predict_mosaic_flow
+from .runtime import request_arguments, run_configuration
 
 
 @flow(name="build-and-predict-mosaic-recipe", validate_parameters=True, persist_result=True)
@@ -28,12 +31,18 @@ def build_and_predict_mosaic_recipe_flow(
     start: date,
     end: date,
     model_recipe: ModelRecipes,
-    model_path: str,
+    model_path: str | None = None,
     crs_epsg: int | None = None,
+    run_config: RunConfig | None = None,
 ) -> str:
     """Mosaic the recipe's datasets and run its model; returns the prediction index URI."""
-    request = BuildAndPredictMosaicRecipeRequest.parse(**locals())
+    arguments = request_arguments(locals())
+    config = run_configuration(run_config)
+    if model_path is None:  # a run from the UI or a schedule: the recipe's weights, or the config's mirror
+        arguments["model_path"] = config.recipe_model(ModelRecipes(model_recipe))
+    request = BuildAndPredictMosaicRecipeRequest.parse(**arguments)
     recipe = recipe_spec(request.model_recipe)
+    check_model_task(request.model_recipe, request.model_path)
     epsg = request.crs_epsg if request.crs_epsg is not None else choose_crs(request.aoi)
     mosaic = build_mosaic_flow(
         datasets=list(recipe.datasets), aoi=request.aoi, start=request.start, end=request.end, crs_epsg=epsg,

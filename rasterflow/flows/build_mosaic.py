@@ -12,7 +12,7 @@ from datetime import date
 
 from prefect import flow, get_run_logger
 
-from ..config import current_config
+from ..config import RunConfig
 from ..engine.build_mosaic.request import BuildMosaicRequest
 from ..engine.request import DEFAULT_CRS_EPSG, DEFAULT_SHARD_SIZE_BYTES, DEFAULT_XY_CHUNKSIZE
 from ..enums import DatasetEnum
@@ -20,7 +20,7 @@ from ..tasks.build_mosaic import build_shard_task, plan_partitions, search_catal
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
 from ..tasks.stores import write_index_task
-from .runtime import write_stores
+from .runtime import request_arguments, run_configuration, write_stores
 
 
 @flow(name="build-mosaic", validate_parameters=True, persist_result=True)
@@ -34,10 +34,11 @@ def build_mosaic_flow(
     shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
     resolution: float | None = None,
     skip_xy_coords: bool = False,
+    run_config: RunConfig | None = None,
 ) -> str:
     """Composite the datasets over each AOI geometry, one time slice per year; returns the index URI."""
-    request = BuildMosaicRequest.parse(**locals())
-    config = current_config()
+    request = BuildMosaicRequest.parse(**request_arguments(locals()))
+    config = run_configuration(run_config)
     logger = get_run_logger()
     found = search_catalog_task.with_options(**io_task_options(config))(request)
     for prefix, by_year in found.scenes.items():

@@ -5,14 +5,16 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from ..config import current_config
+from ..engine.build_and_predict_mosaic_recipe.check import check_recipe_model
 from ..engine.build_and_predict_mosaic_recipe.recipes import native_crs_epsg
-from ..engine.vectors import read_vector
+from ..engine.vectors import read_aoi
+from ..enums import ModelRecipes
 
 
 @task(name="choose-crs", persist_result=False)
 def choose_crs(aoi: str) -> int:
     """The recipe datasets' native CRS over the AOI: the UTM zone of its centroid."""
-    frame = read_vector(aoi, "aoi", current_config().storage_options_for(aoi))
+    frame = read_aoi(aoi, current_config().storage_options_for(aoi))
     epsg, spans = native_crs_epsg(frame.to_crs(4326).union_all())
     if spans:
         get_run_logger().warning(
@@ -20,3 +22,9 @@ def choose_crs(aoi: str) -> int:
             "pass crs_epsg to choose another", epsg,
         )
     return epsg
+
+
+@task(name="check-model", persist_result=False)
+def check_model_task(recipe: ModelRecipes, model_path: str) -> None:
+    """The model is safe and has the recipe's contract: checked before the costly mosaic is built."""
+    check_recipe_model(recipe, model_path, current_config().storage_options_for)
