@@ -371,12 +371,13 @@ class RasterflowClient:
         (PREFECT_DEFAULT_RESULT_STORAGE_BLOCK, or a shared PREFECT_HOME on one
         machine).
         """
+        import httpx
         from prefect.client.schemas.objects import FlowRun
         from prefect.deployments import run_deployment
         from prefect.exceptions import MissingResult, ObjectNotFound
 
         from .config import RUN_CONFIG
-        from .deploy import api_url, deployment_name, env_job_variable
+        from .deploy import api_url, deployment_name, env_job_variable, unreachable_api
 
         name = deployment_name(flow.name, params.runtime)
         parameters = params.flow_parameters()
@@ -394,6 +395,8 @@ class RasterflowClient:
                 f"no deployment {name!r} on the Prefect API ({api_url()}): run `rasterflow deploy` "
                 "against it first, or use `execution: local`"
             ) from None
+        except httpx.TransportError as exc:  # no server there, or it went away
+            raise unreachable_api(exc) from None
         assert isinstance(flow_run, FlowRun)  # called from sync code: the sync implementation ran
         if not wait:
             return str(flow_run.id)

@@ -265,9 +265,13 @@ def check_api(client) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure means no usable API
         failure = exc
     if failure is not None:
-        reason = " ".join(str(failure).split()) or type(failure).__name__
-        raise RasterflowError(f"cannot reach the Prefect API at {api_url()} ({reason}): start it "
-                              "(prefect server start) or point PREFECT_API_URL at a running one")
+        raise unreachable_api(failure)
+
+
+def unreachable_api(failure: BaseException) -> RasterflowError:
+    reason = " ".join(str(failure).split()) or type(failure).__name__
+    return RasterflowError(f"cannot reach the Prefect API at {api_url()} ({reason}): start it "
+                           "(prefect server start) or point PREFECT_API_URL at a running one")
 
 
 def _apply_pool(client, pool: PoolSpec, existing) -> Applied:

@@ -201,6 +201,18 @@ def with_config(call: Call, **values) -> Call:
     return run
 
 
+def without_an_api(call: Call) -> Call:
+    """``call`` in deployment mode while PREFECT_API_URL names a port nobody listens on."""
+    def run(client: RasterflowClient, i: Inputs):
+        from loopback import free_port
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        deployed = RasterflowClient(client.config.model_copy(update={"execution": "deployment"}))
+        with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+            return call(deployed, i)
+    return run
+
+
 class CliFailed(RasterflowError):
     """The command exited 2 with this one line (what a shell user reads)."""
 
@@ -361,6 +373,8 @@ CASES = [
     Case("config-max-workers-zero", "max_workers", config(max_workers=0), ConfigError),
     Case("config-work-pool-unknown-size", "work_pools", config(work_pools={"huge": "p"}), ConfigError),
     Case("config-dataset-unknown", "datasets", config(datasets={"landsat9": {"stac_url": "x"}}), ConfigError),
+    Case("config-deployment-without-an-api", "PREFECT_API_URL", lambda c, i: without_an_api(gti())(c, i),
+         RasterflowError),
     Case("config-relative-output-in-deployment", "output_uri",
          lambda c, i: gti()(RasterflowClient(RasterflowConfig(execution="deployment", output_uri="out")), i)),
     # ------------------------------------------------ the command line
