@@ -21,6 +21,7 @@ from typing import Any, Optional
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -57,10 +58,34 @@ class _ProgressHandler(logging.Handler):
         self.progress.update(self.tasks[label], completed=done)
 
 
+class _RunErrorsStayInTheRunLog(logging.Filter):
+    """Keeps the run loggers' errors (tracebacks) off the console: the command prints the error, in one line.
+
+    They still reach the Prefect API, so the run's page shows them in full.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR
+                    and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")))
+
+
+def _quiet_console() -> None:
+    """Warnings and the command's own output on the console; ``--verbose`` shows Prefect's logs."""
+    # Quiet the console only; run logs still reach the Prefect API and UI.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    ensure_logging_setup()  # Prefect configures its handlers lazily: make them now, to filter them
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _RunErrorsStayInTheRunLog) for f in handler.filters):
+            handler.addFilter(_RunErrorsStayInTheRunLog())
+
+
 def _client(config: Path | None, verbose: bool, **options: bool):
     if not verbose:
-        # Quiet the console only; run logs still reach the Prefect API and UI.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        _quiet_console()
     from .client import RasterflowClient
 
     return RasterflowClient(config, **options)
@@ -78,11 +103,16 @@ def _run_with_progress(call):
         with progress:
             return call()
     except RasterflowError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
+
+
+def _fail(exc: RasterflowError) -> typing.NoReturn:
+    """A user's mistake: one line (unwrapped, markup-free), exit status 2, no traceback."""
+    console.print(f"[bold red]error:[/] {escape(' '.join(str(exc).split()))}", soft_wrap=True)
+    raise typer.Exit(2) from None
 
 
 def _summary(answer: str) -> None:
@@ -255,7 +285,7 @@ COMMANDS = [
     }, _summary, "Add overview levels and band statistics to a store, as a new multiscales Zarr store."),
     Command("predict-mosaic", PredictMosaicParams, {
         "store": Shape(argument=True), "features": Shape(flags=("--feature", "-f")),
-        "labels": Shape(flags=("--label", "-l")), "device": Shape(default="auto"),
+        "labels": Shape(flags=("--label", "-l")),
         "select_labels": Shape(flags=("--select-label",), cli_type=list[str], default=[],
                                parse=lambda v: list(v) or None),
     }, _summary, "Run a PyTorch model over mosaic stores into prediction stores (one band per label)."),
@@ -330,8 +360,9 @@ def _register(command: Command) -> None:
         config, verbose = values.pop("config"), values.pop("verbose")
         dry_run, cache = values.pop("dry_run"), values.pop("cache")
         call = {n: parse(v) if (parse := command.shape(n).parse) else v for n, v in values.items()}
-        client = _client(config, verbose, dry_run=dry_run, cache=cache)
-        answer = _run_with_progress(lambda: getattr(client, command.method)(**call))
+        # The client is made inside: a missing or invalid config file is one line too.
+        answer = _run_with_progress(
+            lambda: getattr(_client(config, verbose, dry_run=dry_run, cache=cache), command.method)(**call))
         (_plan_table if dry_run else command.report)(answer)
 
     run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
@@ -350,19 +381,26 @@ def deploy(
     runtime: list[RuntimeEnum] = typer.Option([], "--runtime", "-r",
                                               help="Sizes to deploy (repeat; default all)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be registered; change nothing."),
+    output_uri: str | None = typer.Option(
+        None, "--output-uri",
+        help="Absolute output root of every run on these pools (RASTERFLOW_OUTPUT_URI); a call's own wins."),
     config: Path | None = typer.Option(None, help="rasterflow.yaml to use (its work_pools names)."),
 ) -> None:
-    """Create the work pools and register one deployment per (flow, runtime size).
+    """Create the work pools and deployments that are missing; update only what rasterflow owns.
 
-    Against the Prefect API in use (PREFECT_API_URL). Idempotent: what already
-    matches is left alone, so a second run reports everything unchanged.
+    Against the Prefect API in use (PREFECT_API_URL). Schedules, parameter
+    overrides, job variables, other tags and an edited description survive;
+    what already matches is left alone, so a second run reports everything
+    unchanged.
     """
     from .config import load_config
     from .deploy import apply_plan, deployment_plan, pool_plan
 
+    if not dry_run:
+        _quiet_console()
     try:
         settings = load_config(config)
-        pools = pool_plan(settings, pool_type, image, runtime or None)
+        pools = pool_plan(settings, pool_type, image, runtime or None, output_uri)
         deployments = deployment_plan(settings, runtime or None)
         if dry_run:
             rows = [("work pool", p.name, f"{p.type}: {p.description}") for p in pools]
@@ -370,8 +408,7 @@ def deploy(
         else:
             rows = [(a.kind, a.name, a.action) for a in apply_plan(pools, deployments)]
     except RasterflowError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     table = Table("kind", "name", "would register" if dry_run else "action")
     for row in rows:
         table.add_row(*row)

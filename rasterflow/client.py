@@ -355,14 +355,12 @@ class RasterflowClient:
         anything runs. Returns the URI of an index GeoParquet whose
         ``location`` column holds the prediction stores.
         """
-        from .engine.build_and_predict_mosaic_recipe.recipes import recipe_spec
-
         try:
             recipe = ModelRecipes(model_recipe)
         except ValueError:
             raise InvalidParameterError("model_recipe", model_recipe, "is not a model recipe",
                                         ", ".join(r.value for r in ModelRecipes)) from None
-        model_path = self.config.recipe_models.get(recipe) or recipe_spec(recipe).model_uri
+        model_path = self.config.recipe_model(recipe)
         params = BuildAndPredictMosaicRecipeParams.parse(
             aoi=aoi, start=start, end=end, model_recipe=recipe, model_path=model_path, crs_epsg=crs_epsg,
             target_crs=target_crs, runtime=runtime, envs=envs,
@@ -400,6 +398,8 @@ class RasterflowClient:
         if self.dry_run:
             return self._plan(flow, params)
         if self.config.execution == "deployment":
+            self._refuse_relative_output()
+            self._check_inputs(flow, params, local=False)
             return self._run_deployment(flow, params, wait)
         if not wait:
             raise InvalidParameterError(
@@ -416,6 +416,7 @@ class RasterflowClient:
                 'rasterflow was called while a worker process imported your script: put the calls under '
                 '`if __name__ == "__main__":`, or set process_pool: false in rasterflow.yaml'
             )
+        self._check_inputs(flow, params, local=True)
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
         # No runtime tag: tags make every task run look up tag concurrency limits,
         # an API call per task that the embedded SQLite server pays for in stalls.
@@ -436,27 +437,62 @@ class RasterflowClient:
         with using_config(self.config), _environment(params.envs):
             return DRY_RUNS[flow.name](params, workers)
 
+    def _refuse_relative_output(self) -> None:
+        """A relative output_uri set here means nothing on a worker: one error, before a run exists."""
+        relative = self.config.relative_output_uri
+        if relative is not None and "output_uri" in self.config.model_fields_set:
+            raise InvalidParameterError(
+                "output_uri", relative, "is relative: a deployment run has no folder of this process's to "
+                "resolve it against (a worker's run folder is temporary)",
+                "an absolute path or URI, or leave output_uri out to use the workers' own",
+            )
+
+    def _check_inputs(self, flow, params: WorkflowParams, local: bool) -> None:
+        """Every mistake the inputs' metadata can show, raised here, before a flow run exists.
+
+        Reads with the call's config and ``envs``, as the run's plan step would.
+        A local run's plan step then takes the plan made here (tasks/checks.py).
+        """
+        if not self.config.check_inputs:
+            return
+        from .tasks.checks import check_inputs
+
+        with using_config(self.config), _environment(params.envs):
+            check_inputs(flow.name, params, self.config, local)
+
     def _run_deployment(self, flow, params: WorkflowParams, wait: bool) -> str | None:
-        """Run ``<flow>/<runtime>`` on its work pool; ``envs`` become the run's ``env`` job variable.
+        """Run ``<flow>/<runtime>`` on its work pool.
 
         The pool, and so the infrastructure, follows from the runtime size (see
-        rasterflow/deploy.py). The flow's return value is read from its
-        persisted result, so the caller needs read access to the workers'
-        result storage (PREFECT_DEFAULT_RESULT_STORAGE_BLOCK, or a shared
-        PREFECT_HOME on one machine).
+        rasterflow/deploy.py). The run keys this config sets (``output_uri``
+        above all) travel as the ``run_config`` parameter; ``envs`` travel as
+        the ``env`` job variable, each value a reference to a Prefect Secret
+        block that the worker resolves, so no credential is stored or shown in
+        plain text. The flow's return value is read from its persisted result,
+        so the caller needs read access to the workers' result storage
+        (PREFECT_DEFAULT_RESULT_STORAGE_BLOCK, or a shared PREFECT_HOME on one
+        machine).
         """
+        import httpx
         from prefect.client.schemas.objects import FlowRun
         from prefect.deployments import run_deployment
         from prefect.exceptions import MissingResult, ObjectNotFound
 
-        from .deploy import api_url, deployment_name
+        from .config import RUN_CONFIG
+        from .deploy import api_url, deployment_name, env_job_variable, unreachable_api
 
         name = deployment_name(flow.name, params.runtime)
-        env = dict(params.envs or {}) | ({} if self.cache else {"PREFECT_TASKS_REFRESH_CACHE": "true"})
-        job_variables = {"env": env} if env else None
+        parameters = params.flow_parameters()
+        run_config = self.config.run_config().model_dump(mode="json", exclude_none=True)
+        if run_config:
+            parameters[RUN_CONFIG] = run_config
         try:
+            env = env_job_variable(params.envs) if params.envs else {}
+            if not self.cache:  # cache=False: the run's tasks refresh their cached results
+                env["PREFECT_TASKS_REFRESH_CACHE"] = "true"
+            job_variables = {"env": env} if env else None
             flow_run = run_deployment(
-                name, parameters=params.flow_parameters(), job_variables=job_variables,
+                name, parameters=parameters, job_variables=job_variables,
                 timeout=None if wait else 0, as_subflow=False,
             )
         except ObjectNotFound:
@@ -464,6 +500,8 @@ class RasterflowClient:
                 f"no deployment {name!r} on the Prefect API ({api_url()}): run `rasterflow deploy` "
                 "against it first, or use `execution: local`"
             ) from None
+        except httpx.TransportError as exc:  # no server there, or it went away
+            raise unreachable_api(exc) from None
         assert isinstance(flow_run, FlowRun)  # called from sync code: the sync implementation ran
         if not wait:
             return str(flow_run.id)
@@ -471,7 +509,7 @@ class RasterflowClient:
         where = f"flow run {flow_run.name!r} ({flow_run.id}) of {name}, {_run_url(flow_run.id)}"
         if state is None or not state.is_completed():
             ended = state.type.value if state is not None else "UNKNOWN"
-            message = state.message if state is not None else "no state"
+            message = " ".join((state.message or "no message").split()) if state is not None else "no state"
             raise RasterflowError(f"{where} ended {ended}: {message}")
         try:
             return state.result()

@@ -20,16 +20,39 @@ class RasterflowError(Exception):
     transient: bool = False
 
 
+# Parameters whose values are credentials: messages show their keys, never their values.
+SECRET_PARAMETERS = frozenset({"envs", "storage_options"})
+MASK = "***"
+
+
+def masked(value: Any) -> Any:
+    """``value`` with every leaf of a mapping replaced by ``MASK`` (keys kept: they say what was given)."""
+    if isinstance(value, dict):
+        return {k: masked(v) if isinstance(v, dict) else MASK for k, v in value.items()}
+    return MASK if value is not None else None
+
+
+def is_secret(param: str) -> bool:
+    """Whether ``param`` (``envs``, ``storage_options.s3.key``, ``envs['X']``) holds credentials."""
+    return param.split(".", 1)[0].split("[", 1)[0] in SECRET_PARAMETERS
+
+
 def _show(value: Any, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InvalidParameterError(RasterflowError, ValueError):
-    """A parameter of a client call or flow is wrong; ``param`` names it."""
+    """A parameter of a client call or flow is wrong; ``param`` names it.
+
+    Values of secret parameters (``envs``, ``storage_options``) are masked here,
+    once, so no message, log line or failed run's state can carry them.
+    """
 
     def __init__(self, param: str, value: Any, problem: str, valid: str | None = None):
         self.param = param
+        if is_secret(param):
+            value = masked(value)
         self.value = value
         self.problem = problem
         self.valid = valid

@@ -32,7 +32,7 @@ NON_COMPUTING = frozenset({"envs", "runtime"})
 
 __all__ = [
     "BuildAndPredictMosaicRecipeParams", "BuildGtiMosaicParams", "BuildMosaicParams",
-    "BuildZarrMultiscalesParams", "NON_COMPUTING", "PredictMosaicParams", "VectorizeConfig",
+    "BuildZarrMultiscalesParams", "NON_COMPUTING", "PARAMS", "PredictMosaicParams", "VectorizeConfig",
     "VectorizeMosaicParams", "WorkflowParams",
 ]
 
@@ -76,3 +76,14 @@ class BuildZarrMultiscalesParams(BuildZarrMultiscalesRequest, WorkflowParams):
 
 class BuildAndPredictMosaicRecipeParams(BuildAndPredictMosaicRecipeRequest, WorkflowParams):
     pass
+
+
+# The parameters of each workflow, by flow name (deployment forms are made from them).
+PARAMS: dict[str, type[WorkflowParams]] = {
+    "build-gti-mosaic": BuildGtiMosaicParams,
+    "build-mosaic": BuildMosaicParams,
+    "build-zarr-multiscales": BuildZarrMultiscalesParams,
+    "predict-mosaic": PredictMosaicParams,
+    "vectorize-mosaic": VectorizeMosaicParams,
+    "build-and-predict-mosaic-recipe": BuildAndPredictMosaicRecipeParams,
+}

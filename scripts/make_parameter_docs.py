@@ -72,8 +72,8 @@ def table(method: str) -> str:
     client = inspect.signature(getattr(RasterflowClient, method)).parameters
     rows = ["| parameter | default | meaning |", "| --- | --- | --- |"]
     for name in [n for n in client if n in model.model_fields]:
-        field = model.model_fields[name]
-        default = "required" if field.is_required() else f"`{shown(client[name].default)}`"
+        parameter = client[name]
+        default = "required" if parameter.default is parameter.empty else f"`{shown(parameter.default)}`"
         meaning = description(model, name).replace("|", "\\|")
         rows.append(f"| `{name}` | {default} | {meaning} |")
     return "\n".join([*rows, WAIT])

@@ -17,6 +17,7 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="rasterflow-test-prefect-")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("RASTERFLOW_CONFIG_FILE", None)
+os.environ.pop("RASTERFLOW_OUTPUT_URI", None)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "rasterflow" / "samples"
 

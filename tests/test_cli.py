@@ -85,3 +85,52 @@ def test_deploy_dry_run_lists_pools_and_deployments_without_an_api():
 def test_deploy_with_an_unknown_pool_type_is_a_clear_error():
     result = runner.invoke(app, ["deploy", "--dry-run", "--pool-type", "ecs"])
     assert result.exit_code == 2 and "pool_type='ecs'" in result.output
+
+
+def _command(*args: str, env: dict[str, str] | None = None, cwd=None):
+    """``rasterflow ...`` in its own process, as a user's shell runs it (what Prefect prints included)."""
+    import subprocess
+    import sys
+
+    from loopback import child_env
+
+    return subprocess.run([sys.executable, "-m", "rasterflow.cli", *args], capture_output=True, text=True,
+                          env=child_env(**(env or {})), cwd=cwd, timeout=300, check=False)
+
+
+def _one_error_line(done) -> str:
+    output = done.stdout + done.stderr
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert done.returncode == 2 and "Traceback" not in output and len(lines) == 1, output
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_a_data_mistake_is_one_line_before_any_run(tmp_path, landsat):
+    """A band not in the tiles: one line, nothing written (more mistakes: tests/test_bad_inputs.py)."""
+    config = tmp_path / "rasterflow.yaml"
+    config.write_text(f"output_uri: {tmp_path / 'out'}\n")
+    line = _one_error_line(_command("build-gti-mosaic", str(landsat / "tiles.parquet"),
+                                    str(landsat / "aoi.geojson"), "--band", "nir", "--location-field",
+                                    "location", "--config", str(config)))
+    assert "bands=['nir']" in line and "['blue', 'green', 'red']" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_mistake_found_by_the_run_is_one_line_too(tmp_path, landsat):
+    """With the caller's checks off, the run's plan step fails: Prefect's tracebacks stay in its log."""
+    from prefect.settings import PREFECT_API_URL
+
+    config = tmp_path / "rasterflow.yaml"
+    config.write_text(f"output_uri: {tmp_path / 'out'}\ncheck_inputs: false\n")
+    done = _command("build-gti-mosaic", str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson"),
+                    "--band", "nir", "--location-field", "location", "--config", str(config),
+                    env={"PREFECT_API_URL": PREFECT_API_URL.value()})
+    assert "bands=['nir']" in _one_error_line(done)
+
+
+def test_deploy_without_an_api_is_one_line():
+    from loopback import free_port
+
+    done = _command("deploy", env={"PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"})
+    assert "cannot reach the Prefect API" in _one_error_line(done)

@@ -118,7 +118,7 @@ def test_not_a_mapping(monkeypatch, tmp_path):
 
 def test_malformed_yaml(monkeypatch, tmp_path):
     _named_file(monkeypatch, tmp_path, "retries: [\n")
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="not valid YAML"):
         load_config()
 
 
@@ -195,3 +195,49 @@ def test_s3_retries_default_but_configured_ones_win():
                                                                        "connect_timeout": 5}
     assert RasterflowConfig().storage_options_for("s3://b/k") == {
         "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}}
+
+
+def test_output_uri_env_var_replaces_the_files(monkeypatch, tmp_path):
+    """What `rasterflow deploy --output-uri` sets in a pool's job template."""
+    _named_file(monkeypatch, tmp_path, f"output_uri: {tmp_path / 'from-file'}\n")
+    monkeypatch.setenv("RASTERFLOW_OUTPUT_URI", "s3://bucket/runs/")
+    assert load_config().output_uri == "s3://bucket/runs"
+
+
+def test_a_relative_output_uri_is_remembered_as_written():
+    assert RasterflowConfig().relative_output_uri == "rasterflow-output"
+    assert RasterflowConfig(output_uri="out").relative_output_uri == "out"
+    assert RasterflowConfig(output_uri="/data/out").relative_output_uri is None
+    assert RasterflowConfig(output_uri="memory://x").relative_output_uri is None
+    # Replaced since: the copy's output_uri is not the relative one any more.
+    assert RasterflowConfig().model_copy(update={"output_uri": "/abs"}).relative_output_uri is None
+
+
+def test_run_config_sends_the_run_keys_set_and_nothing_relative():
+    from rasterflow.config import RunConfig
+
+    assert RasterflowConfig().run_config() == RunConfig()
+    config = RasterflowConfig(output_uri="s3://b/p", retries=1, max_workers=3,
+                              storage_options={"s3": {"k": "v"}})
+    assert config.run_config().model_dump(exclude_none=True) == {"output_uri": "s3://b/p", "retries": 1}
+    assert RasterflowConfig(output_uri="rel", retries=2).run_config().model_dump(exclude_none=True) == {
+        "retries": 2}
+    merged = RasterflowConfig(output_uri="/w", retries=5).with_run(RunConfig(output_uri="/caller"))
+    assert (merged.output_uri, merged.retries) == ("/caller", 5)
+    with pytest.raises(ValueError, match="absolute"):
+        RunConfig(output_uri="relative/out")
+
+
+def test_config_errors_never_show_credentials(monkeypatch, tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"storage_options": {"s3": "hunter2"}})
+    assert "hunter2" not in str(raised.value) and "storage_options.s3" in str(raised.value)
+    _named_file(monkeypatch, tmp_path, "storage_options:\n  s3: {secret: 'hunter2\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config()
+    assert "hunter2" not in str(raised.value) and "line 3" in str(raised.value)
+
+
+def test_an_unknown_output_scheme_is_a_config_error():
+    with pytest.raises(ConfigError, match="output_uri='nosuch://b/x'.*unknown URI scheme 'nosuch'"):
+        parse_config({"output_uri": "nosuch://b/x"})

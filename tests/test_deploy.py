@@ -85,3 +85,31 @@ def test_prefect_yaml_declares_the_same_deployments_plus_a_paused_schedule():
             for d in declared if "schedules" not in d} == plan
     (scheduled,) = [d for d in declared if "schedules" in d]
     assert scheduled["schedules"][0]["cron"] == "0 3 * * *" and scheduled["schedules"][0]["active"] is False
+
+
+def test_forms_describe_every_parameter_and_offer_only_valid_choices():
+    by_name = {d.full_name: d for d in deployment_plan(RasterflowConfig())}
+    for spec in by_name.values():
+        form = spec.parameter_openapi_schema
+        assert all(prop.get("description") for prop in form["properties"].values()), spec.full_name
+        assert all(" " in prop["title"] or prop["title"].istitle() for prop in form["properties"].values())
+        assert set(spec.tags) == {"rasterflow", f"flow:{spec.flow_name}", f"size:{spec.name}"}
+        assert spec.description.endswith("(registered by rasterflow deploy)")
+    predict = by_name["predict-mosaic/small"].parameter_openapi_schema
+    assert predict["properties"]["device"]["default"] == "auto" and "device" not in predict["required"]
+    pyramid = by_name["build-zarr-multiscales/small"].parameter_openapi_schema["properties"]["resampling"]
+    assert [sorted(choice.get("enum", choice.get("additionalProperties", {}).get("enum", [])))
+            for choice in pyramid["anyOf"][:2]] == [["average", "mode", "near"]] * 2
+    recipe = by_name["build-and-predict-mosaic-recipe/small"].parameter_openapi_schema
+    assert "model_path" not in recipe["required"] and recipe["properties"]["model_path"]["default"] is None
+    run_config = recipe["definitions"]["RunConfig"]["properties"]
+    assert set(run_config) == {"output_uri", "datasets", "retries", "retry_delay_seconds"}
+    assert "storage_options" not in run_config  # credentials never become parameters
+
+
+def test_pools_can_carry_an_absolute_output_root():
+    (pool,) = pool_plan(RasterflowConfig(), runtimes=[RuntimeEnum.SMALL], output_uri="s3://bucket/runs")
+    assert pool.base_job_template["variables"]["properties"]["env"]["default"]["RASTERFLOW_OUTPUT_URI"] == (
+        "s3://bucket/runs")
+    with pytest.raises(InvalidParameterError, match="output_uri='runs'.*relative"):
+        pool_plan(RasterflowConfig(), output_uri="runs")

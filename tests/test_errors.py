@@ -43,3 +43,12 @@ def test_storage_error_names_the_uri_and_keeps_the_classification():
     assert str(denied).startswith("s3://b/out.zarr: access denied") and not denied.transient
     throttled = storage_error("s3://b/out.zarr", OSError("SlowDown"))
     assert throttled.transient and "s3://b/out.zarr" in str(throttled)
+
+
+def test_secret_parameters_are_masked_in_every_message():
+    error = InvalidParameterError("envs", {"AWS_SECRET_ACCESS_KEY": "hunter2"}, "bad")
+    assert "hunter2" not in str(error) and "hunter2" not in repr(error.value)
+    assert "AWS_SECRET_ACCESS_KEY" in str(error)
+    nested = InvalidParameterError("storage_options.s3", {"key": "k", "secret": "hunter2"}, "bad")
+    assert "hunter2" not in str(nested)
+    assert "hunter2" in str(InvalidParameterError("query", "hunter2", "bad"))  # not a secret parameter

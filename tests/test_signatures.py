@@ -7,6 +7,11 @@ and the CLI take the same names, require the same ones, and that their
 defaults give the model's own default once validated; and that RasterFlow's
 2026 names (aliases, renamed keywords, run_mosaics_change) agree with the
 methods they name.
+
+Declared exceptions: every flow also takes ``run_config`` (the caller's config
+keys of a deployment run); the client requires predict's ``device``, as
+RasterFlow's does, where the model, flow, form and CLI default it to "auto";
+the recipe's ``model_path`` is derived by the client and optional in the flow.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import typer
 
 from rasterflow import cli
 from rasterflow.client import RasterflowClient
+from rasterflow.config import RUN_CONFIG
 from rasterflow.flows import FLOWS
 from rasterflow.params import NON_COMPUTING
 
@@ -25,7 +31,7 @@ from rasterflow.params import NON_COMPUTING
 REQUIRED = {
     "build-gti-mosaic": dict(gti="i.parquet", aoi="a.geojson", bands=["red"], location_field="location"),
     "build-mosaic": dict(datasets=["s2med_harvest"], aoi="a.geojson", start="2021-01-01", end="2021-12-31"),
-    "predict-mosaic": dict(store="s.zarr", model_path="m.pt2", patch_size=64, clip_size=4, device="cpu",
+    "predict-mosaic": dict(store="s.zarr", model_path="m.pt2", patch_size=64, clip_size=4,
                            features=["red"], labels=["a", "b"], actor="semantic_segmentation_pytorch",
                            max_batch_size=4, merge_mode="clip"),
     "vectorize-mosaic": dict(store="s.zarr", features=["water"], threshold=0.5),
@@ -35,6 +41,8 @@ REQUIRED = {
 }
 COMMANDS = {c.name: c for c in cli.COMMANDS}
 DERIVED_BY_THE_CLIENT = {"build-and-predict-mosaic-recipe": {"model_path"}}  # from the recipe and the config
+REQUIRED_BY_THE_CLIENT = {"predict-mosaic": {"device"}}  # RasterFlow's signature; "auto" elsewhere
+OPTIONAL_IN_THE_FLOW = DERIVED_BY_THE_CLIENT  # a run from a form or schedule resolves it on the worker
 
 
 def cli_options(workflow: str) -> dict:
@@ -77,7 +85,7 @@ def test_names_agree(workflow):
     fields = set(command.params.model_fields)
     derived = DERIVED_BY_THE_CLIENT.get(workflow, set())
     assert set(signature(getattr(RasterflowClient, command.method))) == fields - derived
-    assert set(signature(FLOWS[workflow].fn)) == fields - NON_COMPUTING
+    assert set(signature(FLOWS[workflow].fn)) == fields - NON_COMPUTING | {RUN_CONFIG}
     assert set(cli_options(workflow)) == fields - set(command.skip)
 
 
@@ -87,8 +95,10 @@ def test_required_parameters_agree(workflow):
     client = signature(getattr(RasterflowClient, command.method))
     flow = signature(FLOWS[workflow].fn)
     derived = DERIVED_BY_THE_CLIENT.get(workflow, set())
-    assert {n for n, p in client.items() if p.default is p.empty} == required - derived
-    assert {n for n, p in flow.items() if p.default is p.empty} == required
+    client_only = REQUIRED_BY_THE_CLIENT.get(workflow, set())
+    assert {n for n, p in client.items() if p.default is p.empty} == required - derived | client_only
+    assert {n for n, p in flow.items() if p.default is p.empty} == required - OPTIONAL_IN_THE_FLOW.get(
+        workflow, set())
     assert set(REQUIRED[workflow]) == required
 
 
@@ -102,21 +112,23 @@ def test_defaults_agree(workflow):
         if field.is_required():
             continue
         expected = validated(model, workflow, name, field.get_default(call_default_factory=True))
-        assert validated(model, workflow, name, client[name].default) == expected, ("client", name)
+        if name not in REQUIRED_BY_THE_CLIENT.get(workflow, set()):
+            assert validated(model, workflow, name, client[name].default) == expected, ("client", name)
         if name in flow:
             assert validated(model, workflow, name, flow[name].default) == expected, ("flow", name)
         assert validated(model, workflow, name, cli_default(workflow, name)) == expected, ("cli", name)
 
 
 def test_the_cli_adds_defaults_only_where_it_says_so():
-    """Only declared conveniences (predict's device=auto) give a required parameter a default."""
+    """No required parameter gets a default on the command line alone (device=auto is the model's)."""
     added = {}
     for command in cli.COMMANDS:
         for name, field in command.params.model_fields.items():
             if (field.is_required() and name not in command.skip
                     and cli_default(command.name, name) is not ...):
                 added[(command.name, name)] = cli_default(command.name, name)
-    assert added == {("predict-mosaic", "device"): "auto"}
+    assert added == {}
+    assert cli_default("predict-mosaic", "device") == "auto"
 
 
 def test_help_comes_from_the_declarations():

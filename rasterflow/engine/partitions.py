@@ -18,7 +18,15 @@ from pydantic import BaseModel, ConfigDict
 from shapely import wkb
 from shapely.geometry import box
 
+from ..errors import InvalidParameterError
 from .grid import Grid
+
+# Refused at plan time: a bigger grid is a unit mistake (metres on a degree CRS, a
+# pixel size in the wrong unit) far more often than a wish, and its plan alone
+# would exhaust memory. 2**40 pixels is a 1M x 1M grid: 4 TB of one uint32 band.
+MAX_STORE_PIXELS = 2**40
+# Partitions are tasks: each costs 10-120 ms of orchestration and a job in memory.
+MAX_PARTITIONS = 100_000
 
 
 class ShardShape(BaseModel):
@@ -70,14 +78,53 @@ def shard_shape(height: int, width: int, bytes_per_pixel: int, chunk: int,
     return ShardShape(chunk=chunk, rows=ky * chunk, cols=kx * chunk)
 
 
+def check_shard_budget(shard_size_bytes: int, chunk: int, bytes_per_pixel: int) -> None:
+    """A shard holds whole chunks: a budget below one chunk cannot be met (it is a typo in bytes)."""
+    chunk_bytes = chunk * chunk * bytes_per_pixel
+    if shard_size_bytes < chunk_bytes:
+        raise InvalidParameterError(
+            "shard_size_bytes", shard_size_bytes,
+            f"is less than one {chunk} x {chunk} chunk of every band ({chunk_bytes} bytes)",
+            f">= {chunk_bytes}, or a smaller xy_chunksize; hundreds of MB suit object storage",
+        )
+
+
+def check_grid_size(height: int, width: int, resolution: float, where: str) -> None:
+    """Refuse a grid too big to plan, naming the resolution that made it."""
+    if height * width > MAX_STORE_PIXELS:
+        raise InvalidParameterError(
+            "resolution", resolution, f"gives a {width} x {height} pixel grid ({height * width:.3g} pixels) "
+            f"for {where}, more than the {MAX_STORE_PIXELS:.3g} a store may hold",
+            "a coarser resolution, in the units of the output CRS (degrees for EPSG:4326)",
+        )
+
+
+def _steps(height: int, width: int, shard: ShardShape, bytes_per_pixel: int,
+           budget_bytes: int) -> tuple[int, int]:
+    n_sy, n_sx = math.ceil(height / shard.rows), math.ceil(width / shard.cols)
+    shard_bytes = shard.rows * shard.cols * bytes_per_pixel
+    py, px = _fit(n_sy, n_sx, budget_bytes // shard_bytes)
+    return py * shard.rows, px * shard.cols
+
+
+def check_partition_count(height: int, width: int, shard: ShardShape, bytes_per_pixel: int,
+                          budget_bytes: int) -> None:
+    """Refuse more partitions (tasks) than a run can orchestrate, before any is made."""
+    step_r, step_c = _steps(height, width, shard, bytes_per_pixel, budget_bytes)
+    count = math.ceil(height / step_r) * math.ceil(width / step_c)
+    if count > MAX_PARTITIONS:
+        raise InvalidParameterError(
+            "shard_size_bytes", budget_bytes,
+            f"cuts the {width} x {height} pixel grid into {count} partitions (tasks), more than "
+            f"{MAX_PARTITIONS}", "a larger shard_size_bytes, or a coarser resolution",
+        )
+
+
 def partition_windows(
     height: int, width: int, shard: ShardShape, bytes_per_pixel: int, budget_bytes: int
 ) -> list[Window]:
     """Tile the grid with rectangles of whole shards, each within ``budget_bytes``."""
-    n_sy, n_sx = math.ceil(height / shard.rows), math.ceil(width / shard.cols)
-    shard_bytes = shard.rows * shard.cols * bytes_per_pixel
-    py, px = _fit(n_sy, n_sx, budget_bytes // shard_bytes)
-    step_r, step_c = py * shard.rows, px * shard.cols
+    step_r, step_c = _steps(height, width, shard, bytes_per_pixel, budget_bytes)
     return [
         Window(row0=r, row1=min(r + step_r, height), col0=c, col1=min(c + step_c, width))
         for r in range(0, height, step_r)

@@ -34,7 +34,7 @@ from pydantic import (
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, is_secret
 from .warp import GDAL_ERROR_THRESHOLD
 
 # Uncompressed bytes of one shard (RasterFlow's default): big shards suit object storage.
@@ -127,6 +127,8 @@ def invalid_parameter(exc: ValidationError, model: type[BaseModel],
     if err["type"] == "extra_forbidden":
         return InvalidParameterError(param, err.get("input"), "unknown parameter",
                                      ", ".join(model.model_fields))
+    if is_secret(param) and len(err["loc"]) > 1:  # envs: say which key; the value is masked
+        message = f"the value of {err['loc'][1]!r}: {message}"
     return InvalidParameterError(param, values.get(param, err.get("input")), message)
 
 

@@ -227,6 +227,12 @@ def create_store(
     else there is replaced and gets a new generation. Task cache keys include the
     generation, so a deleted or replaced store never serves stale cache hits.
     """
+    with uris.creating(spec.uri):
+        return _create_store(spec, fingerprint, provenance, storage_options)
+
+
+def _create_store(spec: StoreSpec, fingerprint: str, provenance: dict[str, Any],
+                  storage_options: dict[str, Any] | None) -> str:
     generation = adopted_generation(read_marker(spec.uri, storage_options), fingerprint)
     if generation is not None:
         return generation
@@ -338,6 +344,12 @@ def describe_store(uri: str, storage_options: dict[str, Any] | None = None) -> S
     """What a complete rasterflow store holds, from its metadata (no pixel is read)."""
     marker = check_complete(uri, read_marker(uri, storage_options))
     ds = xr.open_zarr(zarr_store(uri, storage_options, read_only=True), consolidated=True, zarr_format=3)
+    if DATA_VAR not in ds:
+        ds.close()
+        if "multiscales" in ds.attrs:
+            raise StoreError(f"{uri}: a multiscales pyramid (build_zarr_multiscales' output), not one store; "
+                             f"give one of its levels, e.g. {uris.join(uri, '0')} (full resolution)")
+        raise StoreError(f"{uri}: holds no {DATA_VAR!r} array")
     try:
         array = open_data_array(uri, storage_options)
         attrs = ds.attrs

@@ -6,8 +6,12 @@ and understands ``s3://``, ``gs://``, ``https://`` itself via its /vsi handlers.
 
 from __future__ import annotations
 
+import os
 import posixpath
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +70,46 @@ def with_requester_pays(uri: str, storage_options: dict[str, Any], requester_pay
 BUCKET_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 
 
+def check_scheme(uri: str, param: str) -> None:
+    """An error naming ``param`` unless fsspec knows ``uri``'s scheme and its package is installed."""
+    scheme = protocol(uri)
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ValueError:
+        raise InvalidParameterError(param, uri, f"unknown URI scheme {scheme!r}",
+                                    "a local path, file://, s3://, gs://, az://, memory:// or another "
+                                    "fsspec protocol") from None
+    except ImportError as exc:
+        raise InvalidParameterError(param, uri, f"the {scheme}:// filesystem is not installed ({exc})",
+                                    f"install the package fsspec names for {scheme}://") from None
+
+
+def _check_local_root(path: Path, uri: str, param: str) -> None:
+    """The first existing folder on the way to ``path`` must be a writable folder."""
+    for existing in (path, *path.parents):
+        if existing.exists():
+            break
+    if not existing.is_dir():
+        raise InvalidParameterError(param, uri, f"{existing} is a file, not a folder",
+                                    "a folder, or a path whose existing parents are folders")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidParameterError(param, uri, f"{existing} is not writable by this process",
+                                    "a folder this process may write to")
+
+
 def check_output_root(uri: str, storage_options: dict[str, Any] | None = None,
                       param: str = "output_uri") -> None:
-    """Fail before anything is written when ``uri``'s bucket is missing or refused.
+    """Fail before anything is written when ``uri`` cannot take outputs.
 
-    Without this, a typo in the bucket name surfaces as a failed write deep in
-    the first task, after planning; here it is one clear error naming the URI.
+    A local root must lead to a writable folder; an object store's bucket must
+    exist and answer. Without this, a typo in the bucket name (or an output
+    path under a file) surfaces as a failed write deep in the first task,
+    after planning; here it is one clear error naming the URI.
     """
+    check_scheme(uri, param)
+    if is_local(uri):
+        _check_local_root(Path(local_path(uri)).expanduser().absolute(), uri, param)
+        return
     if protocol(uri) not in BUCKET_SCHEMES:
         return
     fs, path = filesystem(uri, storage_options)
@@ -129,13 +166,53 @@ def write_bytes_atomic(uri: str, data: bytes, storage_options: dict[str, Any] | 
     fs, path = filesystem(uri, storage_options)
     fs.makedirs(posixpath.dirname(path) if not is_local(uri) else str(Path(path).parent), exist_ok=True)
     if is_local(uri):
-        tmp = f"{path}.tmp"
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"  # one per writer: two runs may write the same index at once
         with fs.open(tmp, "wb") as fh:
             fh.write(data)
         fs.mv(tmp, path)
     else:
         with fs.open(path, "wb") as fh:  # object stores replace whole objects
             fh.write(data)
+
+
+# A creation lock older than this was left by a killed process: taken over.
+STALE_LOCK_SECONDS = 600.0
+
+
+@contextmanager
+def creating(uri: str) -> Iterator[None]:
+    """Held while the output at ``uri`` is adopted or created, so two runs of one request agree on it.
+
+    Two runs of one request that start together would each find nothing, and
+    the second would remove the first's new store (and the shards it had
+    written) to create its own. Under this lock the second finds the first's
+    marker and adopts its generation: both then write the same shards and
+    both complete. Local paths get an ``O_EXCL`` lock file beside the output;
+    object stores have no cheap lock, and there concurrent identical runs
+    are not guarded against.
+    """
+    if not is_local(uri):
+        yield
+        return
+    target = Path(local_path(uri))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = target.with_name(f".{target.name}.lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+                    lock.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        os.close(fd)
+        lock.unlink(missing_ok=True)
 
 
 def open_input(uri: str, storage_options: dict[str, Any] | None = None):

@@ -8,6 +8,7 @@ keeps its curved shape in another.
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import geopandas as gpd
@@ -18,8 +19,13 @@ from . import uris
 VECTOR_FORMATS = "a GeoParquet, GeoPackage, GeoJSON, Shapefile or other file geopandas reads"
 
 
-def read_vector(uri: str, param: str, storage_options: dict[str, Any] | None = None) -> gpd.GeoDataFrame:
-    """Read an index or AOI; any failure is an error naming ``param``."""
+def read_vector(uri: str, param: str, storage_options: dict[str, Any] | None = None,
+                keep_empty: bool = False) -> gpd.GeoDataFrame:
+    """Read an index or AOI; any failure is an error naming ``param``.
+
+    Rows without a geometry are dropped unless ``keep_empty`` (an AOI's rows
+    are its outputs: a missing one is the user's to see).
+    """
     try:
         if uri.lower().endswith((".parquet", ".geoparquet", ".pq")):
             fs, path = uris.filesystem(uri, storage_options)
@@ -36,10 +42,47 @@ def read_vector(uri: str, param: str, storage_options: dict[str, Any] | None = N
                                     VECTOR_FORMATS) from None
     if frame.crs is None:
         raise InvalidParameterError(param, uri, "has no CRS", "a dataset whose geometries declare a CRS")
-    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    if not keep_empty:
+        frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
     if frame.empty:
         raise InvalidParameterError(param, uri, "holds no geometries", "at least one non-empty geometry")
     return frame
+
+
+AREAL = ("Polygon", "MultiPolygon")
+
+
+def read_aoi(uri: str, storage_options: dict[str, Any] | None = None, param: str = "aoi") -> gpd.GeoDataFrame:
+    """An AOI whose every row is a valid polygon with an area: each row becomes one output store.
+
+    A point or a line would make a store one pixel wide, a self-intersecting
+    polygon an undefined mask (GEOS answers differently by operation), and an
+    empty row a store of nodata: each is an error naming the row, found
+    before anything is read or written.
+    """
+    frame = read_vector(uri, param, storage_options, keep_empty=True).reset_index(drop=True)
+    for row, geom in enumerate(frame.geometry):
+        problem = _aoi_problem(geom)
+        if problem:
+            raise InvalidParameterError(param, uri, f"row {row}: {problem}",
+                                        "one valid Polygon or MultiPolygon with an area per row")
+    return frame
+
+
+def _aoi_problem(geom) -> str | None:
+    if geom is None or geom.is_empty:
+        return "has no geometry"
+    if geom.geom_type not in AREAL:
+        return f"is a {geom.geom_type}, not an area (buffer it into a polygon to cover its surroundings)"
+    if not geom.is_valid:
+        from shapely.validation import explain_validity
+
+        return f"is not a valid polygon ({explain_validity(geom)}); repair it, e.g. with shapely.make_valid"
+    if not geom.area > 0:
+        return "has no area"
+    if not all(math.isfinite(v) for v in geom.bounds):
+        return "has non-finite coordinates"
+    return None
 
 
 def densified(geom, parts: int = 64):

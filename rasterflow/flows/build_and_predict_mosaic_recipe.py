@@ -1,5 +1,6 @@
 """build-and-predict-mosaic-recipe: one call from an area and dates to predictions.
 
+check-model (the model's format and contract, before anything costly) ->
 choose-crs (unless given) -> build-mosaic (subflow: the recipe's datasets over
 the AOI) -> predict-mosaic (subflow: the recipe's model over every store of
 that mosaic's index). Both subflows are ordinary runs of those flows, shown
@@ -13,7 +14,7 @@ from datetime import date
 
 from prefect import flow
 
-from ..config import current_config
+from ..config import RunConfig, current_config
 from ..engine.build_and_predict_mosaic_recipe.recipes import aoi_native_crs, recipe_spec
 from ..engine.build_and_predict_mosaic_recipe.request import BuildAndPredictMosaicRecipeRequest
 from ..engine.build_mosaic.request import BuildMosaicRequest
@@ -22,12 +23,13 @@ from ..engine.predict_mosaic.plan import patch_seconds, plan_on_stores
 from ..engine.predict_mosaic.request import PredictMosaicRequest
 from ..engine.store import planned_description
 from ..enums import ModelRecipes
-from ..tasks.build_and_predict_mosaic_recipe import choose_crs
+from ..tasks.build_and_predict_mosaic_recipe import check_model_task, choose_crs
 from ..tasks.build_mosaic import plan_partitions as plan_mosaic
 from ..tasks.build_mosaic import search_catalog_task
 from ..tasks.publish import publish_stores
 from .build_mosaic import build_mosaic_flow
 from .predict_mosaic import predict_mosaic_flow
+from .runtime import request_arguments, run_configuration
 
 
 @flow(name="build-and-predict-mosaic-recipe", validate_parameters=True, persist_result=True)
@@ -36,13 +38,19 @@ def build_and_predict_mosaic_recipe_flow(
     start: date,
     end: date,
     model_recipe: ModelRecipes,
-    model_path: str,
+    model_path: str | None = None,
     crs_epsg: int | None = None,
     target_crs: int | str | None = None,
+    run_config: RunConfig | None = None,
 ) -> str:
     """Mosaic the recipe's datasets and run its model; returns the prediction index URI."""
-    request = BuildAndPredictMosaicRecipeRequest.parse(**locals())
+    arguments = request_arguments(locals())
+    config = run_configuration(run_config)
+    if model_path is None:  # a run from the UI or a schedule: the recipe's weights, or the config's mirror
+        arguments["model_path"] = config.recipe_model(ModelRecipes(model_recipe))
+    request = BuildAndPredictMosaicRecipeRequest.parse(**arguments)
     recipe = recipe_spec(request.model_recipe)
+    check_model_task(request.model_recipe, request.model_path)
     crs = ({"crs_epsg": choose_crs(request.aoi)} if request.output_crs is None
            else {"crs_epsg": request.crs_epsg, "target_crs": request.target_crs})
     mosaic = build_mosaic_flow(**recipe.mosaic_parameters(request.aoi, request.start, request.end, crs))

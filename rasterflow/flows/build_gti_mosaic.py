@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from ..config import current_config
+from ..config import RunConfig, current_config
 from ..engine.build_gti_mosaic.request import BuildGtiMosaicRequest
 from ..engine.plan import PlanReport
 from ..engine.request import (
@@ -22,7 +22,7 @@ from ..tasks.build_gti_mosaic import build_shard_task, plan_partitions
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
 from ..tasks.stores import write_index_task
-from .runtime import write_stores
+from .runtime import request_arguments, run_configuration, write_stores
 
 
 @flow(name="build-gti-mosaic", validate_parameters=True, persist_result=True)
@@ -44,10 +44,11 @@ def build_gti_mosaic_flow(
     nodata: float | None = None,
     warp_error_threshold: float = DEFAULT_WARP_ERROR_THRESHOLD,
     target_crs: int | str | None = None,
+    run_config: RunConfig | None = None,
 ) -> str:
     """Build one mosaic store per AOI geometry; returns the index GeoParquet URI."""
-    request = BuildGtiMosaicRequest.parse(**locals())
-    config = current_config()
+    request = BuildGtiMosaicRequest.parse(**request_arguments(locals()))
+    config = run_configuration(run_config)
     plan = plan_partitions(request, config.output_uri)
     get_run_logger().info("%d store(s), %d partition(s) under %s", len(plan.stores), plan.n_jobs,
                           plan.output_dir)

@@ -12,7 +12,7 @@ from datetime import date
 
 from prefect import flow, get_run_logger
 
-from ..config import current_config
+from ..config import RunConfig, current_config
 from ..engine.build_mosaic.request import BuildMosaicRequest
 from ..engine.plan import PlanReport
 from ..engine.request import (
@@ -25,7 +25,7 @@ from ..tasks.build_mosaic import build_shard_task, plan_partitions, search_catal
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
 from ..tasks.stores import write_index_task
-from .runtime import write_stores
+from .runtime import request_arguments, run_configuration, write_stores
 
 
 @flow(name="build-mosaic", validate_parameters=True, persist_result=True)
@@ -41,10 +41,11 @@ def build_mosaic_flow(
     skip_xy_coords: bool = False,
     warp_error_threshold: float = DEFAULT_WARP_ERROR_THRESHOLD,
     target_crs: int | str | None = None,
+    run_config: RunConfig | None = None,
 ) -> str:
     """Composite the datasets over each AOI geometry, one time slice per year; returns the index URI."""
-    request = BuildMosaicRequest.parse(**locals())
-    config = current_config()
+    request = BuildMosaicRequest.parse(**request_arguments(locals()))
+    config = run_configuration(run_config)
     logger = get_run_logger()
     found = search_catalog_task.with_options(**io_task_options(config))(request)
     for prefix, by_year in found.scenes.items():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from prefect import Task, flow, get_run_logger
 
-from ..config import current_config
+from ..config import RunConfig, current_config
 from ..engine.build_zarr_multiscales.levels import LevelSummary
 from ..engine.build_zarr_multiscales.plan import LevelChain, LevelJob
 from ..engine.build_zarr_multiscales.request import BuildZarrMultiscalesRequest
@@ -34,7 +34,7 @@ from ..tasks.build_zarr_multiscales import (
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
 from ..tasks.stores import write_index_task
-from .runtime import wait_reporting
+from .runtime import request_arguments, run_configuration, wait_reporting
 
 
 @flow(name="build-zarr-multiscales", validate_parameters=True, persist_result=True)
@@ -42,10 +42,11 @@ def build_zarr_multiscales_flow(
     store: str,
     levels: int | None = None,
     resampling: ResamplingMethod | dict[str, ResamplingMethod] | None = None,
+    run_config: RunConfig | None = None,
 ) -> str:
     """Build one multiscales store per input store; returns it (a store given), or an index of them."""
-    request = BuildZarrMultiscalesRequest.parse(**locals())
-    config = current_config()
+    request = BuildZarrMultiscalesRequest.parse(**request_arguments(locals()))
+    config = run_configuration(run_config)
     plan = plan_partitions(request, config.output_uri)
     get_run_logger().info("%d pyramid(s) of up to %d level(s) under %s", len(plan.pyramids),
                           max(len(p.levels) for p in plan.pyramids), plan.output_dir)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 
-from ..config import current_config
+from ..config import RunConfig, current_config
 from ..engine.plan import PlanReport
 from ..engine.predict_mosaic.block import BlockSummary
 from ..engine.predict_mosaic.plan import patch_seconds
@@ -28,7 +28,7 @@ from ..tasks.predict_mosaic import (
 )
 from ..tasks.publish import publish_stores
 from ..tasks.stores import commit_store_task, write_index_task
-from .runtime import wait_reporting
+from .runtime import request_arguments, run_configuration, wait_reporting
 
 
 @flow(name="predict-mosaic", validate_parameters=True, persist_result=True)
@@ -37,19 +37,20 @@ def predict_mosaic_flow(
     model_path: str,
     patch_size: int,
     clip_size: int,
-    device: str,
     features: list[str],
     labels: list[str],
     actor: InferenceActorEnum,
     max_batch_size: int,
     merge_mode: MergeModeEnum,
+    device: str = "auto",
     select_labels: list[str] | None = None,
     xy_block_multiplier: int = DEFAULT_BLOCK_MULTIPLIER,
     output_xy_chunksize: int | None = None,
+    run_config: RunConfig | None = None,
 ) -> str:
     """Predict every block of every input store; returns the index GeoParquet URI."""
-    request = PredictMosaicRequest.parse(**locals())
-    config = current_config()
+    request = PredictMosaicRequest.parse(**request_arguments(locals()))
+    config = run_configuration(run_config)
     logger = get_run_logger()
     plan = plan_blocks(request, config.output_uri)
     device_used = plan.provenance["inputs"]["device"]

@@ -13,8 +13,9 @@ from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ..config import RasterflowConfig
+from ..config import OUTPUT_ENV_VAR, RUN_CONFIG, RasterflowConfig, RunConfig, activate, current_config
 from ..engine.plan import StoresPlan
+from ..errors import InvalidParameterError
 from ..tasks import stores
 
 # Progress for people watching a local run (the CLI attaches a handler);
@@ -22,6 +23,43 @@ from ..tasks import stores
 progress_log = logging.getLogger("rasterflow.progress")
 # Each artifact update is an API call from the flow's thread: at most one a second, and the last.
 PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+def request_arguments(values: dict[str, Any]) -> dict[str, Any]:
+    """A flow's arguments (its ``locals()``) as its request's fields: all but ``run_config``."""
+    return {k: v for k, v in values.items() if k != RUN_CONFIG}
+
+
+def run_configuration(run_config: RunConfig | None) -> RasterflowConfig:
+    """This flow run's config: the caller's run keys (a deployment run's parameter) over this process's.
+
+    Tasks read it too. A deployment run refuses a relative ``output_uri``: a
+    process worker runs each flow in a temporary folder that it deletes
+    afterwards, and a container's folder goes with the container, so the
+    outputs, and the task cache under them, would be lost while the run
+    reported them Completed.
+    """
+    config = current_config().with_run(run_config)
+    relative = config.relative_output_uri
+    if relative is not None and _deployment_run():
+        raise InvalidParameterError(
+            "output_uri", relative,
+            "is relative, and a deployment run's working folder is temporary (a process worker deletes it "
+            "after the run): its outputs and task cache would be lost",
+            f"an absolute path or URI: output_uri in the caller's config (it reaches the run as "
+            f"run_config.output_uri), or in the workers' rasterflow.yaml or {OUTPUT_ENV_VAR} "
+            "(`rasterflow deploy --output-uri` sets it for every pool)",
+        )
+    if run_config is not None:
+        activate(config)
+    return config
+
+
+def _deployment_run() -> bool:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return bool(context and context.flow_run and context.flow_run.deployment_id)
 
 
 def make_task_runner(config: RasterflowConfig):

@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from ..config import current_config
+from ..config import RunConfig, current_config
 from ..engine.plan import PlanReport
 from ..engine.vectorize_mosaic.merge import MergeSummary
 from ..engine.vectorize_mosaic.plan import VectorizePlan
@@ -25,7 +25,7 @@ from ..enums import VectorizeMethodEnum
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_polygons
 from ..tasks.vectorize_mosaic import create_output_task, merge_parquet_task, plan_polygonize, polygonize_task
-from .runtime import wait_reporting
+from .runtime import request_arguments, run_configuration, wait_reporting
 
 
 @flow(name="vectorize-mosaic", validate_parameters=True, persist_result=True)
@@ -37,10 +37,11 @@ def vectorize_mosaic_flow(
     vectorize_config: dict[str, Any] | None = None,
     xy_block_multiplier: int = DEFAULT_BLOCK_MULTIPLIER,
     vector_crs: str | None = DEFAULT_VECTOR_CRS,
+    run_config: RunConfig | None = None,
 ) -> str | None:
     """Polygonize every store named by ``store``; the GeoParquet's URI, or None if no polygon."""
-    request = VectorizeMosaicRequest.parse(**locals())
-    config = current_config()
+    request = VectorizeMosaicRequest.parse(**request_arguments(locals()))
+    config = run_configuration(run_config)
     plan = plan_polygonize(request, config.output_uri)
     get_run_logger().info("%d store(s), %d block(s) under %s", len(plan.stores), len(plan.jobs),
                           plan.output_dir)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from ..config import current_config
+from ..engine.build_and_predict_mosaic_recipe.check import check_recipe_model
 from ..engine.build_and_predict_mosaic_recipe.recipes import aoi_native_crs
+from ..enums import ModelRecipes
 
 
 @task(name="choose-crs", persist_result=False)
@@ -18,3 +20,9 @@ def choose_crs(aoi: str) -> int:
             "pass target_crs (or crs_epsg) to choose another", epsg,
         )
     return epsg
+
+
+@task(name="check-model", persist_result=False)
+def check_model_task(recipe: ModelRecipes, model_path: str) -> None:
+    """The model is safe and has the recipe's contract: checked before the costly mosaic is built."""
+    check_recipe_model(recipe, model_path, current_config().storage_options_for)

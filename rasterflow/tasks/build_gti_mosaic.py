@@ -15,12 +15,14 @@ from ..config import current_config
 from ..engine.build_gti_mosaic.plan import MosaicPlan, ShardJob, plan_gti_mosaic
 from ..engine.build_gti_mosaic.request import BuildGtiMosaicRequest
 from ..engine.build_gti_mosaic.shard import ShardSummary, build_shard
+from .checks import planned
 from .policy import cached
 
 
 @task(name="plan-partitions", persist_result=False)
 def plan_partitions(request: BuildGtiMosaicRequest, output_root: str) -> MosaicPlan:
-    return plan_gti_mosaic(request, output_root, current_config().storage_options_for)
+    return planned("build-gti-mosaic", request, output_root,
+                   lambda: plan_gti_mosaic(request, output_root, current_config().storage_options_for))
 
 
 @task(name="build-shard", task_run_name="build-shard-{job.key}", **cached())

@@ -33,12 +33,14 @@ from ..engine.build_zarr_multiscales.pyramid import commit_pyramid, create_pyram
 from ..engine.build_zarr_multiscales.request import BuildZarrMultiscalesRequest
 from ..engine.build_zarr_multiscales.statistics import PyramidStatistics, band_statistics, merge_moments
 from ..engine.build_zarr_multiscales.stats import Bins
+from .checks import planned
 from .policy import cached
 
 
 @task(name="plan-partitions", persist_result=False)
 def plan_partitions(request: BuildZarrMultiscalesRequest, output_root: str) -> MultiscalesPlan:
-    return plan_multiscales(request, output_root, current_config().storage_options_for)
+    return planned("build-zarr-multiscales", request, output_root,
+                   lambda: plan_multiscales(request, output_root, current_config().storage_options_for))
 
 
 @task(name="create-store", task_run_name="create-store-{pyramid.fingerprint:.12}", persist_result=False)

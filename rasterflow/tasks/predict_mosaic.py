@@ -24,12 +24,14 @@ from ..engine.predict_mosaic.plan import (
 )
 from ..engine.predict_mosaic.request import PredictMosaicRequest
 from ..engine.predict_mosaic.scratch import remove_scratch
+from .checks import planned
 from .policy import cached
 
 
 @task(name="plan-blocks", persist_result=False)
 def plan_blocks(request: PredictMosaicRequest, output_root: str) -> PredictPlan:
-    return plan_predict_mosaic(request, output_root, current_config().storage_options_for)
+    return planned("predict-mosaic", request, output_root,
+                   lambda: plan_predict_mosaic(request, output_root, current_config().storage_options_for))
 
 
 @task(name="create-store", persist_result=False)

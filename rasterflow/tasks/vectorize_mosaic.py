@@ -28,12 +28,14 @@ from ..engine.vectorize_mosaic.plan import (
 )
 from ..engine.vectorize_mosaic.polygonize import PolygonizeSummary, polygonize_block
 from ..engine.vectorize_mosaic.request import VectorizeMosaicRequest
+from .checks import planned
 from .policy import cached
 
 
 @task(name="plan-partitions", persist_result=False)
 def plan_polygonize(request: VectorizeMosaicRequest, output_root: str) -> VectorizePlan:
-    return plan_vectorize(request, output_root, current_config().storage_options_for)
+    return planned("vectorize-mosaic", request, output_root,
+                   lambda: plan_vectorize(request, output_root, current_config().storage_options_for))
 
 
 @task(name="create-output", persist_result=False)

@@ -303,3 +303,22 @@ def test_times_of_mixed_iso_precision(tmp_path):
     assert spec.times == ["2016-01-01T00:00:00", "2016-04-01T12:30:00.500000"]
     _build(spec)
     assert list(open_store(spec.uri).indexes["time"]) == stamps
+
+
+def test_runs_creating_one_store_at_once_adopt_one_generation(tmp_path):
+    """Two runs of one request start together: without a lock each finds nothing, and the last one
+    removes the others' stores (and their shards) to make its own."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = _spec(tmp_path)
+    start = threading.Barrier(6)
+
+    def create(_: int) -> str:
+        start.wait()
+        return create_store(spec, "fp-1", {})
+
+    with ThreadPoolExecutor(6) as pool:
+        generations = set(pool.map(create, range(6)))
+    assert generations == {read_marker(spec.uri).generation}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")] == []

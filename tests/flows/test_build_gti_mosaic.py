@@ -21,7 +21,7 @@ from zarr_conventions import assert_follows
 from rasterflow import ResamplingMethod
 from rasterflow.engine.grid import reproject_geometry
 from rasterflow.engine.store import open_store
-from rasterflow.errors import InputReadError, InvalidParameterError, RasterflowError, StoreError
+from rasterflow.errors import InvalidParameterError, RasterflowError, StoreError
 
 BANDS = ["red", "green", "blue"]
 
@@ -276,7 +276,7 @@ def test_missing_tile_file_is_reported_before_writing(client, landsat, tmp_path,
     index["location"] = [str(landsat / loc) for loc in index.location]
     index.loc[2, "location"] = str(tmp_path / "gone.tif")
     index.to_parquet(tmp_path / "tiles.parquet")
-    with pytest.raises(InputReadError, match="gone.tif"):
+    with pytest.raises(InvalidParameterError, match="gti=.*gone.tif.*does not exist"):
         client.build_gti_mosaic(str(tmp_path / "tiles.parquet"), str(landsat / "aoi.geojson"), ["red"],
                                 "location")
     assert _nothing_written(output_root)

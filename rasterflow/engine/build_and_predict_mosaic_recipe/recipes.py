@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ...enums import DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes
 from ..grid import utm_epsg
-from ..vectors import read_vector
+from ..vectors import read_aoi
 
 
 class PublicModel(BaseModel):
@@ -166,7 +166,7 @@ def recipe_spec(recipe: ModelRecipes) -> RecipeSpec:
 
 def aoi_native_crs(aoi: str, storage_options: dict[str, Any]) -> tuple[int, bool]:
     """``native_crs_epsg`` of the AOI file at ``aoi``."""
-    frame = read_vector(aoi, "aoi", storage_options)
+    frame = read_aoi(aoi, storage_options)
     return native_crs_epsg(frame.to_crs(4326).union_all())
 
 

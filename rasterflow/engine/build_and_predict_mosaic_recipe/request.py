@@ -28,8 +28,9 @@ class BuildAndPredictMosaicRecipeRequest(CrsRequest):
         "The recipe (ModelRecipes): datasets, feature bands in model order, labels and inference settings "
         "that belong together."))]
     model_path: Annotated[Uri, Field(description=(
-        "The recipe's weights: its public URI, or the config's recipe_models entry (a mirror, a local "
-        "file)."))]
+        "The recipe's weights: the config's recipe_models entry (a mirror, a local file), else the recipe's "
+        "public URI. The client sets it; a run started from a form or a schedule without one takes the "
+        "workers' config the same way."))]
     crs_epsg: Annotated[CrsEpsg, Field(description=(
         "EPSG code of the output grid (RasterFlow's first API; `target_crs` is its 2026 name and takes any "
         "CRS; give one of the two). " + _NATIVE.format("target_crs")))] = None

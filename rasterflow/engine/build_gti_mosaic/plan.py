@@ -12,24 +12,34 @@ a named dataset is a tile index of scenes plus a compositing rule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyproj
 from pydantic import BaseModel, ConfigDict
 from rasterio.crs import CRS
 
 from ...enums import ResamplingMethod
-from ...errors import InvalidParameterError
+from ...errors import InputReadError, InvalidParameterError
 from .. import uris
 from ..grid import Grid, grid_crs, reproject_geometry, shared_anchor, snapped_grid, source_resolution
 from ..index import store_row
-from ..partitions import ShardShape, Window, aoi_partitions, shard_shape
+from ..partitions import (
+    ShardShape,
+    Window,
+    aoi_partitions,
+    check_grid_size,
+    check_partition_count,
+    check_shard_budget,
+    shard_shape,
+)
 from ..plan import PlanReport, Rate, StorePlan, StoresPlan
 from ..provenance import output_dir, provenance, request_id, stable_hash
 from ..store import StoreSpec
-from ..vectors import densified, read_vector
+from ..vectors import densified, read_aoi, read_vector
 from ..warp import TileRead, gdal_scale
 from .query import apply_query
 from .request import BuildGtiMosaicRequest
@@ -121,13 +131,36 @@ def aoi_stores(aoi, dst_crs: CRS, res: tuple[float, float], anchor: tuple[float,
                chunk: int, shard_size_bytes: int, skip_xy_coords: bool) -> Iterator[AoiStore]:
     """One store per geometry of ``aoi`` (a GeoDataFrame), on a grid snapped to ``res`` from ``anchor``."""
     bytes_per_pixel = len(bands) * np.dtype(dtype).itemsize
+    check_shard_budget(shard_size_bytes, chunk, bytes_per_pixel)
     for i, geom in enumerate(aoi.geometry):
         geom_dst = reproject_geometry(densified(geom), aoi.crs, dst_crs)
-        grid = snapped_grid(geom_dst.bounds, res, dst_crs.to_wkt(), anchor)
+        grid = _checked_grid(geom_dst, res, dst_crs, anchor, i)
         shard = shard_shape(grid.height, grid.width, bytes_per_pixel, chunk, shard_size_bytes)
+        check_partition_count(grid.height, grid.width, shard, bytes_per_pixel, shard_size_bytes)
         spec = StoreSpec(uri=uris.join(output, f"aoi-{i}.zarr"), grid=grid, bands=list(bands), times=times,
                          dtype=dtype, nodata=nodata, shard=shard, skip_xy_coords=skip_xy_coords)
         yield AoiStore(aoi_index=i, spec=spec, fingerprint=stable_hash([request, i]), geometry=geom_dst)
+
+
+def _checked_grid(geom, res: tuple[float, float], crs: CRS, anchor: tuple[float, float], row: int) -> Grid:
+    """The grid of one AOI row, refused when the CRS cannot hold the row or the resolution is off."""
+    epsg = crs.to_epsg() or crs.to_string()
+    if geom.is_empty or not all(np.isfinite(geom.bounds)):
+        raise InvalidParameterError("crs_epsg", epsg, f"cannot represent aoi row {row} (outside the CRS's "
+                                    "area of use)", "a CRS whose area of use covers the AOI")
+    minx, miny, maxx, maxy = geom.bounds
+    check_grid_size(math.ceil((maxy - miny) / res[1]), math.ceil((maxx - minx) / res[0]), res[0],
+                    f"aoi row {row}")
+    grid = snapped_grid(geom.bounds, res, crs.to_wkt(), anchor)
+    if grid.width < 2 or grid.height < 2:
+        axes = pyproj.CRS.from_wkt(crs.to_wkt()).axis_info
+        unit = axes[0].unit_name if axes else "CRS units"
+        raise InvalidParameterError(
+            "resolution", res[0], f"gives a {grid.width} x {grid.height} pixel grid for aoi row {row}, whose "
+            f"extent is {maxx - minx:.4g} x {maxy - miny:.4g} {unit} in EPSG:{epsg}",
+            f"a pixel size in {unit}, well below the AOI's extent",
+        )
+    return grid
 
 
 def store_partitions(store: AoiStore,
@@ -137,6 +170,14 @@ def store_partitions(store: AoiStore,
     shard: ShardShape = spec.shard
     bytes_per_pixel = len(spec.bands) * np.dtype(spec.dtype).itemsize
     return aoi_partitions(spec.grid, store.geometry, shard, bytes_per_pixel, shard_size_bytes)
+
+
+def require_jobs(aoi_uri: str, store: AoiStore, jobs: list, what: str) -> None:
+    """An AOI row that nothing covers would be a store of nodata among the outputs: name the row."""
+    if not jobs:
+        raise InvalidParameterError("aoi", aoi_uri, f"row {store.aoi_index} overlaps {what}, so its store "
+                                    "would hold only nodata",
+                                    "rows within the inputs' extent; remove that row")
 
 
 def _require_column(frame: pd.DataFrame, column: str | None, param: str) -> None:
@@ -196,6 +237,47 @@ def _selected_tiles(request: BuildGtiMosaicRequest, aoi, reading: uris.OptionsFo
     return gti
 
 
+def _locations(request: BuildGtiMosaicRequest, gti) -> list[str]:
+    """The tiles' URIs from the location column, which must hold paths or URLs."""
+    values = gti[request.location_field]
+    odd = [v for v in values if not isinstance(v, str) or not v.strip()]
+    if odd:
+        raise InvalidParameterError("location_field", request.location_field,
+                                    f"column holds {len(odd)} value(s) that are not tile paths, "
+                                    f"e.g. {odd[0]!r}",
+                                    "the index column with each tile's path or URL")
+    base = uris.parent(request.gti)
+    return [uris.resolve_location(v, base) for v in values]
+
+
+def _inspect(request: BuildGtiMosaicRequest, locations: list[str],
+             reading: uris.OptionsFor) -> list[TileInfo]:
+    """The tiles' headers; a missing or broken tile is an error naming the parameter that chose it."""
+    try:
+        return inspect_tiles(locations, reading(locations[0]), request.requester_pays)
+    except InputReadError as exc:
+        if exc.transient:
+            raise
+        if "does not exist" in str(exc) and not _any_exists(locations, reading):
+            raise InvalidParameterError(
+                "location_field", request.location_field, f"names no file that exists, e.g. {exc.uri}",
+                "the column whose values are the tiles' paths (relative ones resolve against the index's "
+                "folder)") from None
+        raise InvalidParameterError("gti", request.gti, f"selects an unusable tile: {exc}",
+                                    "an index of readable, georeferenced tiles") from None
+
+
+def _any_exists(locations: list[str], reading: uris.OptionsFor) -> bool:
+    """Whether any tile is there: none at all means the column is wrong, not a file missing."""
+    for uri in locations[:100]:
+        try:
+            if uris.exists(uri, reading(uri)):
+                return True
+        except Exception:  # noqa: BLE001 - a location fsspec cannot even parse is not a file
+            continue
+    return False
+
+
 def _tile_reads(infos: list[TileInfo], bands: list[str]) -> list[TileRead]:
     reads = []
     for info in infos:
@@ -226,11 +308,9 @@ def plan_gti_mosaic(
     def reading(uri: str) -> dict[str, Any]:
         return uris.with_requester_pays(uri, storage_options_for(uri), request.requester_pays)
 
-    aoi = read_vector(request.aoi, "aoi", reading(request.aoi))
+    aoi = read_aoi(request.aoi, reading(request.aoi))
     gti = _selected_tiles(request, aoi, reading)
-    base = uris.parent(request.gti)
-    locations = [uris.resolve_location(str(loc), base) for loc in gti[request.location_field]]
-    infos = inspect_tiles(locations, reading(locations[0]), request.requester_pays)
+    infos = _inspect(request, _locations(request, gti), reading)
     reads = _tile_reads(infos, request.bands)
     nodata, dtype = _nodata_and_dtype(infos, request.nodata)
 
@@ -269,6 +349,7 @@ def plan_gti_mosaic(
             if (tiles := [r for r, s, fp in zip(reads, slot_of, footprints, strict=True)
                           if s == t and fp.intersects(wbox)])
         ]
+        require_jobs(request.aoi, store, jobs, "no tile of the index")
         footprint = store.spec.grid.footprint("EPSG:4326").wkb_hex
         stores.append(MosaicStorePlan(spec=store.spec, fingerprint=store.fingerprint,
                                       aoi_index=store.aoi_index, jobs=jobs, footprint_wkb=footprint))

@@ -25,6 +25,10 @@ _ALLOWED = (
     ast.Constant, ast.List, ast.Tuple,
 )
 _VALID = "comparisons (== != < <= > >= in, not in), and/or/not, & | ~, column names and literals"
+# Bounds on what is parsed: Python's parser itself runs out of memory or stack on
+# deeply nested input, and pandas' evaluator recurses per level.
+MAX_QUERY_CHARS = 100_000
+MAX_DEPTH = 64
 
 
 def _fail(query: str, problem: str) -> InvalidParameterError:
@@ -68,6 +72,8 @@ def _swap_backticks(query: str) -> tuple[str, dict[str, str]]:
 
 def _parse(query: str) -> tuple[ast.Expression, dict[str, str]]:
     """Parse with backticked names swapped for placeholders; returns tree and names."""
+    if len(query) > MAX_QUERY_CHARS:
+        raise _fail(query, f"is {len(query)} characters long, more than {MAX_QUERY_CHARS}")
     text, names = _swap_backticks(query)
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
@@ -76,7 +82,21 @@ def _parse(query: str) -> tuple[ast.Expression, dict[str, str]]:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, tokenize.TokenError) as exc:
         raise _fail(query, f"malformed expression ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    except (MemoryError, RecursionError):
+        raise _fail(query, f"is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise _fail(query, f"is nested too deeply (at most {MAX_DEPTH} levels)")
     return tree, names
+
+
+def _depth(tree: ast.AST) -> int:
+    """Nesting depth of ``tree``, without recursion (a deep tree would exhaust the stack)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def validate_query_syntax(query: str, columns: Iterable[str] | None = None) -> None:

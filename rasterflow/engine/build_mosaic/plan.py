@@ -18,11 +18,11 @@ from rasterio.crs import CRS
 from shapely import wkb
 
 from .. import uris
-from ..build_gti_mosaic.plan import MosaicPlan, MosaicStorePlan, aoi_stores, store_partitions
+from ..build_gti_mosaic.plan import MosaicPlan, MosaicStorePlan, aoi_stores, require_jobs, store_partitions
 from ..grid import grid_crs, reproject_geometry
 from ..plan import Rate
 from ..provenance import output_dir, provenance, request_id
-from ..vectors import densified, read_vector
+from ..vectors import densified, read_aoi
 from .catalog import DatasetSpec, Rule
 from .composite import CompositeJob, DatasetPart, check_stack
 from .request import BuildMosaicRequest
@@ -97,7 +97,8 @@ def plan_dataset_mosaic(
     output_root: str,
     storage_options_for: uris.OptionsFor = uris.no_options,
 ) -> DatasetMosaicPlan:
-    aoi = read_vector(request.aoi, "aoi", storage_options_for(request.aoi))
+    uris.check_output_root(output_root, storage_options_for(output_root))
+    aoi = read_aoi(request.aoi, storage_options_for(request.aoi))
     assert request.output_crs is not None  # a default when neither crs_epsg nor target_crs is given
     dst_crs = grid_crs(request.output_crs)
     res = _resolution(request, found.specs, dst_crs)
@@ -136,6 +137,7 @@ def plan_dataset_mosaic(
             if (parts := _parts(found, footprints, offsets, year, wbox,
                                 min(wgrid.width, request.xy_chunksize)))
         ]
+        require_jobs(request.aoi, store, jobs, f"no scene of {[s.prefix for s in found.specs]} in the period")
         footprint = store.spec.grid.footprint("EPSG:4326").wkb_hex
         stores.append(CompositeStorePlan(spec=store.spec, fingerprint=store.fingerprint,
                                          aoi_index=store.aoi_index, jobs=jobs, footprint_wkb=footprint))

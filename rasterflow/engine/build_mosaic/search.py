@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from ...enums import DatasetEnum
 from ...errors import InvalidParameterError
 from .. import uris
-from ..vectors import read_vector
+from ..vectors import read_aoi
 from .catalog import DatasetSource, DatasetSpec, dataset_spec, season_window, yearly_windows
 from .composite import Scene
 from .request import BuildMosaicRequest
@@ -48,7 +48,7 @@ def _windows(spec: DatasetSpec, start: date, end: date, latitude: float) -> list
 def search_catalog(request: BuildMosaicRequest, overrides: dict[DatasetEnum, DatasetSource] | None,
                    storage_options_for: uris.OptionsFor = uris.no_options) -> SceneIndex:
     """Search every dataset's source over the AOI; errors name the dataset, window and area."""
-    aoi = read_vector(request.aoi, "aoi", storage_options_for(request.aoi)).to_crs("EPSG:4326")
+    aoi = read_aoi(request.aoi, storage_options_for(request.aoi)).to_crs("EPSG:4326")
     area = aoi.union_all()
     latitude = area.centroid.y
     specs = [dataset_spec(d, overrides) for d in request.datasets]

@@ -46,13 +46,14 @@ def create_pyramid(pyramid: PyramidPlan, provenance: dict[str, Any],
     the URI is removed first. The root's marker says 'writing' until
     ``commit_pyramid``.
     """
-    generation = adopted_generation(read_marker(pyramid.uri, storage_options), pyramid.fingerprint)
-    if generation is None:
-        uris.remove(pyramid.uri, storage_options)
-        marker = start_marker(pyramid.fingerprint, provenance)
-        group = zarr.open_group(zarr_store(pyramid.uri, storage_options), mode="w", zarr_format=3)
-        group.attrs[ATTR] = marker.model_dump(mode="json", exclude_none=True)
-        generation = marker.generation
+    with uris.creating(pyramid.uri):
+        generation = adopted_generation(read_marker(pyramid.uri, storage_options), pyramid.fingerprint)
+        if generation is None:
+            uris.remove(pyramid.uri, storage_options)
+            marker = start_marker(pyramid.fingerprint, provenance)
+            group = zarr.open_group(zarr_store(pyramid.uri, storage_options), mode="w", zarr_format=3)
+            group.attrs[ATTR] = marker.model_dump(mode="json", exclude_none=True)
+            generation = marker.generation
     levels = {
         lvl.spec.uri: create_store(lvl.spec, lvl.fingerprint, provenance | {"level": lvl.level},
                                    storage_options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 from ...enums import ResamplingMethod
 from ..request import Request, StoreOrIndex
@@ -26,6 +26,12 @@ def _overview_kernels(value):
     return value
 
 
+# The kernels overviews take: forms and schemas offer only these members.
+OverviewKernel = Annotated[ResamplingMethod, WithJsonSchema({
+    "type": "string", "title": "OverviewKernel",
+    "enum": [m.value for m in ResamplingMethod if m in SUPPORTED]})]
+
+
 class BuildZarrMultiscalesRequest(Request):
     store: Annotated[StoreOrIndex, Field(description=(
         "A Zarr store, or an index GeoParquet whose `location` column lists stores (what every workflow "
@@ -35,7 +41,7 @@ class BuildZarrMultiscalesRequest(Request):
     levels: Annotated[int | None, AfterValidator(_levels), Field(description=(
         "Levels in all, level 0 included (>= 1; 1 is level 0 alone, with its statistics). None: halve until "
         "a level fits in one chunk. More levels than it takes to reach one pixel is an error."))] = None
-    resampling: Annotated[ResamplingMethod | dict[str, ResamplingMethod] | None,
+    resampling: Annotated[OverviewKernel | dict[str, OverviewKernel] | None,
                           AfterValidator(_overview_kernels), Field(description=(
         "Overview kernel: a `ResamplingMethod` for every band, or a mapping band name -> method; `average`, "
         "`near` or `mode`. None: `mode` for categorical bands, `average` for the rest."))] = None

@@ -34,7 +34,7 @@ model sees them; patches whose pixels are all nodata are not run at all.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -244,6 +244,29 @@ def checked_model(request: PredictMosaicRequest, storage_options_for: uris.Optio
     return load_model(local, sha, device, shown=request.model_path), sha, device
 
 
+class CheckedModel(NamedTuple):
+    """A model that takes the request's patches and answers with its labels."""
+
+    model: LoadedModel
+    sha256: str
+    device: str
+    batch: int
+    pad: bool
+
+
+def check_model(request: PredictMosaicRequest, storage_options_for: uris.OptionsFor) -> CheckedModel:
+    """Format, channels, patch and batch shapes, and one probe pass: every mistake a model can hold.
+
+    Needs no input store, so the recipe checks its model with it before any
+    mosaic is built.
+    """
+    model, sha, device = checked_model(request, storage_options_for)
+    in_channels = len(request.features) * (2 if request.actor == CHANGE else 1)
+    batch, pad = _batch_size(model, request, in_channels)
+    probe(model, in_channels, request.patch_size, batch if pad else min(batch, 2), len(request.labels))
+    return CheckedModel(model, sha, device, batch, pad)
+
+
 def plan_predict_mosaic(
     request: PredictMosaicRequest, output_root: str, storage_options_for: uris.OptionsFor = uris.no_options
 ) -> PredictPlan:
@@ -259,12 +282,7 @@ def plan_on_stores(request: PredictMosaicRequest, sources: list[StoreDescription
     A recipe's dry run plans on the stores its mosaic would write
     (``store.planned_description``), before they exist.
     """
-    model, sha, device = checked_model(request, storage_options_for)
-
-    slices = 2 if request.actor == CHANGE else 1
-    in_channels = len(request.features) * slices
-    batch, pad = _batch_size(model, request, in_channels)
-    probe(model, in_channels, request.patch_size, batch if pad else min(batch, 2), len(request.labels))
+    model, sha, device, batch, pad = check_model(request, storage_options_for)
 
     written = request.select_labels or request.labels
     spec = InferenceSpec(

@@ -48,7 +48,8 @@ class PredictMosaicRequest(Request):
     device: Annotated[str, AfterValidator(_device), Field(
         json_schema_extra={"pattern": f"^({DEVICE_PATTERN})$"}, description=(
             "`cpu`, `cuda` (or `cuda:N`), or `auto`: a GPU when torch sees one. `cuda` without a GPU fails "
-            "before any work."))]
+            "before any work. The client requires it, as RasterFlow's does; flows and forms default to "
+            "`auto`."))] = "auto"
     features: Annotated[list[str], Field(min_length=1), AfterValidator(unique_names("feature")), Field(
         description="Bands of the input store, in the model's channel order.")]
     labels: Annotated[list[str], Field(min_length=1), AfterValidator(unique_names("label")),

@@ -189,10 +189,11 @@ def create_output(plan: VectorizePlan, storage_options: dict[str, Any] | None = 
     build-shard).
     """
     uri = uris.join(plan.output_dir, RECORD_NAME)
-    generation = adopted_generation(_read_record(uri, storage_options), plan.request_id)
-    if generation is not None:
-        return generation
-    marker = start_marker(plan.request_id, plan.provenance)
-    record = marker.model_dump(mode="json", exclude_none=True)
-    uris.write_bytes_atomic(uri, json.dumps(record, indent=1, default=str).encode(), storage_options)
-    return marker.generation
+    with uris.creating(uri):
+        generation = adopted_generation(_read_record(uri, storage_options), plan.request_id)
+        if generation is not None:
+            return generation
+        marker = start_marker(plan.request_id, plan.provenance)
+        record = marker.model_dump(mode="json", exclude_none=True)
+        uris.write_bytes_atomic(uri, json.dumps(record, indent=1, default=str).encode(), storage_options)
+        return marker.generation
