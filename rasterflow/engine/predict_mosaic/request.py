@@ -31,8 +31,10 @@ class PredictMosaicRequest(Request):
         "A store URI, or an index GeoParquet (any workflow's answer): every store in its `location` column "
         "is predicted, into one prediction store each."))]
     model_path: Annotated[Uri, Field(description=(
-        "The model: a local path or fsspec URL of a `torch.export` archive (`.pt2`, `torch.export.save`) "
-        "or a TorchScript archive (`torch.jit.save`), taking (B, C, H, W) float32 and returning (B, "
+        "The model: a local path or fsspec URL of a `torch.export` archive (`.pt2`, `torch.export.save`), "
+        "a TorchScript archive (`torch.jit.save`) or an ONNX model (`.onnx`, one self-contained file of "
+        "standard operators, run by onnxruntime: `pip install 'rasterflow[onnx]'`), taking (B, C, H, W) "
+        "float32 and returning (B, "
         "len(labels), H, W). Remote files are copied once to a local cache (`RASTERFLOW_MODEL_CACHE`, "
         "default under the temporary folder). Pickles (`torch.save` checkpoints, `pickle.dump`) are refused "
         "unread."))]
