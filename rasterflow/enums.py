@@ -76,6 +76,7 @@ class InferenceActorEnum(str, Enum):
 class MergeModeEnum(str, Enum):
     WEIGHTED_AVERAGE = "weighted_average"
     CLIP = "clip"  # each pixel from the one patch whose clipped centre covers it
+    TUKEY = "tukey"  # overlap clip_size + 1, Tukey-window blend, mirrored image edges (ukis-csmask's tiling)
 
 
 class VectorizeMethodEnum(str, Enum):
