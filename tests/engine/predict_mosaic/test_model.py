@@ -337,3 +337,18 @@ def test_files_named_onnx_that_are_not_onnx_are_refused(tmp_path):
     path.write_bytes(pickle.dumps(Tripwire(wire)))
     refused(path, "pickle stream")  # a pickle named .onnx is still a pickle, refused unread
     assert not wire.exists()
+
+
+def test_onnx_on_cuda_needs_a_gpu_and_onnxruntime_gpu():
+    """No GPU on the test machines: the CUDA path of OnnxModule (io binding, DLPack, torch's stream) is
+    not run here, and nothing stands in for it. What runs: auto picks the CPU for ONNX unless both torch
+    and onnxruntime see a GPU, and explicit cuda fails before any model is loaded."""
+    from rasterflow.engine.predict_mosaic.onnx_model import onnxruntime_has_cuda
+
+    if torch.cuda.is_available():  # pragma: no cover - no GPU here
+        assert resolve_device("auto", "onnx") == ("cuda" if onnxruntime_has_cuda() else "cpu")
+        pytest.skip("a GPU is present")
+    assert resolve_device("auto", "onnx") == "cpu"
+    with pytest.raises(InvalidParameterError) as err:
+        resolve_device("cuda", "onnx")
+    assert err.value.param == "device"
