@@ -420,7 +420,7 @@ def _demo_cloud_masks(client) -> str | None:
     scene = _run_with_progress(lambda: client.build_gti_mosaic(
         gti=sample_path("s2_l1c_brandenburg", "tiles.parquet"),
         aoi=sample_path("s2_l1c_brandenburg", "aoi.parquet"), bands=list(csmask.BANDS),
-        location_field="location", xy_chunksize=256,
+        location_field="location", crs_epsg=32633, xy_chunksize=256,  # the scene's own 20 m grid
     ))
     model = str(csmask.local_model(6, "l1c"))  # top-of-atmosphere graph: the scene is Level-1C
     masks = _run_with_progress(lambda: client.predict_mosaic(
@@ -430,10 +430,13 @@ def _demo_cloud_masks(client) -> str | None:
         merge_mode=MergeModeEnum.TUKEY,
     ))
     _summary(masks)
+    import numpy as np
+
     from .engine.index import read_index
     from .engine.store import open_store
 
-    classes = open_store(read_index(masks).location[0])["variables"].values[0].argmax(axis=0)
+    probabilities = open_store(read_index(masks).location[0])["variables"].values[0]
+    classes = probabilities.argmax(axis=0)[~np.isnan(probabilities).any(axis=0)]
     shares = ", ".join(f"{name} {(classes == k).mean():.1%}" for k, name in enumerate(csmask.LABELS))
     console.print(f"   pixels: {shares}")
     return masks

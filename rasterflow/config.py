@@ -26,7 +26,7 @@ work_pools       RuntimeEnum value -> Prefect work pool name.
 datasets         DatasetEnum value -> where build_mosaic finds its items, replacing
                  the catalog's default: ``{stac_url: ..., collection: ...}`` (either
                  alone keeps the other) or ``{geoparquet: <stac-geoparquet URI>}``.
-recipe_models    ModelRecipes value -> model URI (a mirror or a local .pt2) used instead
+recipe_models    ModelRecipes value -> model URI (a mirror, a local .pt2 or .onnx) used instead
                  of the recipe's public weights, e.g. ``{ftw: /models/ftw.pt2}``.
 """
 
