@@ -425,7 +425,8 @@ def demo(
     output: Path | None = typer.Option(None, help="Output root (default: the config's output_uri)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
-    """Run the bundled Landsat-8 sample through every workflow rasterflow has."""
+    """Run the bundled Landsat-8 sample through every workflow rasterflow has (and, with the csmask
+    extra, mask clouds and shadows on the bundled Sentinel-2 scene)."""
     from .config import load_config
 
     config = load_config()
@@ -471,13 +472,53 @@ def demo(
     pyramid = _run_with_progress(lambda: client.build_zarr_multiscales(store))
     _summary(pyramid)
 
+    clouds = _demo_cloud_masks(client)
+
     Console(soft_wrap=True).print(
         "\nOpen them:\n  import geopandas, xarray\n"
         f"  mosaic = xarray.open_zarr(geopandas.read_parquet({mosaic!r}).location[0])[\"variables\"]\n"
         f"  water = xarray.open_zarr(geopandas.read_parquet({predictions!r}).location[0])[\"variables\"]\n"
         f"  polygons = geopandas.read_parquet({polygons!r})\n"
         f"  pyramid = xarray.open_datatree({pyramid!r}, engine=\"zarr\")"
+        + (f"\n  clouds = xarray.open_zarr(geopandas.read_parquet({clouds!r}).location[0])[\"variables\"]"
+           if clouds else "")
     )
+
+
+def _demo_cloud_masks(client) -> str | None:
+    """Step 5, with the csmask extra: ukis-csmask's real weights on a real Sentinel-2 scene, offline."""
+    import importlib.util
+
+    from .engine.build_and_predict_mosaic_recipe import csmask
+
+    console.print("\n[bold]5. predict_mosaic[/]: cloud and shadow masks by DLR's ukis-csmask (real weights, "
+                  "from its wheel) on a Sentinel-2 L1C scene near Brandenburg an der Havel")
+    if importlib.util.find_spec(csmask.PACKAGE) is None:
+        console.print(f"   skipped: pip install 'rasterflow[{csmask.EXTRA}]' to run it (nothing downloads)")
+        return None
+    scene = _run_with_progress(lambda: client.build_gti_mosaic(
+        gti=sample_path("s2_l1c_brandenburg", "tiles.parquet"),
+        aoi=sample_path("s2_l1c_brandenburg", "aoi.parquet"), bands=list(csmask.BANDS),
+        location_field="location", crs_epsg=32633, xy_chunksize=256,  # the scene's own 20 m grid
+    ))
+    model = str(csmask.local_model(6, "l1c"))  # top-of-atmosphere graph: the scene is Level-1C
+    masks = _run_with_progress(lambda: client.predict_mosaic(
+        scene, model, patch_size=csmask.PATCH_SIZE, clip_size=csmask.CLIP_SIZE, device="auto",
+        features=list(csmask.BANDS), labels=list(csmask.LABELS),
+        actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH, max_batch_size=8,
+        merge_mode=MergeModeEnum.TUKEY,
+    ))
+    _summary(masks)
+    import numpy as np
+
+    from .engine.index import read_index
+    from .engine.store import open_store
+
+    probabilities = open_store(read_index(masks).location[0])["variables"].values[0]
+    classes = probabilities.argmax(axis=0)[~np.isnan(probabilities).any(axis=0)]
+    shares = ", ".join(f"{name} {(classes == k).mean():.1%}" for k, name in enumerate(csmask.LABELS))
+    console.print(f"   pixels: {shares}")
+    return masks
 
 
 def main() -> None:

@@ -352,20 +352,31 @@ class RasterflowClient:
         zone of the AOI's centroid. The model's weights come from the
         recipe's public URI unless the config's ``recipe_models`` names another
         (a mirror, a local file); they are checked to be reachable before
-        anything runs. Returns the URI of an index GeoParquet whose
+        anything runs. A recipe whose weights ship in a package (``UKIS_CSMASK``:
+        ``pip install 'rasterflow[csmask]'``) writes its model file from the
+        installed package under ``<output_uri>/models/`` (once), offline.
+        Returns the URI of an index GeoParquet whose
         ``location`` column holds the prediction stores.
         """
+        from .engine.build_and_predict_mosaic_recipe.recipes import recipe_spec, write_packaged_model
+
         try:
             recipe = ModelRecipes(model_recipe)
         except ValueError:
             raise InvalidParameterError("model_recipe", model_recipe, "is not a model recipe",
                                         ", ".join(r.value for r in ModelRecipes)) from None
+        spec = recipe_spec(recipe)
+        mirror = self.config.recipe_models.get(recipe)
+        # Packaged weights (ukis-csmask): checked installed here, written under the output root below.
         model_path = self.config.recipe_model(recipe)
         params = BuildAndPredictMosaicRecipeParams.parse(
             aoi=aoi, start=start, end=end, model_recipe=recipe, model_path=model_path, crs_epsg=crs_epsg,
             target_crs=target_crs, runtime=runtime, envs=envs,
         )
-        self._check_recipe_model(recipe, model_path)
+        if mirror or not spec.packaged:
+            self._check_recipe_model(recipe, model_path)
+        else:
+            write_packaged_model(spec, model_path, self.config.storage_options_for(model_path))
         from .flows.build_and_predict_mosaic_recipe import build_and_predict_mosaic_recipe_flow
 
         return self._run_index(build_and_predict_mosaic_recipe_flow, params, wait)
@@ -381,11 +392,14 @@ class RasterflowClient:
         except Exception as exc:  # noqa: BLE001 - any failure to reach it is the same answer
             found, reason = False, f"{type(exc).__name__}: {exc}"
         if not found:
+            spec = recipe_spec(recipe)
+            offline = (f"the bundled stand-in with the same contract is {spec.standin}" if spec.standin else
+                       f"drop the entry to use the weights of the installed {spec.packaged.distribution}"
+                       if spec.packaged else "")
             raise InvalidParameterError(
                 "model_recipe", recipe.value, f"cannot fetch its model from {model_path!r} ({reason})",
                 f"a reachable model: point the recipe at a mirror or a local copy in rasterflow.yaml with "
-                f"`recipe_models: {{{recipe.value}: <path or URL>}}`; offline, the bundled stand-in with the "
-                f"same contract is {recipe_spec(recipe).standin}",
+                f"`recipe_models: {{{recipe.value}: <path or URL>}}`; offline, {offline}",
             )
 
     def _run_index(self, flow, params: WorkflowParams, wait: bool = True) -> str:

@@ -34,7 +34,7 @@ check_inputs     Read every input's metadata (files, bands, columns, stores, the
 datasets         DatasetEnum value -> where build_mosaic finds its items, replacing
                  the catalog's default: ``{stac_url: ..., collection: ...}`` (either
                  alone keeps the other) or ``{geoparquet: <stac-geoparquet URI>}``.
-recipe_models    ModelRecipes value -> model URI (a mirror or a local .pt2) used instead
+recipe_models    ModelRecipes value -> model URI (a mirror, a local .pt2 or .onnx) used instead
                  of the recipe's public weights, e.g. ``{ftw: /models/ftw.pt2}``.
 """
 
@@ -149,10 +149,17 @@ class RasterflowConfig(BaseModel):
         return _default_work_pools() | value
 
     def recipe_model(self, recipe: ModelRecipes) -> str:
-        """The weights ``recipe`` runs: the config's ``recipe_models`` entry, else the recipe's public URI."""
-        from .engine.build_and_predict_mosaic_recipe.recipes import recipe_spec
+        """The weights ``recipe`` runs: the config's ``recipe_models`` entry, else the recipe's public URI.
 
-        return self.recipe_models.get(recipe) or recipe_spec(recipe).model_uri
+        A recipe whose weights ship in a package (ukis-csmask) has no public
+        URI: its model file goes under ``<output_uri>/models/``, named by the
+        installed package's version (an error names the extra when it is
+        missing).
+        """
+        from .engine.build_and_predict_mosaic_recipe.recipes import packaged_model_uri, recipe_spec
+
+        spec = recipe_spec(recipe)
+        return self.recipe_models.get(recipe) or spec.model_uri or packaged_model_uri(spec, self.output_uri)
 
     def storage_options_for(self, uri: str) -> dict[str, Any]:
         """fsspec options for ``uri``'s scheme (``file`` for local paths).

@@ -15,6 +15,7 @@ class DatasetEnum(str, Enum):
     S2_MED_PLANTING = "s2med_planting"
     S2_MED_WINDOWED_PIXEL = "s2med_windowed_pixel"
     S2_MED_WINDOWED_PIXEL_ALL_BANDS = "s2med_windowed_pixel_all_bands"
+    S2_LATEST_ALL_BANDS = "s2latest_all_bands"  # the latest scene on top, clouds kept (for cloud masks)
     NAIP_30CM = "naip_30cm"
     NAIP_60CM = "naip_60cm"
 
@@ -24,6 +25,7 @@ class ModelRecipes(str, Enum):
     META_CHM_V1 = "meta_chm_v1"
     CHESAPEAKE_RSC = "chesapeake_rsc"
     TILE_2_NET = "tile_2_net"
+    UKIS_CSMASK = "ukis_csmask"  # clear / cloud / shadow; weights inside the ukis-csmask wheel (offline)
 
 
 class RuntimeSpec(NamedTuple):
@@ -81,6 +83,7 @@ MosaicToMosaicActorEnum = InferenceActorEnum
 class MergeModeEnum(str, Enum):
     WEIGHTED_AVERAGE = "weighted_average"
     CLIP = "clip"  # each pixel from the one patch whose clipped centre covers it
+    TUKEY = "tukey"  # overlap clip_size + 1, Tukey-window blend, mirrored image edges (ukis-csmask's tiling)
 
 
 class VectorizeMethodEnum(str, Enum):

@@ -77,7 +77,11 @@ def main() -> None:
         "(646 x 546 px, still overlapping by 96 px on inner edges) and re-encoded as COG (DEFLATE, "
         "predictor 2); `tiles.parquet` footprints follow the cut. The Haiti files are copied as they are.\n"
     )
-    (OUT / "SOURCE.md").write_text((src / "README.md").read_text() + note)
+    source = OUT / "SOURCE.md"
+    kept = ""  # sections other scripts own (scripts/make_csmask_sample.py), between their markers
+    if source.exists() and "<!-- " in source.read_text():
+        kept = "\n" + source.read_text()[source.read_text().index("<!-- "):]
+    source.write_text((src / "README.md").read_text() + note + kept)
     for path in sorted(OUT.rglob("*")):
         if path.is_file():
             print(f"{path.relative_to(REPO)}  {path.stat().st_size / 1e6:.2f} MB")

@@ -144,3 +144,34 @@ def export_even(model: torch.nn.Module, path: Path) -> Path:
     program = torch.export.export(model.eval(), (torch.zeros(2, 3, 64, 64),), dynamic_shapes={"x": dims})
     torch.export.save(program, path)
     return path
+
+
+def onnx_fcn(net: Fcn, path: Path, batch: int | str = "b", size: int | str = "h") -> Path:
+    """``net`` as an ONNX graph written by hand with onnx.helper (standard opset 17 operators only).
+
+    Written node by node rather than by torch.onnx.export, so the tests control
+    every byte that the checks read (domains, tensors, functions).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    convs = [m for m in net.body if isinstance(m, torch.nn.Conv2d)]
+    inits = [numpy_helper.from_array(np.array([net.scale], np.float32), "scale"),
+             numpy_helper.from_array(np.array([7.0], np.float32), "seven")]
+    nodes = [helper.make_node("Div", ["x", "scale"], ["scaled"]),
+             helper.make_node("Sub", ["scaled", "seven"], ["h0"])]
+    for k, conv in enumerate(convs):
+        inits += [numpy_helper.from_array(conv.weight.detach().numpy(), f"w{k}"),
+                  numpy_helper.from_array(conv.bias.detach().numpy(), f"b{k}")]
+        last = k == len(convs) - 1
+        nodes.append(helper.make_node("Conv", [f"h{k}", f"w{k}", f"b{k}"], ["y" if last else f"c{k}"],
+                                      pads=[1, 1, 1, 1], kernel_shape=[3, 3]))
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"c{k}"], [f"h{k + 1}"]))
+    channels = convs[0].in_channels
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, channels, size, size])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, convs[-1].out_channels, size, size])
+    model = helper.make_model(helper.make_graph(nodes, "fcn", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save_model(model, str(path))
+    return path

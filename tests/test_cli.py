@@ -16,8 +16,16 @@ runner = CliRunner()
 def test_demo_runs_every_workflow_on_the_sample(tmp_path):
     result = runner.invoke(app, ["demo", "--output", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    (mosaic_index,) = tmp_path.glob("build-gti-mosaic/*/index.parquet")
-    (predict_index,) = tmp_path.glob("predict-mosaic/*/index.parquet")
+    # Step 5 (the csmask extra, which the tests install) adds a Sentinel-2 mosaic and its cloud masks.
+    by_bands = {tuple(gpd.read_parquet(p).bands[0]): p for workflow in ("build-gti-mosaic", "predict-mosaic")
+                for p in tmp_path.glob(f"{workflow}/*/index.parquet")}
+    assert len(by_bands) == 4
+    mosaic_index, predict_index = by_bands[("red", "green", "blue")], by_bands[("land", "water")]
+    clouds = xr.open_zarr(gpd.read_parquet(by_bands[("clear", "cloud", "shadow")]).location[0])["variables"]
+    assert clouds.rio.crs.to_epsg() == 32633 and not bool(clouds.isnull().any())  # the scene's own grid
+    classes = clouds.values[0].argmax(axis=0)
+    assert 0.02 < (classes == 1).mean() < 0.5 and 0.02 < (classes == 2).mean() < 0.5  # cloud streaks, shadows
+    assert "pixels: clear" in result.output
     (polygons,) = tmp_path.glob("vectorize-mosaic/*/polygons.parquet")
     (pyramid,) = tmp_path.glob("build-zarr-multiscales/*/*.zarr")  # given the mosaic's store: its pyramid
     for path in (mosaic_index, predict_index, polygons, pyramid):

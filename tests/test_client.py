@@ -18,10 +18,11 @@ def test_every_enum_of_the_api_is_importable_from_the_package():
     assert {m.name for m in rasterflow.RuntimeEnum} >= {"SMALL", "MEDIUM", "LARGE", "GPU_SMALL"}
     assert {m.name for m in rasterflow.DatasetEnum} == {
         "S2_MED_HARVEST", "S2_MED_PLANTING", "S2_MED_WINDOWED_PIXEL", "S2_MED_WINDOWED_PIXEL_ALL_BANDS",
-        "NAIP_30CM", "NAIP_60CM",
+        "S2_LATEST_ALL_BANDS", "NAIP_30CM", "NAIP_60CM",
     }
-    assert {m.name for m in rasterflow.ModelRecipes} == {"FTW", "META_CHM_V1", "CHESAPEAKE_RSC", "TILE_2_NET"}
-    assert {m.name for m in rasterflow.MergeModeEnum} == {"WEIGHTED_AVERAGE", "CLIP"}
+    assert {m.name for m in rasterflow.ModelRecipes} == {"FTW", "META_CHM_V1", "CHESAPEAKE_RSC", "TILE_2_NET",
+                                                         "UKIS_CSMASK"}
+    assert {m.name for m in rasterflow.MergeModeEnum} == {"WEIGHTED_AVERAGE", "CLIP", "TUKEY"}
     assert len(rasterflow.ResamplingMethod) == 14
 
 

@@ -15,7 +15,7 @@ from datetime import date
 from prefect import flow
 
 from ..config import RunConfig, current_config
-from ..engine.build_and_predict_mosaic_recipe.recipes import aoi_native_crs, recipe_spec
+from ..engine.build_and_predict_mosaic_recipe.recipes import aoi_native_crs, recipe_spec, write_packaged_model
 from ..engine.build_and_predict_mosaic_recipe.request import BuildAndPredictMosaicRecipeRequest
 from ..engine.build_mosaic.request import BuildMosaicRequest
 from ..engine.plan import PlanReport, combined_report
@@ -50,6 +50,9 @@ def build_and_predict_mosaic_recipe_flow(
         arguments["model_path"] = config.recipe_model(ModelRecipes(model_recipe))
     request = BuildAndPredictMosaicRecipeRequest.parse(**arguments)
     recipe = recipe_spec(request.model_recipe)
+    if model_path is None and recipe.packaged and request.model_recipe not in config.recipe_models:
+        # weights from the worker's installed package, written once under its output root
+        write_packaged_model(recipe, request.model_path, config.storage_options_for(request.model_path))
     check_model_task(request.model_recipe, request.model_path)
     crs = ({"crs_epsg": choose_crs(request.aoi)} if request.output_crs is None
            else {"crs_epsg": request.crs_epsg, "target_crs": request.target_crs})

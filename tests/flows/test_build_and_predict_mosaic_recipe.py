@@ -25,7 +25,7 @@ from rasterflow.engine.store import read_marker
 from rasterflow.enums import ModelRecipes
 from rasterflow.errors import InvalidParameterError
 
-STANDINS = {recipe: recipe_spec(recipe).standin for recipe in ModelRecipes}
+STANDINS = {recipe: recipe_spec(recipe).standin for recipe in ModelRecipes if recipe_spec(recipe).standin}
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +130,36 @@ def test_unreachable_model_says_how_to_point_the_recipe_elsewhere(stac_api, s2_a
     assert (url in message and "recipe_models: {ftw:" in message
             and recipe_spec(ModelRecipes.FTW).standin in message)
     assert not (tmp_path / "out").exists()
+
+
+def test_ukis_csmask_runs_offline_and_equals_csmask_on_its_mosaic(stac_api, s2_aoi, tmp_path):
+    """No stand-in: the real weights come from the installed ukis-csmask wheel (the csmask extra)."""
+    import numpy as np
+    from ukis_csmask.mask import CSmask
+
+    from rasterflow.engine.build_and_predict_mosaic_recipe import csmask
+
+    client = RasterflowClient(stac_config(stac_api, tmp_path / "out"))
+    recipe = recipe_spec(ModelRecipes.UKIS_CSMASK)
+    index_uri = client.build_and_predict_mosaic_recipe(s2_aoi, "2022-11-22", "2022-11-22",
+                                                        ModelRecipes.UKIS_CSMASK)
+    predictions = xr.open_zarr(gpd.read_parquet(index_uri).location[0])["variables"]
+    assert list(predictions.band.values) == ["clear", "cloud", "shadow"]
+    assert predictions.rio.crs.to_epsg() == 32721 and predictions.rio.transform().a == 30.0
+
+    marker = read_marker(gpd.read_parquet(index_uri).location[0])
+    model_path = marker.parameters["model_path"]
+    assert model_path.startswith(str(tmp_path / "out" / "models"))
+    assert model_path.endswith("-6b-l2a-23b28e94.onnx")
+    mosaic = xr.open_zarr(gpd.read_parquet(marker.parameters["store"]).location[0])["variables"]
+    values = mosaic.sel(band=list(recipe.features)).values[0]  # the latest scene, clouds kept
+    valid = ~np.isnan(values).all(axis=0)
+    image = np.moveaxis(np.nan_to_num(values, nan=0.0), 0, -1).astype(np.float32) / np.float32(10000)
+    reference = CSmask(image, band_order=list(csmask.BANDS), product_level="l2a", nodata_value=0,
+                       providers=["CPUExecutionProvider"]).csm[..., 0]
+    ours = predictions.values[0]
+    assert (ours.argmax(axis=0) == reference)[valid].mean() >= 0.999
+    assert np.isnan(ours[:, ~valid]).all()
+
+    again = client.build_and_predict_mosaic_recipe(s2_aoi, "2022-11-22", "2022-11-22", "ukis_csmask")
+    assert again == index_uri  # the model file was kept (same sha256), so the run is the same

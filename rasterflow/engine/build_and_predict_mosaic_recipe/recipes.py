@@ -12,7 +12,10 @@ where those say, and otherwise chosen here; each entry's ``notes`` says which.
 Weights are fetched from ``model_uri`` at run time; the config's
 ``recipe_models`` points a recipe at a mirror or a local file, and the
 stand-ins in rasterflow/models/standins/ (scripts/train_recipe_standins.py)
-have each public model's contract for offline use.
+have each public model's contract for offline use. A recipe whose weights
+ship inside a package (``packaged``: ukis-csmask) needs neither: its model
+file is written from the installed package under the output root
+(``packaged_model_uri``), where every worker of a run can read it.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ...enums import DatasetEnum, InferenceActorEnum, MergeModeEnum, ModelRecipes
+from .. import uris
 from ..grid import utm_epsg
 from ..vectors import read_aoi
+from . import csmask
 
 
 class PublicModel(BaseModel):
@@ -35,6 +40,19 @@ class PublicModel(BaseModel):
     source: str
     paper: str
     licence: str
+
+
+class PackagedWeights(BaseModel):
+    """Weights inside an installed package (an optional extra), and the store scaling its graph takes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    distribution: str
+    extra: str
+    bands: int
+    product_level: str
+    scale: float
+    offset: float = 0.0
 
 
 class RecipeSpec(BaseModel):
@@ -51,12 +69,15 @@ class RecipeSpec(BaseModel):
     clip_size: int
     max_batch_size: int
     resolution: float | None = None  # metres; None = the datasets' native resolution
-    model_uri: str
+    model_uri: str | None  # None: the weights are ``packaged``
+    packaged: PackagedWeights | None = None
     notes: str
 
     @property
-    def standin(self) -> str:
-        """The bundled stand-in with this recipe's contract (not the public model)."""
+    def standin(self) -> str | None:
+        """The bundled stand-in with this recipe's contract (not the public model); None when packaged."""
+        if self.packaged:
+            return None
         return str(resources.files("rasterflow").joinpath("models", "standins", f"{self.recipe.value}.pt2"))
 
     def mosaic_parameters(self, aoi: str, start: date, end: date, crs: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +178,34 @@ RECIPES: dict[ModelRecipes, RecipeSpec] = {
               "train ids differ). Patch and clip chosen here. The archive's file name follows the same "
               "organisation's naming: not verified offline.",
     ),
+    ModelRecipes.UKIS_CSMASK: RecipeSpec(
+        recipe=ModelRecipes.UKIS_CSMASK,
+        public_model=PublicModel(
+            name="UKIS-CSMASK (DLR) cloud and cloud-shadow segmentation, 6-band Level-2A U-Net",
+            source="https://github.com/dlr-eoc/ukis-csmask",
+            paper="Wieland, Li, Martinis, Remote Sensing of Environment 230 (2019), "
+                  "doi:10.1016/j.rse.2019.05.022; Wieland, Fichtner, Martinis, ISPRS Archives "
+                  "XLIII-B3-2022, 217-222, doi:10.5194/isprs-archives-XLIII-B3-2022-217-2022",
+            licence="Apache-2.0 (code and weights, in the ukis-csmask 1.0.0 wheel)",
+        ),
+        datasets=(DatasetEnum.S2_LATEST_ALL_BANDS,),
+        features=_bands(DatasetEnum.S2_LATEST_ALL_BANDS, ("B02", "B03", "B04", "B08", "B11", "B12")),
+        labels=csmask.LABELS,
+        actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH,
+        merge_mode=MergeModeEnum.TUKEY,
+        patch_size=csmask.PATCH_SIZE, clip_size=csmask.CLIP_SIZE, max_batch_size=8,
+        resolution=30.0,
+        model_uri=None,
+        packaged=PackagedWeights(distribution=csmask.DISTRIBUTION, extra=csmask.EXTRA, bands=6,
+                                 product_level="l2a", scale=csmask.S2_SCALE),
+        notes="Everything as CSmask does it: blue, green, red, nir, swir16, swir22 (the 6-band model, the "
+              "more accurate), surface reflectance (the L2A graph; the store's reflectance x 10000 is "
+              "divided "
+              "inside the model file), 256 px tiles overlapping by 0.2 with mirrored edges and a Tukey blend "
+              "(TUKEY, clip 51), labels 0 clear, 1 cloud, 2 shadow. 30 m and nearest-neighbour resampling "
+              "as the package's README advises. The scenes are the latest acquisition on top, clouds kept "
+              "(a median would have none left); batch 8 chosen here.",
+    ),
 }
 
 
@@ -168,6 +217,25 @@ def aoi_native_crs(aoi: str, storage_options: dict[str, Any]) -> tuple[int, bool
     """``native_crs_epsg`` of the AOI file at ``aoi``."""
     frame = read_aoi(aoi, storage_options)
     return native_crs_epsg(frame.to_crs(4326).union_all())
+
+
+def packaged_model_uri(spec: RecipeSpec, output_root: str) -> str:
+    """Where the packaged recipe's model file goes (named by package version and scaling).
+
+    Raises, naming the extra, when the package is not installed.
+    """
+    assert spec.packaged is not None
+    w = spec.packaged
+    name = csmask.model_name(w.bands, w.product_level, w.scale, w.offset,
+                             csmask.installed_version("model_recipe", spec.recipe.value))
+    return uris.join(output_root, "models", name)
+
+
+def write_packaged_model(spec: RecipeSpec, uri: str, storage_options: dict | None = None) -> str:
+    """The packaged recipe's model file at ``uri`` (written once; an existing one is kept)."""
+    assert spec.packaged is not None
+    w = spec.packaged
+    return csmask.csmask_model(uri, w.bands, w.product_level, w.scale, w.offset, storage_options)
 
 
 def native_crs_epsg(aoi_4326) -> tuple[int, bool]:

@@ -3,7 +3,8 @@
 A named dataset resolves to two things the mosaic engine already understands:
 a tile index (the STAC items of a collection, found by ``engine.stac``) and a
 compositing rule (``engine.composite``): the median of cloud-masked
-observations for Sentinel-2, the most recent acquisition on top for NAIP.
+observations for the Sentinel-2 medians, the most recent acquisition on top
+for NAIP and for the Sentinel-2 scenes that cloud masks are made from.
 Everything else (grid, partitions, warped reads, stores, index) is the
 build-gti-mosaic machinery.
 
@@ -122,6 +123,19 @@ def _s2(dataset: DatasetEnum, bands: tuple[str, ...], season: Season) -> Dataset
     )
 
 
+def _s2_latest(dataset: DatasetEnum, bands: tuple[str, ...]) -> DatasetSpec:
+    """Scenes as they were seen: the latest acquisition on top, clouds and shadows kept, no cover limit.
+
+    What a cloud mask needs (a median of SCL-masked scenes has no clouds left
+    to find); harmonised like the medians, so values are reflectance x 10000.
+    """
+    return DatasetSpec(
+        dataset=dataset, source=DatasetSource(stac_url=EARTH_SEARCH, collection="sentinel-2-l2a"),
+        bands=tuple(Band(name=b, asset=_S2_ASSETS[b]) for b in bands), resolution=10.0, dtype="float32",
+        nodata=0, rule=Rule.LATEST, season=Season.YEAR, harmonize=True,
+    )
+
+
 def _naip(dataset: DatasetEnum, resolution: float) -> DatasetSpec:
     # Earth Search's NAIP assets live in a requester-pays bucket.
     return DatasetSpec(
@@ -136,6 +150,7 @@ CATALOG: dict[DatasetEnum, DatasetSpec] = {
     DatasetEnum.S2_MED_WINDOWED_PIXEL: _s2(DatasetEnum.S2_MED_WINDOWED_PIXEL, S2_BANDS, Season.YEAR),
     DatasetEnum.S2_MED_WINDOWED_PIXEL_ALL_BANDS: _s2(DatasetEnum.S2_MED_WINDOWED_PIXEL_ALL_BANDS,
                                                      S2_ALL_BANDS, Season.YEAR),
+    DatasetEnum.S2_LATEST_ALL_BANDS: _s2_latest(DatasetEnum.S2_LATEST_ALL_BANDS, S2_ALL_BANDS),
     DatasetEnum.S2_MED_PLANTING: _s2(DatasetEnum.S2_MED_PLANTING, S2_BANDS, Season.PLANTING),
     DatasetEnum.S2_MED_HARVEST: _s2(DatasetEnum.S2_MED_HARVEST, S2_BANDS, Season.HARVEST),
     DatasetEnum.NAIP_30CM: _naip(DatasetEnum.NAIP_30CM, 0.3),

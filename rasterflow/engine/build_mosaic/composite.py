@@ -11,8 +11,9 @@ Two rules (``catalog.Rule``):
   of valid observations is written as ``N_VALID_PIXELS``. An observation is
   valid when its class is not masked and every band has data, so all bands
   of a pixel are medians over the same scenes.
-- LATEST (NAIP): the mosaic engine's own compositing with scenes in ascending
-  acquisition time, so the most recent valid pixel is on top.
+- LATEST (NAIP, Sentinel-2 scenes): the mosaic engine's own compositing with
+  scenes in ascending acquisition time, so the most recent valid pixel is on
+  top; Sentinel-2 scenes are harmonised one by one first.
 
 Work and memory. A partition is composited chunk by chunk (``shards``: every
 core on its chunks, the shard streamed), each chunk reading only the scenes
@@ -244,7 +245,19 @@ def median_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene],
 def latest_composite(grid: Grid, spec: DatasetSpec, scenes: list[Scene], dtype: str, nodata: float,
                      storage_options_for: uris.OptionsFor = uris.no_options, at: WarpAt = EXACT_AT_ORIGIN
                      ) -> np.ndarray:
-    """(bands, rows, cols): the most recent valid acquisition on top."""
+    """(bands, rows, cols): the most recent valid acquisition on top.
+
+    Scenes that need their own treatment (a harmonisation offset, a class
+    mask) are read one by one and laid oldest first; otherwise GDAL's mosaic
+    does it in one pass.
+    """
+    if spec.mask_asset or any(scene.offset for scene in scenes):
+        out = np.full((len(spec.bands), grid.height, grid.width), nodata, dtype=dtype)
+        for scene in scenes:
+            observation = read_observation(grid, spec, scene, storage_options_for=storage_options_for, at=at)
+            seen = ~np.isnan(observation).any(axis=0)
+            out[:, seen] = observation[:, seen]
+        return out
     out = np.full((len(spec.bands), grid.height, grid.width), nodata, dtype=dtype)
     scenes = [s for s in scenes if s.reaches(grid)]
     if not scenes:

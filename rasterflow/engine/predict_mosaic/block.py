@@ -20,7 +20,7 @@ from .. import uris
 from ..partitions import Window
 from ..store import open_data_array, write_window
 from .model import BatchRunner, LoadedModel, fetch_model, file_sha256, load_model, resolve_device
-from .patches import AxisTiling, BlockTiling, block_tiling
+from .patches import AxisTiling, BlockTiling, block_tiling, mirror_index
 from .plan import InferBlockJob, InferenceSpec
 from .scratch import Patch, load_shared, save_shared
 
@@ -56,10 +56,14 @@ def read_block_input(job: InferBlockJob, read: tuple[int, int, int, int],
                      storage_options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features of the read window (slices stacked on channels, nodata -> 0) and pixel validity.
 
-    Parts of the window past the image (an axis shorter than one patch) are
+    Parts of the window past the image are the image mirrored at its edge
+    under TUKEY (``patches``), and otherwise (an axis shorter than one patch)
     zeros and invalid.
     """
     r0, r1, c0, c1 = read
+    outside = r0 < 0 or c0 < 0 or r1 > job.height or c1 > job.width
+    if outside and job.spec.merge_mode == MergeModeEnum.TUKEY:
+        return _read_mirrored(job, read, storage_options)
     rr, cc = min(r1, job.height) - r0, min(c1, job.width) - c0
     n_feat = len(job.feature_indexes)
     data = np.zeros((n_feat * len(job.input_times), r1 - r0, c1 - c0), np.float32)
@@ -83,6 +87,17 @@ def read_block_input(job: InferBlockJob, read: tuple[int, int, int, int],
         pixel_valid = ~missing.all(axis=0)
         valid[:rr, :cc] = pixel_valid if s == 0 else valid[:rr, :cc] & pixel_valid
     return data, valid
+
+
+def _read_mirrored(job: InferBlockJob, read: tuple[int, int, int, int],
+                   storage_options: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    """``read_block_input`` of a window past the image: the image pixels it mirrors, read as a box."""
+    r0, r1, c0, c1 = read
+    rows, cols = mirror_index(np.arange(r0, r1), job.height), mirror_index(np.arange(c0, c1), job.width)
+    box = (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)
+    data, valid = read_block_input(job, box, storage_options)
+    take_rows, take_cols = np.ix_(rows - box[0], cols - box[2])
+    return np.ascontiguousarray(data[:, take_rows, take_cols]), valid[take_rows, take_cols]
 
 
 class _Merger:

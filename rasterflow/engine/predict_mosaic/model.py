@@ -1,4 +1,7 @@
-"""PyTorch models: fetched once, checked (model_check), loaded once per device, run in batches.
+"""Models: fetched once, checked (model_check), loaded once per device, run in batches.
+
+PyTorch programs run as torch modules; ONNX models run on onnxruntime behind
+the same interface (onnx_model).
 
 A model is loaded once per process and device and shared by the tasks of a
 run; forward passes on a device are serialised by a lock, so concurrent block
@@ -22,6 +25,7 @@ import numpy as np
 from ...errors import InvalidParameterError
 from .. import uris
 from .model_check import ACCEPTED, ModelFormat, check_pt2_archive, model_format, refuse
+from .onnx_model import load_onnx, onnxruntime_has_cuda
 
 # ---------------------------------------------------------------- fetching
 
@@ -91,12 +95,17 @@ class LoadedModel:
     timed: dict[tuple[int, ...], float] = field(default_factory=dict, repr=False)
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without one is an error."""
+def resolve_device(device: str, fmt: ModelFormat | None = None) -> str:
+    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without one is an error.
+
+    For an ONNX model a GPU is usable when onnxruntime has its CUDA provider
+    too (onnxruntime-gpu); explicit ``cuda`` without it fails when the model loads.
+    """
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        usable = torch.cuda.is_available() and (fmt != "onnx" or onnxruntime_has_cuda())
+        return "cuda" if usable else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InvalidParameterError("device", device, "no CUDA GPU is available to this process "
@@ -132,6 +141,10 @@ def _load(path: Path, device: str, shown: str) -> LoadedModel:
     import torch
 
     fmt = model_format(path, shown)
+    if fmt == "onnx":
+        runner, (batch, channels, h, w) = load_onnx(path, device, shown)
+        return LoadedModel(module=runner, device=device, format=fmt, source=shown, static_batch=batch,
+                           static_channels=channels, static_hw=(h, w))
     if fmt == "torchscript":
         try:
             module = torch.jit.load(str(path), map_location=device).eval()

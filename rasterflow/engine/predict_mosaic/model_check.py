@@ -34,6 +34,20 @@ TorchScript is accepted as the issue asks, with less to promise: its
 are imported), but the archive carries TorchScript code, and PyTorch has no
 safe mode for ``torch.jit.load`` (SECURITY.md: treat TorchScript like code;
 pytorch/pytorch#143403). Use TorchScript models from sources you trust.
+
+ONNX (``.onnx``, a protobuf ``ModelProto``) holds data, not code: parsing
+it builds messages and never imports or calls anything. What an ONNX file
+can still ask of a runtime is to load a shared library (custom-op domains,
+which onnxruntime runs only after ``register_custom_ops_library``, which we
+never call) and to read other files (tensors stored as "external data" at a
+path the file names, relative or not). ``check_onnx_model`` parses the file
+with ``onnx`` (without following external data) and refuses, before
+onnxruntime sees it: operators outside the standard domains (``ai.onnx``,
+``ai.onnx.ml``) and onnxruntime's built-in ``com.microsoft`` contrib ops,
+unless they call a function defined in the file whose body passes the same
+rule (checked recursively, subgraphs of If/Loop/Scan included); any tensor
+stored outside the file; more than one input or output; an input that is not
+a 4-d float32 tensor.
 """
 
 from __future__ import annotations
@@ -48,12 +62,16 @@ from typing import Any, Literal
 
 from ...errors import InvalidParameterError
 
-ModelFormat = Literal["pt2", "torchscript"]
+ModelFormat = Literal["pt2", "torchscript", "onnx"]
 ACCEPTED = (
-    "a torch.export archive (.pt2 written by torch.export.save) or a TorchScript archive "
-    "(torch.jit.save); export a checkpoint with torch.export.export(model.eval(), (example,), "
-    "dynamic_shapes=...) then torch.export.save"
+    "a torch.export archive (.pt2 written by torch.export.save), a TorchScript archive "
+    "(torch.jit.save) or an ONNX model (.onnx, one file, standard operators; runs with onnxruntime: "
+    "pip install 'rasterflow[onnx]'); export a checkpoint with torch.export.export(model.eval(), "
+    "(example,), dynamic_shapes=...) then torch.export.save"
 )
+ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+_ONNX_FLOAT = 1  # TensorProto.FLOAT
+_ONNX_FIELD1_VARINT = 0x08  # how a serialised ModelProto starts: field 1 (ir_version), a varint
 _PICKLE_PROTOCOL_MARK = b"\x80"  # PROTO opcode: how every pickle of protocol >= 2 starts
 
 
@@ -70,7 +88,9 @@ def model_format(path: Path, shown: str | None = None) -> ModelFormat:
         if head[:1] == _PICKLE_PROTOCOL_MARK:
             raise refuse(shown, "is a pickle stream (pickle.dump or a legacy torch.save); loading it would "
                                  "run code named in the file, so it is refused unread")
-        raise refuse(shown, "is not a PyTorch model archive (not a zip file)")
+        if head[:1] == bytes([_ONNX_FIELD1_VARINT]) or shown.lower().split("?", 1)[0].endswith(".onnx"):
+            return "onnx"  # parsed (and refused if it is not one) by check_onnx_model
+        raise refuse(shown, "is not a PyTorch model archive (not a zip file) nor an ONNX model")
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         prefix = _single_prefix(names)
@@ -218,3 +238,103 @@ def _check_sympy_literal(text: str, shown: str) -> None:
             ok = False
         if not ok:
             raise refuse(shown, f"has a shape expression that is not a plain sympy literal: {text[:80]!r}")
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def check_onnx_model(path: Path, shown: str | None = None) -> Any:
+    """The parsed ``ModelProto`` once nothing in it reaches outside the file or past standard operators.
+
+    See the module docstring. Raises when the ``onnx`` package is missing,
+    naming the extra that brings it.
+    """
+    shown = shown or str(path)
+    onnx = import_onnx_support(shown, "onnx")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # a protobuf DecodeError, or a truncated file
+        raise refuse(shown, f"is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise refuse(shown, "is not an ONNX model (no graph)")
+    functions = {(f.domain, f.name) for f in model.functions}
+    for domain in [o.domain for o in model.opset_import]:
+        if domain not in ONNX_DOMAINS and not any(d == domain for d, _ in functions):
+            raise refuse(shown, f"imports the operator domain {domain!r}, which needs a custom-op library; "
+                                "only the standard ONNX domains and onnxruntime's com.microsoft ops are run")
+    graphs = [model.graph] + [_function_as_graph(onnx, f) for f in model.functions]
+    for graph in _walk_graphs(onnx, graphs):
+        _check_onnx_graph(onnx, graph, functions, shown)
+    _check_onnx_signature(model.graph, shown)
+    return model
+
+
+def import_onnx_support(shown: str, module: str) -> Any:
+    """``onnx`` or ``onnxruntime``, or a refusal naming the extra that installs them."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InvalidParameterError(
+            "model_path", shown, f"is an ONNX model, and running one needs the {module} package",
+            "pip install 'rasterflow[onnx]' (onnx and onnxruntime; onnxruntime-gpu for CUDA)",
+        ) from None
+
+
+def _function_as_graph(onnx: Any, function: Any) -> Any:
+    return onnx.helper.make_graph(list(function.node), function.name, [], [])
+
+
+def _walk_graphs(onnx: Any, graphs: list[Any]):
+    """Every graph and subgraph (If/Loop/Scan bodies), depth first."""
+    stack = list(graphs)
+    while stack:
+        graph = stack.pop()
+        yield graph
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    stack.extend(attr.graphs)
+
+
+def _check_onnx_graph(onnx: Any, graph: Any, functions: set[tuple[str, str]], shown: str) -> None:
+    tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
+    for node in graph.node:
+        if node.domain not in ONNX_DOMAINS and (node.domain, node.op_type) not in functions:
+            raise refuse(shown, f"uses the operator {node.domain}::{node.op_type} (node {node.name!r}), "
+                                "which needs a custom-op library; only the standard ONNX domains, "
+                                "onnxruntime's com.microsoft ops and functions defined in the file are run")
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                tensors.append(attr.t)
+            elif attr.type == onnx.AttributeProto.TENSORS:
+                tensors.extend(attr.tensors)
+            elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+                tensors.append(attr.sparse_tensor.values)
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise refuse(shown, f"stores the tensor {tensor.name!r} outside the file (external data at "
+                                f"{where!r}); save it whole with onnx.save_model(model, path, "
+                                "save_as_external_data=False)")
+
+
+def _check_onnx_signature(graph: Any, shown: str) -> None:
+    """One 4-d float32 input (initialisers that old exporters list as inputs are not) and one output."""
+    constants = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in constants]
+    if len(inputs) != 1:
+        raise refuse(shown, f"takes {len(inputs)} inputs; one (B, C, H, W) float32 tensor is expected")
+    tensor_type = inputs[0].type.tensor_type
+    if tensor_type.elem_type != _ONNX_FLOAT:
+        raise refuse(shown, f"takes an input of ONNX element type {tensor_type.elem_type}; float32 (1) is "
+                            "expected")
+    rank = len(tensor_type.shape.dim)
+    if tensor_type.HasField("shape") and rank != 4:
+        raise refuse(shown, f"takes a {rank}-d input; a (B, C, H, W) tensor is expected")
+    if len(graph.output) != 1:
+        raise refuse(shown, f"returns {len(graph.output)} outputs; one (B, labels, H, W) tensor is "
+                            "expected")

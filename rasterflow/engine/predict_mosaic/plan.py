@@ -237,9 +237,9 @@ def patch_seconds(request: PredictMosaicRequest, batch: int,
 def checked_model(request: PredictMosaicRequest, storage_options_for: uris.OptionsFor
                   ) -> tuple[LoadedModel, str, str]:
     """(model, its sha256, the device) once the file is known not to be a pickle."""
-    device = resolve_device(request.device)
     local = fetch_model(request.model_path, storage_options_for(request.model_path))
-    model_format(local, request.model_path)  # refuses pickles before anything else reads the file
+    fmt = model_format(local, request.model_path)  # refuses pickles before anything else reads the file
+    device = resolve_device(request.device, fmt)
     sha = file_sha256(local)
     return load_model(local, sha, device, shown=request.model_path), sha, device
 

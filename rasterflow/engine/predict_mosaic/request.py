@@ -34,8 +34,10 @@ class PredictMosaicRequest(Request):
         "A store URI, or an index GeoParquet (any workflow's answer): every store in its `location` column "
         "is predicted, into one prediction store each."))]
     model_path: Annotated[Uri, Field(description=(
-        "The model: a local path or fsspec URL of a `torch.export` archive (`.pt2`, `torch.export.save`) "
-        "or a TorchScript archive (`torch.jit.save`), taking (B, C, H, W) float32 and returning (B, "
+        "The model: a local path or fsspec URL of a `torch.export` archive (`.pt2`, `torch.export.save`), "
+        "a TorchScript archive (`torch.jit.save`) or an ONNX model (`.onnx`, one self-contained file of "
+        "standard operators, run by onnxruntime: `pip install 'rasterflow[onnx]'`), taking (B, C, H, W) "
+        "float32 and returning (B, "
         "len(labels), H, W). Remote files are copied once to a local cache (`RASTERFLOW_MODEL_CACHE`, "
         "default under the temporary folder). Pickles (`torch.save` checkpoints, `pickle.dump`) are refused "
         "unread."))]
@@ -70,7 +72,10 @@ class PredictMosaicRequest(Request):
         "How overlapping patches merge. `CLIP`: each pixel from the one patch whose clipped centre covers "
         "it. `WEIGHTED_AVERAGE`: patches overlap by half their centre; each weighs its centre with a Hann "
         "window (zero in the clipped margin), values are normalised by the summed weights; about four times "
-        "the forward passes of `CLIP`."))]
+        "the forward passes of `CLIP`. `TUKEY`: patches overlap by `clip_size + 1` pixels, start "
+        "`clip_size` before the image and see it mirrored past its edges, and blend with a Tukey window "
+        "whose tapers are `clip_size` pixels (a partition of unity); ukis-csmask's tiling with "
+        "`clip_size = int(0.2 * patch_size)`; needs `clip_size >= 1`."))]
     select_labels: Annotated[list[str] | None, Field(description=(
         "Write only these labels, in this order (after the softmax over all of them); None writes them "
         "all."))] = None
@@ -91,6 +96,14 @@ class PredictMosaicRequest(Request):
             raise ValueError(f"2 * clip_size must be less than patch_size={patch} so each patch keeps a "
                              f"centre (valid: 0..{(patch - 1) // 2}, and at least the model's "
                              "receptive-field radius)")
+        return value
+
+    @field_validator("merge_mode")
+    @classmethod
+    def _tukey_taper(cls, value: MergeModeEnum, info: ValidationInfo) -> MergeModeEnum:
+        if value == MergeModeEnum.TUKEY and info.data.get("clip_size") == 0:
+            raise ValueError("TUKEY blends over tapers of clip_size pixels: it needs clip_size >= 1 (e.g. "
+                             "int(0.2 * patch_size), as ukis-csmask)")
         return value
 
     @field_validator("select_labels")

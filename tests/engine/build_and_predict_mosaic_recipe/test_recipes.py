@@ -16,7 +16,8 @@ from rasterflow.enums import InferenceActorEnum, ModelRecipes
 def test_every_recipe_has_an_entry_naming_its_public_model():
     assert set(RECIPES) == set(ModelRecipes)
     for recipe, spec in RECIPES.items():
-        assert spec.recipe == recipe and spec.model_uri.startswith("https://")
+        # Public weights at a URL, or inside an installed package (offline).
+        assert spec.recipe == recipe and (spec.model_uri or "").startswith("https://") != bool(spec.packaged)
         assert spec.public_model.source.startswith("https://github.com/") and spec.public_model.licence
         assert 2 * spec.clip_size < spec.patch_size
         # Features are bands of the recipe's own datasets.
@@ -33,7 +34,21 @@ def test_ftw_is_planting_then_harvest_rgbn():
     assert (spec.patch_size, spec.clip_size) == (256, 32)
 
 
-@pytest.mark.parametrize("recipe", list(ModelRecipes))
+def test_ukis_csmask_is_the_references_contract():
+    from rasterflow.engine.build_and_predict_mosaic_recipe import csmask
+    from rasterflow.enums import DatasetEnum, MergeModeEnum
+
+    spec = recipe_spec(ModelRecipes.UKIS_CSMASK)
+    bands = ("B02", "B03", "B04", "B08", "B11", "B12")
+    assert spec.features == tuple(f"s2latest_all_bands:{b}" for b in bands)
+    assert spec.labels == ("clear", "cloud", "shadow") and spec.merge_mode == MergeModeEnum.TUKEY
+    assert (spec.patch_size, spec.clip_size, spec.resolution) == (256, 51, 30.0)
+    assert spec.datasets == (DatasetEnum.S2_LATEST_ALL_BANDS,) and spec.standin is None
+    assert spec.packaged is not None and (spec.packaged.bands, spec.packaged.product_level) == (6, "l2a")
+    assert spec.packaged.extra == csmask.EXTRA == "csmask"
+
+
+@pytest.mark.parametrize("recipe", [r for r in ModelRecipes if not recipe_spec(r).packaged])
 def test_standin_has_the_recipes_contract(recipe):
     spec = recipe_spec(recipe)
     path = Path(spec.standin)

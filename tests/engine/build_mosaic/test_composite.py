@@ -140,6 +140,27 @@ def test_all_bands_resampled_to_10m(items, s2_grid):
     assert one.shape == (13, s2_grid.height, s2_grid.width)
 
 
+def test_sentinel2_scenes_latest_on_top_harmonised_clouds_kept(stac_sample, s2_grid):
+    """S2_LATEST_ALL_BANDS: each pixel from the newest scene with data, offset removed, SCL not applied."""
+    latest = CATALOG[DatasetEnum.S2_LATEST_ALL_BANDS]
+    scenes = [_scene(it) for it in s2_items(stac_sample)]  # every scene: no cloud-cover limit either
+    assert any(s.offset for s in scenes) and any(not s.offset for s in scenes)
+    got = latest_composite(s2_grid, latest, scenes, "float32", np.nan)
+    expected = np.full_like(got, np.nan)
+    for scene in scenes:  # oldest first, as the tile index sorts them
+        observation = np.stack([_read_band(scene.hrefs[b.asset], s2_grid) for b in latest.bands])
+        seen = (observation != 0).all(axis=0)
+        expected[:, seen] = np.maximum(observation[:, seen] + scene.offset, 0)
+    np.testing.assert_array_equal(got, expected)
+
+
+def _read_band(href: str, grid: Grid) -> np.ndarray:
+    """One band on the 10 m grid the plain way (nearest: 20 and 60 m pixels repeated)."""
+    with rasterio.open(href) as src:
+        factor = grid.width // src.width
+        return src.read(1).astype("float32").repeat(factor, axis=0).repeat(factor, axis=1)
+
+
 def test_latest_acquisition_on_top(stac_sample):
     """NAIP-like: rgbn_suba is the 2019 acquisition, rgbn_subb 2018; suba wins in the overlap."""
     folder = stac_sample["naip"]

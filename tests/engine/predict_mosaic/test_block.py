@@ -237,3 +237,53 @@ def test_a_static_batch_model_needs_that_batch_size(small_store, work):
     got, _, _ = run(small_store, path, work / "static", max_batch_size=4)  # the last batch is padded
     valid = (image != 0).any(axis=0)
     assert np.abs(got[0][:, valid] - softmax(whole_image(net, image))[:, valid]).max() <= 1e-5
+
+
+def test_tukey_reproduces_ukis_csmasks_own_tiling(small_store, seg_model, work):
+    """TUKEY against the reference's tile_array/untile_array (smooth blending) around the same model.
+
+    ukis_csmask.utils is the code CSmask tiles with: overlap 0.2 of 66 px patches is a pad (clip_size)
+    of 13 and a hop of 52, and mirrored ("symmetric") padding at the image edges. (66, like CSmask's 256:
+    the reference's taper, 0.2 * (patch - 1) px, is then whole, and its blend a partition of unity.)
+    """
+    from ukis_csmask.utils import tile_array, untile_array
+
+    net, path = seg_model
+    image = open_store(small_store)["variables"].values[0].astype(np.float32)
+    tiles = tile_array(np.moveaxis(image, 0, -1), xsize=66, ysize=66, overlap=0.2)
+    with torch.inference_mode():
+        probs = torch.softmax(net.eval()(torch.from_numpy(np.moveaxis(tiles, -1, 1).copy())), dim=1).numpy()
+    expected = np.moveaxis(untile_array(np.moveaxis(probs, 1, -1), (*image.shape[1:], 2), overlap=0.2,
+                                        smooth_blending=True), -1, 0)
+    valid = (image != 0).any(axis=0)
+    for m, b in [(1, 16), (4, 5)]:  # small blocks (mirrored reads at each edge), then large ones
+        got, _, _ = run(small_store, path, work / f"tukey-{m}-{b}", merge_mode=MergeModeEnum.TUKEY,
+                        patch_size=66, clip_size=13, xy_block_multiplier=m, max_batch_size=b)
+        assert np.abs(got[0][:, valid] - expected[:, valid]).max() <= 1e-5
+        assert np.isnan(got[0][:, ~valid]).all()
+
+
+def test_an_onnx_model_predicts_like_its_torch_twin(small_store, work):
+    """The same net as .pt2 and as .onnx (fetched through fsspec): the same stores, within float rounding."""
+    import fsspec
+    from predict_fixtures import onnx_fcn
+
+    net = Fcn(3, 2)
+    pt2 = export(net, work / "twin.pt2", 3)
+    fsspec.filesystem("memory").pipe("/models/twin.onnx", onnx_fcn(net, work / "twin.onnx").read_bytes())
+    image = open_store(small_store)["variables"].values[0].astype(np.float32)
+    valid = (image != 0).any(axis=0)
+    for mode in (MergeModeEnum.WEIGHTED_AVERAGE, MergeModeEnum.TUKEY):
+        from_pt2, _, _ = run(small_store, pt2, work / f"twin-pt2-{mode.value}", merge_mode=mode)
+        from_onnx, _, plan = run(small_store, "memory://models/twin.onnx", work / f"twin-onnx-{mode.value}",
+                                 merge_mode=mode)
+        assert plan.provenance["inputs"]["model_format"] == "onnx"
+        assert np.abs(from_onnx[0][:, valid] - from_pt2[0][:, valid]).max() <= 1e-5
+    expected = softmax(whole_image(net, image))
+    assert np.abs(from_onnx[0][:, valid] - expected[:, valid]).max() > 0  # TUKEY mirrors: not one pass
+
+
+def test_tukey_needs_a_taper(small_store, seg_model, work):
+    with pytest.raises(InvalidParameterError, match="clip_size >= 1") as err:
+        run(small_store, seg_model[1], work / "tukey-0", merge_mode=MergeModeEnum.TUKEY, clip_size=0)
+    assert err.value.param == "merge_mode" and not (work / "tukey-0").exists()

@@ -64,3 +64,42 @@ def test_a_block_reads_only_what_its_patches_need(mode):
     assert r1 - r0 <= 128 + 2 * 64 and c1 - c0 <= 128 + 2 * 64
     # Every pixel of the block has a contributing patch among the selected ones.
     assert rows.start[tiling.rows].min() <= 128 and rows.end[tiling.rows].max() >= 256
+
+
+TUKEY = MergeModeEnum.TUKEY
+
+
+@pytest.mark.parametrize("n", [1, 20, 64, 255, 256, 1001])
+@pytest.mark.parametrize("patch,clip", [(256, 51), (64, 12), (32, 1), (16, 7)])
+def test_tukey_weights_are_a_partition_of_unity_over_the_image(n, patch, clip):
+    axis = AxisTiling(n, patch, clip, TUKEY)
+    total = np.zeros(n)
+    for i, o in enumerate(axis.origins):
+        w = axis.weights(i).astype(np.float64)
+        lo, hi = max(o, 0), min(o + patch, n)
+        total[lo:hi] += w[lo - o : hi - o]
+        positive = np.flatnonzero(w[lo - o : hi - o] > 0) + lo
+        assert positive.min() >= axis.start[i] and positive.max() < axis.end[i]
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_tukey_is_ukis_csmasks_tiling():
+    """Origins and window of ukis_csmask.utils.tile_array/untile_array (overlap 0.2, smooth blending)."""
+    from scipy.signal.windows import tukey
+
+    patch, overlap, n = 256, 0.2, 768
+    pad, step = int(patch * overlap), int(patch - patch * overlap)
+    # tile_array pads pad before and patch + 1 + pad after, then takes every tile that fits.
+    reference = [k * step - pad for k in range((n + 2 * pad + patch + 1 - patch) // step + 1)]
+    axis = AxisTiling(n, patch, pad, TUKEY)
+    weighing = [o for o in reference if o < n - 1]  # the others weigh no image pixel
+    assert axis.origins.tolist() == weighing
+    np.testing.assert_allclose(axis.weights(0), tukey(patch, alpha=overlap * 2), atol=1e-7)
+
+
+def test_mirror_index_is_numpys_symmetric_padding():
+    from rasterflow.engine.predict_mosaic.patches import mirror_index
+
+    for n in (1, 2, 7):
+        padded = np.pad(np.arange(n), 3 * n, mode="symmetric")
+        assert mirror_index(np.arange(-3 * n, 4 * n), n).tolist() == padded.tolist()
