@@ -22,18 +22,18 @@ What runs:
   anchor. Debian's GDAL 3.6 has no (Geo)Parquet driver, so like-for-like
   output means a file: GPKG, and as a variant FlatGeobuf, its fastest file
   format here (about as fast as the Memory driver, which writes nothing).
-* rasterflow: ``vectorize_mosaic(store, ["red"], threshold,
-  vectorize_config={"stats": False, "connectivity": c}, vector_crs=None)``: the
-  same job (polygons in the raster's CRS, no statistics), default 4-chunk
-  blocks (2048 px), the default thread task runner on all cores, with
-  ``process_pool: true`` (opt-in) so polygonize tasks run in the engine's
-  process pool (GDAL's polygonize holds the GIL). One untimed call first (it starts Prefect's
-  embedded server and the pool's worker processes), then ``--runs`` timed
-  calls, each into a fresh ``output_uri`` so the cache never answers. Its
-  output is a GeoParquet file.
-* rasterflow's engine alone: the same engine steps in a thread pool of all
-  cores (polygonize in the same process pool), no Prefect: the per-pixel work
-  without the orchestration, printed so that a size choice cannot hide it.
+* rasterflow, the headline: ``vectorize_mosaic(store, ["red"], threshold)``
+  at its defaults (stats on, polygons in EPSG:4326, default 4-chunk blocks of
+  2048 px grouped into tasks by ``task_pixels``, the thread task runner, no
+  process pool), as a new user calls it; ``--connectivity 8`` adds only that.
+  Labelled variants follow: ``vector_crs=None`` (the same job as gdal: the
+  raster's CRS; its polygons are the ones compared), that with ``stats`` off,
+  and that with ``process_pool: true``. One untimed call first (it starts
+  Prefect's embedded server), then ``--runs`` timed calls, each into a fresh
+  ``output_uri`` so the cache never answers. Its output is a GeoParquet file.
+* rasterflow's engine alone at the defaults: plan, each group's blocks on the
+  block threads, merge; no Prefect: the per-pixel work without the
+  orchestration, printed so that a size choice cannot hide it.
 * ``--resolution 2.5`` makes the raster 4x larger (9604 x 12002 px) from the
   same sample: a user's area is bigger than the bundled sample, and Prefect's
   fixed cost per run (about a second here) weighs less.
@@ -89,6 +89,7 @@ from cputime import cpu_seconds
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "rasterflow" / "samples" / "landsat8_iguazu"
 OUT = REPO / "benchmarks" / "out" / "vectorize_mosaic_vs_gdal_polygonize"
+NATIVE = "rasterflow, vector_crs=None (gdal's CRS)"
 
 
 def require_gdal_polygonize() -> str:
@@ -114,11 +115,11 @@ def quiet_prefect(home: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def client(output_uri: Path):
+def client(output_uri: Path, **config):
     from rasterflow.client import RasterflowClient
     from rasterflow.config import RasterflowConfig
 
-    return RasterflowClient(RasterflowConfig(output_uri=str(output_uri), process_pool=True))
+    return RasterflowClient(RasterflowConfig(output_uri=str(output_uri), **config))
 
 
 def build_mosaic(resolution: float) -> str:
@@ -163,35 +164,37 @@ def run_gdal(gdal_polygonize: str, binary: Path, dst: Path, connectivity: int, d
     return time.perf_counter() - start
 
 
-def run_rasterflow(store: str, threshold: float, connectivity: int, output_uri: Path) -> tuple[float, str]:
-    c = client(output_uri)
+def run_rasterflow(store: str, threshold: float, connectivity: int, output_uri: Path, config: dict,
+                   **call) -> tuple[float, str]:
+    """One vectorize_mosaic call: the defaults but for ``connectivity`` (4 is the default) and ``call``."""
+    c = client(output_uri, **config)
+    options = {"vectorize_config": {"connectivity": connectivity}} if connectivity != 4 else {}
     start = time.perf_counter()
-    uri = c.vectorize_mosaic(store, ["red"], threshold, vector_crs=None,
-                             vectorize_config={"stats": False, "connectivity": connectivity})
+    uri = c.vectorize_mosaic(store, ["red"], threshold, **(options | call))
     return time.perf_counter() - start, uri
 
 
 def run_engine(store: str, threshold: float, connectivity: int, output_uri: Path) -> dict[str, float]:
-    """The flow's engine calls in a thread pool of all cores, polygonize in the process pool, no Prefect."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from rasterflow.engine.processes import run_in_process
-    from rasterflow.engine.vectorize_mosaic import merge, polygonize
+    """The flow's engine calls at the defaults (stats on, default task size, EPSG:4326), no Prefect."""
+    from rasterflow.engine.groups import default_workers
+    from rasterflow.engine.vectorize_mosaic import merge
     from rasterflow.engine.vectorize_mosaic import plan as planning
+    from rasterflow.engine.vectorize_mosaic.group import polygonize_group
     from rasterflow.params import VectorizeMosaicParams
 
-    params = VectorizeMosaicParams.parse(store=store, features=["red"], threshold=threshold, vector_crs=None,
-                                         vectorize_config={"stats": False, "connectivity": connectivity})
+    options = {"vectorize_config": {"connectivity": connectivity}} if connectivity != 4 else {}
+    params = VectorizeMosaicParams.parse(store=store, features=["red"], threshold=threshold, **options)
     steps = {}
     t = time.perf_counter()
     plan = planning.plan_vectorize(params, str(output_uri))
     planning.create_output(plan)
     steps["plan + create output"] = time.perf_counter() - t
     t = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        summaries = list(pool.map(lambda job: run_in_process(polygonize.polygonize_block, job, plan.settings),
-                                  plan.jobs))
-    steps[f"polygonize {len(plan.jobs)} blocks ({os.cpu_count()} worker processes)"] = time.perf_counter() - t
+    workers = default_workers()
+    summaries = [polygonize_group(job, plan.settings, workers=workers) for job in plan.jobs]
+    blocks = sum(s.blocks for s in summaries)
+    label = f"polygonize {blocks} blocks in {len(plan.jobs)} group(s), {workers} threads"
+    steps[label] = time.perf_counter() - t
     t = time.perf_counter()
     merge.merge_parts(plan, sorted(s.part for s in summaries if s.part))
     steps["merge parts"] = time.perf_counter() - t
@@ -199,9 +202,9 @@ def run_engine(store: str, threshold: float, connectivity: int, output_uri: Path
 
 
 def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gdal_polygonize: str) -> None:
-    """Where the CPU goes: the engine's steps in this one process, block after block, against
-    GDAL's polygonize alone over the whole binary raster (the same GDAL, through rasterio) and
-    gdal_polygonize. CPU seconds, so the split adds up whatever the machine's load."""
+    """Where the CPU goes: the engine's steps at the defaults in this one process, block after block,
+    against GDAL's polygonize alone over the whole binary raster and gdal_polygonize. CPU seconds, so
+    the split adds up whatever the machine's load."""
     import cProfile
     import io
     import pstats
@@ -209,21 +212,23 @@ def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gda
 
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     import rasterio
     import shapely
-    from rasterio.features import shapes
 
-    from rasterflow.engine.vectorize_mosaic import merge, polygonize
+    from rasterflow.engine.vectorize_mosaic import gdal_polygonize as traced
+    from rasterflow.engine.vectorize_mosaic import merge, polygonize, seams
     from rasterflow.engine.vectorize_mosaic import parts as part_files
     from rasterflow.engine.vectorize_mosaic import plan as planning
     from rasterflow.params import VectorizeMosaicParams
 
-    params = VectorizeMosaicParams.parse(store=store, features=["red"], threshold=threshold, vector_crs=None,
-                                         vectorize_config={"stats": False, "connectivity": connectivity})
+    options = {"vectorize_config": {"connectivity": connectivity}} if connectivity != 4 else {}
+    params = VectorizeMosaicParams.parse(store=store, features=["red"], threshold=threshold, **options)
     plan = planning.plan_vectorize(params, str(OUT / "engine" / "split"))
     source = plan.stores[0]
     finisher = part_files.Finisher(source.grid, plan.settings)
+    windows = [(job, w) for job in plan.jobs for w in job.blocks]
     cpu: dict[str, float] = {}
 
     def timed(label: str, fn, *args):
@@ -232,32 +237,39 @@ def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gda
         cpu[label] = time.process_time() - start
         return value
 
-    polygonize.read_block(plan.jobs[0])  # warm: zarr's codec pipeline and event loop start on first use
-    blocks = timed(f"read {len(plan.jobs)} blocks (zarr, zstd, uint16)",
-                   lambda: [polygonize.read_block(j) for j in plan.jobs])
+    polygonize.read_block(*windows[0])  # warm: zarr's codec pipeline and event loop start on first use
+    blocks = timed(f"read {len(windows)} blocks (zarr, zstd, uint16)",
+                   lambda: [polygonize.read_block(job, w) for job, w in windows])
     profile = cProfile.Profile()
     profile.enable()
-    parts = timed("polygonize_array, all blocks", lambda: [
-        polygonize.polygonize_array(b, j.window, (source.grid.height, source.grid.width), source.nodata,
+    parts = timed("polygonize_array, all blocks (stats on)", lambda: [
+        polygonize.polygonize_array(b, w, (source.grid.height, source.grid.width), source.nodata,
                                     plan.settings, finisher)
-        for b, j in zip(blocks, plan.jobs, strict=True)])
+        for b, (_, w) in zip(blocks, windows, strict=True)])
     profile.disable()
     stats = pstats.Stats(profile, stream=io.StringIO()).stats
-    cpu["  of which rasterio.features.shapes (GDAL)"] = sum(
-        tottime for (file, _, name), (_, _, tottime, _, _) in stats.items()
-        if name == "shapes" and "rasterio" in file)
 
-    def encode(table: pa.Table) -> bytes:
+    def spent(name: str, module: str) -> float:
+        return sum(cum for (file, _, fn), (_, _, _, cum, _) in stats.items() if fn == name and module in file)
+
+    cpu["  of which GDAL's polygonize (ctypes, + WKB)"] = spent("polygonize", "gdal_polygonize")
+    cpu["  of which sums from outlines (stats)"] = spent("pixel_sums", "polygonize")
+    table = pa.concat_tables(parts)
+    on_seam = table["pixels_wkb"].is_valid()
+    whole, edges = timed("first level of seams (inside the task)", seams.join_pieces,
+                         table.filter(on_seam), [finisher], plan.settings, plan.jobs[0].window)
+    rows = pa.concat_tables([table.filter(pc.invert(on_seam)), whole, edges])
+
+    def encode(t: pa.Table) -> bytes:
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(t, sink, compression="zstd")
         return sink.getvalue()
 
-    encoded = timed("parts to Parquet and back", lambda: [
-        pq.read_table(pa.BufferReader(encode(t)), schema=part_files.PART_SCHEMA) for t in parts])
+    encoded = timed("part to Parquet and back", lambda: [
+        pq.read_table(pa.BufferReader(encode(rows)), schema=part_files.PART_SCHEMA)])
     writer = merge.ResultWriter(plan.settings, {}, str(OUT / "split.parquet"))
-    timed("merge (seam unions in threads) + write result",
+    timed("merge-parquet: write the result",
           lambda: (merge.merge_tables(encoded, [finisher], plan.settings, writer), writer.close()))
-    border = sum(t.num_rows - t["pixels_wkb"].null_count for t in parts)
     result = pq.read_table(OUT / "split.parquet").column("geometry").to_numpy(zero_copy_only=False)
     vertices = int(shapely.get_num_coordinates(shapely.from_wkb(result)).sum())
     engine_cpu = sum(v for k, v in cpu.items() if not k.startswith(" "))
@@ -265,7 +277,7 @@ def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gda
     with rasterio.open(binary) as src:
         fg = src.read(1).view(bool)
     start = time.process_time()
-    count = sum(1 for _ in shapes(fg.view(np.uint8), mask=fg, connectivity=connectivity))
+    count = len(traced.polygonize(fg.view(np.uint8), connectivity, 0, 0).geoms)
     bare = time.process_time() - start
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     run_gdal(gdal_polygonize, binary, OUT / "split.gpkg", connectivity)
@@ -273,12 +285,12 @@ def cpu_split(store: str, threshold: float, connectivity: int, binary: Path, gda
     gdal_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
     cpu["engine total"] = engine_cpu
-    cpu[f"bare shapes() over the whole raster ({count} polygons)"] = bare
+    cpu[f"bare GDAL polygonize over the whole raster ({count} polygons)"] = bare
     cpu["gdal_polygonize (GPKG), its process"] = gdal_cpu
-    print(f"\nCPU seconds, one process, stats off ({len(result)} polygons, {vertices} vertices; "
-          f"{border} border pieces of {sum(t.num_rows for t in parts)}):")
+    print(f"\nCPU seconds, one process, defaults ({len(result)} polygons, {vertices} vertices; "
+          f"{pc.sum(on_seam).as_py()} block pieces on seams of {table.num_rows}):")
     for label, seconds in cpu.items():
-        print(f"  {label:<56}{seconds:6.2f}")
+        print(f"  {label:<60}{seconds:6.2f}")
     cores = os.cpu_count() or 1
     print(f"ceilings of the ratio on {cores} cores, perfectly shared, before any orchestration: "
           f"GDAL's polygonize alone {gdal_cpu / (bare / cores):.2f}, "
@@ -334,19 +346,28 @@ def main() -> None:
         print(f"raster: {src.height} x {src.width} px at {args.resolution:g} m, {pixels} foreground pixels "
               f"(red >= {args.threshold:g}), {args.connectivity}-connected")
 
-    run_rasterflow(store, args.threshold, args.connectivity, OUT / "rasterflow" / "warmup")
-    run_engine(store, args.threshold, args.connectivity, OUT / "engine" / "warmup")
+    def ours(name: str, config: dict | None = None, **call):
+        return lambda k: run_rasterflow(store, args.threshold, args.connectivity,
+                                        OUT / "rasterflow" / f"{name}-{k}", config or {}, **call)[0]
+
     gpkg, fgb = OUT / "gdal.gpkg", OUT / "gdal.fgb"
+    headline = "rasterflow vectorize_mosaic, defaults"
     contenders = {
-        "rasterflow vectorize_mosaic": lambda k: run_rasterflow(
-            store, args.threshold, args.connectivity, OUT / "rasterflow" / f"run{k}")[0],
+        headline: ours("defaults"),
         "gdal_polygonize (GPKG, 1 process)": lambda k: run_gdal(gdal_polygonize, binary, gpkg,
                                                                 args.connectivity),
         "gdal_polygonize -f FlatGeobuf": lambda k: run_gdal(gdal_polygonize, binary, fgb, args.connectivity,
                                                             "FlatGeobuf"),
-        "rasterflow engine only, no Prefect": lambda k: sum(run_engine(
+        NATIVE: ours("native", vector_crs=None),
+        "rasterflow, vector_crs=None, stats off": ours("nostats", vector_crs=None,
+                                                       vectorize_config={"stats": False,
+                                                                         "connectivity": args.connectivity}),
+        "rasterflow, vector_crs=None, process_pool": ours("pool", {"process_pool": True}, vector_crs=None),
+        "rasterflow engine only, defaults, no Prefect": lambda k: sum(run_engine(
             store, args.threshold, args.connectivity, OUT / "engine" / f"run{k}").values()),
     }
+    ours("warmup")(0)  # starts Prefect's embedded server (the process pool starts in its row's first run)
+    run_engine(store, args.threshold, args.connectivity, OUT / "engine" / "warmup")
     times: dict[str, list[float]] = {name: [] for name in contenders}
     cpu: dict[str, list[float]] = {name: [] for name in contenders}
     for k in range(args.runs):  # interleaved: background load hits every contender alike
@@ -355,20 +376,22 @@ def main() -> None:
             times[name].append(run(k))
             cpu[name].append(cpu_seconds() - before)
 
-    uri = str(next((OUT / "rasterflow" / f"run{args.runs - 1}").rglob("polygons.parquet")))
+    uri = str(next((OUT / "rasterflow").glob(f"native-{args.runs - 1}/**/polygons.parquet")))
     identical, detail = same_polygons(uri, gpkg)
     medians = {name: statistics.median(t) for name, t in times.items()}
-    ours = medians["rasterflow vectorize_mosaic"]
+    ours_median = medians[headline]
     width = max(map(len, medians))
-    print(f"\nmedian of {args.runs} interleaved runs (seconds); ratio = contender / rasterflow "
-          "(above 1: rasterflow is faster)")
+    print(f"\nmedian of {args.runs} interleaved runs (seconds); ratio = contender / rasterflow at its "
+          "defaults (above 1: rasterflow is faster)")
     for name, median in medians.items():
-        print(f"  {name:<{width}}  {median:6.2f}   ratio {median / ours:5.2f}   "
+        print(f"  {name:<{width}}  {median:6.2f}   ratio {median / ours_median:5.2f}   "
               f"CPU {statistics.median(cpu[name]):5.2f} s   "
               f"runs [{', '.join(f'{t:.2f}' for t in times[name])}]")
-    print(f"ratio gdal_polygonize / rasterflow: {medians['gdal_polygonize (GPKG, 1 process)'] / ours:.2f} "
-          "(goal: at least 2)")
-    print(f"identical polygon sets: {'yes' if identical else 'NO'} ({detail})")
+    anchor = medians["gdal_polygonize (GPKG, 1 process)"]
+    print(f"ratio gdal_polygonize / rasterflow at its defaults: {anchor / ours_median:.2f} (goal: at least "
+          f"1.5, aim 2); in gdal's CRS: {anchor / medians[NATIVE]:.2f}")
+    print(f"identical polygon sets (vector_crs=None vs gdal_polygonize): {'yes' if identical else 'NO'} "
+          f"({detail})")
 
     if args.engine:
         steps = run_engine(store, args.threshold, args.connectivity, OUT / "engine" / "steps")

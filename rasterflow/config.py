@@ -19,11 +19,19 @@ execution        ``local``: flows run in the calling process. ``deployment``: ea
                  ``rasterflow deploy``) and waits for it, unless ``wait=False``.
 task_runner      ``threads`` (default) or ``dask``.
 dask_address     Scheduler address for ``dask``; None starts a local cluster.
-max_workers      Threads (or local Dask workers); None = number of CPUs.
-process_pool     With ``threads``: run steps that hold the GIL (polygonize) in worker
-                 processes, so they use every core (default false: like any process
-                 pool, its workers import the caller's main script, which then needs
-                 an ``if __name__ == "__main__":`` guard).
+max_workers      Threads (or local Dask workers), and the threads a task runs its blocks
+                 on; None = the CPUs this process may use.
+task_pixels      Pixels of work in one predict-mosaic or vectorize-mosaic task (default
+                 2**28 = 268,435,456: 64 blocks of 2048 px). A task takes a square group
+                 of neighbouring blocks holding about this many pixels, fewer when a job
+                 would otherwise leave Dask workers idle; its blocks run side by side on
+                 its worker's cores. Larger: fewer task runs (a continental job stays in
+                 the hundreds), coarser resume; smaller: finer resume and progress, more
+                 orchestration. Never changes a result.
+process_pool     With ``threads``: run vectorize's blocks in worker processes instead of
+                 threads (default false; GDAL's polygonize already runs without the
+                 GIL; like any process pool, its workers import the caller's main
+                 script, which then needs an ``if __name__ == "__main__":`` guard).
 retries          Retries of each I/O task on transient errors.
 retry_delay_seconds  First back-off delay; doubles on each retry, with jitter.
 work_pools       RuntimeEnum value -> Prefect work pool name.
@@ -59,6 +67,7 @@ from pydantic import (
 )
 
 from .engine.build_mosaic.catalog import DatasetSource
+from .engine.groups import DEFAULT_TASK_PIXELS
 from .engine.uris import check_scheme
 from .enums import DatasetEnum, ModelRecipes, RuntimeEnum
 from .errors import ConfigError, InvalidParameterError, is_secret
@@ -69,6 +78,14 @@ RUN_CONFIG = "run_config"  # the flow parameter a deployment run takes the calle
 DEFAULT_OUTPUT_URI = "rasterflow-output"
 DEFAULT_CONFIG_PATH = Path("~/.config/rasterflow.yaml")
 S3_RETRIES = {"max_attempts": 10, "mode": "standard"}  # botocore's retry config
+
+
+class _InvalidValues(ConfigError):
+    """Values pydantic refused, for a config built in code; ``parse_config`` names the file instead."""
+
+    def __init__(self, problems: str):
+        super().__init__(f"RasterflowConfig: {problems}")
+        self.problems = problems
 
 
 def _default_work_pools() -> dict[RuntimeEnum, str]:
@@ -84,6 +101,7 @@ class RasterflowConfig(BaseModel):
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
     max_workers: int | None = Field(default=None, ge=1)
+    task_pixels: int = Field(default=DEFAULT_TASK_PIXELS, gt=0)
     process_pool: bool = False
     retries: int = Field(default=3, ge=0, le=20)
     retry_delay_seconds: float = Field(default=2.0, ge=0)
@@ -94,6 +112,13 @@ class RasterflowConfig(BaseModel):
 
     # (as written, as resolved) when output_uri was relative: deployment runs refuse it.
     _relative_output: tuple[str, str] | None = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any):
+        """Built in code (``RasterflowConfig(task_pixels=0)``): the same ConfigError a file gets."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _InvalidValues(_problems(exc)) from None
 
     @field_validator("output_uri")
     @classmethod
@@ -263,11 +288,11 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def parse_config(data: dict[str, Any], source: str = "config") -> RasterflowConfig:
     try:
         return RasterflowConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+    except ValidationError as exc:  # model_validate does not go through __init__
+        raise ConfigError(f"{source}: {_problems(exc)}") from None
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def _problems(exc: ValidationError) -> str:
     known = ", ".join(RasterflowConfig.model_fields)
     lines = []
     for err in exc.errors():
@@ -278,7 +303,7 @@ def _describe(exc: ValidationError, source: str) -> str:
             lines.append(f"{key}: {err['msg']} (value not shown)")
         else:
             lines.append(f"{key}={err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
-    return f"{source}: " + "; ".join(lines)
+    return "; ".join(lines)
 
 
 _ACTIVE: ContextVar[RasterflowConfig | None] = ContextVar("rasterflow_config", default=None)

@@ -31,6 +31,7 @@ def test_defaults_without_file():
     assert config.dask_address is None
     assert config.max_workers is None
     assert config.process_pool is False
+    assert config.task_pixels == 2**28
     assert config.retries == 3
     assert config.retry_delay_seconds == 2.0
     assert config.storage_options == {}
@@ -96,6 +97,8 @@ def test_unknown_key(monkeypatch, tmp_path):
         ("task_runner: spark", "task_runner", "'spark'"),
         ("execution: cluster", "execution", "'cluster'"),
         ("max_workers: 0", "max_workers", "0"),
+        ("task_pixels: 0", "task_pixels", "0"),
+        ("task_pixels: -4096", "task_pixels", "-4096"),
         ("retry_delay_seconds: -0.5", "retry_delay_seconds", "-0.5"),
         ("work_pools: {huge: my-pool}", "work_pools", "'huge'"),
     ],
@@ -108,6 +111,12 @@ def test_bad_value_names_key(monkeypatch, tmp_path, text, key, bad):
     assert str(path) in message
     assert f"{key}" in message
     assert bad in message
+
+
+def test_bad_value_in_code_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match="task_pixels=0") as info:
+        RasterflowConfig(task_pixels=0)
+    assert "greater than 0" in str(info.value)
 
 
 def test_not_a_mapping(monkeypatch, tmp_path):

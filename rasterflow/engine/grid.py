@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from functools import cached_property
 
+import numpy as np
 import pyproj
+import shapely
 from affine import Affine
 from pydantic import BaseModel, ConfigDict
 from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform, transform_geom
+from rasterio.warp import transform as transform_points
 from shapely.geometry import box, mapping, shape
 
 
@@ -134,6 +137,20 @@ def reproject_geometry(geometry, src_crs, dst_crs):
     if src == dst:
         return geometry
     return shape(transform_geom(src, dst, mapping(geometry)))
+
+
+def reproject_geometries(geometries: np.ndarray, src_crs, dst_crs) -> np.ndarray:
+    """Many shapely geometries in ``dst_crs``: every vertex in one GDAL call, the same arithmetic as
+    ``reproject_geometry`` (tens of thousands of scene footprints take a fraction of a second)."""
+    src, dst = CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs)
+    if src == dst or not len(geometries):
+        return geometries
+
+    def project(xy: np.ndarray) -> np.ndarray:
+        xs, ys = transform_points(src, dst, xy[:, 0], xy[:, 1])
+        return np.column_stack((xs, ys))
+
+    return shapely.transform(geometries, project)
 
 
 def utm_epsg(lon: float, lat: float) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 from uuid import UUID
@@ -14,6 +13,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ..config import OUTPUT_ENV_VAR, RUN_CONFIG, RasterflowConfig, RunConfig, activate, current_config
+from ..engine.groups import default_workers
 from ..engine.plan import StoresPlan
 from ..errors import InvalidParameterError
 from ..tasks import stores
@@ -63,7 +63,7 @@ def _deployment_run() -> bool:
 
 
 def make_task_runner(config: RasterflowConfig):
-    workers = config.max_workers or os.cpu_count() or 1
+    workers = config.max_workers or default_workers()
     if config.task_runner == "dask":
         from .dask_runner import ConfiguredDaskTaskRunner
 
@@ -72,6 +72,26 @@ def make_task_runner(config: RasterflowConfig):
         cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
         return ConfiguredDaskTaskRunner(config, cluster_kwargs=cluster)
     return ThreadPoolTaskRunner(max_workers=workers)
+
+
+def task_slots(config: RasterflowConfig) -> int:
+    """How many tasks the flow's runner runs at once on separate workers: what groups must fill.
+
+    The thread runner is one process whose tasks share one pool of block
+    threads (``engine.groups``), so one task already uses every core: 1. On
+    Dask, the threads of all workers of the cluster (asked of the scheduler),
+    each running tasks of its own.
+    """
+    if config.task_runner != "dask":
+        return 1
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if isinstance(runner, DaskTaskRunner):
+        return max(1, sum(runner.client.nthreads().values()))
+    return config.max_workers or default_workers()
 
 
 def run_settings(config: RasterflowConfig) -> dict[Any, Any]:

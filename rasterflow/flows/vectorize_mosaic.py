@@ -1,8 +1,10 @@
 """vectorize-mosaic: store bands thresholded into polygons, as one GeoParquet.
 
-plan-partitions -> create-output -> polygonize (one per block and time slice,
-cached) -> merge-parquet. The result is written whole by merge-parquet, last;
-the blocks' parts stay under ``parts/`` so a re-run only repeats what is new.
+plan-partitions -> create-output -> polygonize (one per group of neighbouring
+blocks and time slice, sized by the config's ``task_pixels``; cached; joins
+the seams inside its group) -> merge-parquet (joins the seams between
+groups). The result is written whole by merge-parquet, last; the groups'
+parts stay under ``parts/`` so a re-run only repeats what is new.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from prefect import flow, get_run_logger
 
 from ..config import RunConfig, current_config
 from ..engine.plan import PlanReport
+from ..engine.vectorize_mosaic.group import PolygonizeSummary
 from ..engine.vectorize_mosaic.merge import MergeSummary
 from ..engine.vectorize_mosaic.plan import VectorizePlan
-from ..engine.vectorize_mosaic.polygonize import PolygonizeSummary
 from ..engine.vectorize_mosaic.request import (
     DEFAULT_BLOCK_MULTIPLIER,
     DEFAULT_VECTOR_CRS,
@@ -25,7 +27,7 @@ from ..enums import VectorizeMethodEnum
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_polygons
 from ..tasks.vectorize_mosaic import create_output_task, merge_parquet_task, plan_polygonize, polygonize_task
-from .runtime import request_arguments, run_configuration, wait_reporting
+from .runtime import request_arguments, run_configuration, task_slots, wait_reporting
 
 
 @flow(name="vectorize-mosaic", validate_parameters=True, persist_result=True)
@@ -42,15 +44,15 @@ def vectorize_mosaic_flow(
     """Polygonize every store named by ``store``; the GeoParquet's URI, or None if no polygon."""
     request = VectorizeMosaicRequest.parse(**request_arguments(locals()))
     config = run_configuration(run_config)
-    plan = plan_polygonize(request, config.output_uri)
-    get_run_logger().info("%d store(s), %d block(s) under %s", len(plan.stores), len(plan.jobs),
-                          plan.output_dir)
+    plan = plan_polygonize(request, config.output_uri, task_slots(config))
+    get_run_logger().info("%d store(s), %d block(s) in %d task(s) under %s", len(plan.stores),
+                          sum(len(job.blocks) for job in plan.jobs), len(plan.jobs), plan.output_dir)
 
     generation = create_output_task(plan)
     options = io_task_options(config)
     block_task = polygonize_task.with_options(**options)
     submitted = [block_task.submit(job, plan.settings, generation) for job in plan.jobs]
-    summaries = wait_reporting(submitted, "blocks")
+    summaries = wait_reporting(submitted, "groups")
     parts = sorted(s.part for s in summaries if s.part)
     result = merge_parquet_task.with_options(**options)(plan, parts, generation)
     _publish(plan, summaries, result)
@@ -67,8 +69,9 @@ def _publish(plan: VectorizePlan, summaries: list[PolygonizeSummary], result: Me
     summary = (
         f"# vectorize-mosaic\n\nResult: {where}\n\n{result.polygons} polygon(s) of "
         f"{', '.join(plan.settings.features)} at threshold {plan.settings.threshold}, "
-        f"{plan.settings.connectivity}-connected; {len(plan.jobs)} block(s), {finished} piece(s) finished "
-        f"in their block, {border} joined across block edges.\n\nStores vectorized:{stores}"
+        f"{plan.settings.connectivity}-connected; {sum(s.blocks for s in summaries)} block(s) in "
+        f"{len(plan.jobs)} task(s), {finished} polygon(s) finished in their task, {border} piece(s) joined "
+        f"across task edges.\n\nStores vectorized:{stores}"
     )
     publish_polygons("vectorize-mosaic", result.uri, list(plan.settings.features), summary)
 

@@ -36,7 +36,7 @@ from ..errors import InvalidParameterError
 
 Plan = TypeVar("Plan")
 
-PLANNERS: dict[str, Callable[[Any, str, uris.OptionsFor], Any]] = {
+PLANNERS: dict[str, Callable[..., Any]] = {
     "build-gti-mosaic": plan_gti_mosaic,
     "build-zarr-multiscales": plan_multiscales,
     "predict-mosaic": plan_predict_mosaic,
@@ -49,8 +49,13 @@ _PLANS: dict[str, tuple[float, Any]] = {}
 _LOCK = threading.Lock()
 
 
-def _key(workflow: str, request: Request, output_root: str) -> str:
-    return stable_hash([workflow, request.model_dump(mode="json"), output_root])
+# Planners that group blocks into tasks: their plan also depends on the config's task_pixels and the
+# runner's task slots (``engine.groups``), which the key then holds.
+GROUPED = {"predict-mosaic", "vectorize-mosaic"}
+
+
+def _key(workflow: str, request: Request, output_root: str, layout: tuple[int, ...]) -> str:
+    return stable_hash([workflow, request.model_dump(mode="json"), output_root, list(layout)])
 
 
 def check_inputs(workflow: str, request: Any, config: RasterflowConfig, local: bool) -> None:
@@ -67,13 +72,15 @@ def check_inputs(workflow: str, request: Any, config: RasterflowConfig, local: b
         _require_model(request.model_path, options)
         return
     if workflow in PLANNERS:
-        plan = PLANNERS[workflow](request, config.output_uri, options)
+        # A local run's thread runner has one task slot; a Dask run's plan step plans again.
+        layout = (config.task_pixels, 1) if workflow in GROUPED else ()
+        plan = PLANNERS[workflow](request, config.output_uri, options, *layout)
         if local:
             now = time.monotonic()
             with _LOCK:
                 for key in [k for k, (made, _) in _PLANS.items() if now - made > KEEP_SECONDS]:
                     del _PLANS[key]
-                _PLANS[_key(workflow, request, config.output_uri)] = (now, plan)
+                _PLANS[_key(workflow, request, config.output_uri, layout)] = (now, plan)
         return
     read_aoi(request.aoi, options(request.aoi))
     if workflow == "build-and-predict-mosaic-recipe" and local:
@@ -92,10 +99,11 @@ def _require_model(model_path: str, options: uris.OptionsFor) -> None:
                                     "a .pt2 (torch.export) or TorchScript file")
 
 
-def planned(workflow: str, request: Request, output_root: str, make: Callable[[], Plan]) -> Plan:
-    """The plan the client's check made for this very call, or a new one."""
+def planned(workflow: str, request: Request, output_root: str, make: Callable[[], Plan],
+            layout: tuple[int, ...] = ()) -> Plan:
+    """The plan the client's check made for this very call (same request, root and layout), or a new one."""
     with _LOCK:
-        kept = _PLANS.pop(_key(workflow, request, output_root), None)
+        kept = _PLANS.pop(_key(workflow, request, output_root, layout), None)
     if kept is not None and time.monotonic() - kept[0] <= KEEP_SECONDS:
         return kept[1]
     return make()

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from ..config import RasterflowConfig, current_config
 from ..engine import uris
+from ..engine.groups import default_workers
 from ..engine.plan import WorkflowPlan
 from ..engine.provenance import code_fingerprint, stable_hash
 from ..errors import is_transient
@@ -120,3 +121,18 @@ def io_task_options(config: RasterflowConfig) -> dict[str, Any]:
         "retry_condition_fn": retry_transient,
         "result_storage": result_storage(config),
     }
+
+
+def block_workers(config: RasterflowConfig) -> int:
+    """Threads for the blocks of one task: the cores this worker has.
+
+    On a Dask worker, its own thread count (a cluster gives each worker its
+    share of a machine); elsewhere ``max_workers``, else the cores this
+    process may use.
+    """
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except (ImportError, ValueError):  # no distributed, or not on a Dask worker
+        return config.max_workers or default_workers()

@@ -21,7 +21,7 @@ from prefect_runs import latest_flow_run, task_runs, task_states
 from shapely.geometry import box
 from typer.testing import CliRunner
 
-from rasterflow import InferenceActorEnum, MergeModeEnum
+from rasterflow import InferenceActorEnum, MergeModeEnum, RasterflowClient
 from rasterflow.cli import app
 from rasterflow.errors import RasterflowError
 
@@ -86,23 +86,27 @@ def test_identical_call_reuses_the_stores_and_the_cache(client, mosaics):
     assert list(xr.open_zarr(location).band.values) == ["water"]
 
 
-def test_block_multiplier_does_not_change_the_result(client, mosaics):
-    """Small blocks share their border patches through scratch files, removed after the run."""
+def test_block_and_task_sizes_do_not_change_the_result(client, mosaics, output_root):
+    """One block; 128 px blocks in one task; 128 px blocks in 2 x 2 tasks sharing their border patches
+    through scratch files, removed after the run."""
     store = gpd.read_parquet(mosaics).location[0]
-    indexes = [predict(client, store, xy_block_multiplier=m) for m in (4, 1)]  # one block, then 128 px blocks
-    b, a = (xr.open_zarr(gpd.read_parquet(i).location[0])["variables"].values for i in indexes)
-    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)  # batch sizes differ: CPU kernels may too (<= 2e-7)
-    assert not list(Path(indexes[1]).parent.glob(".scratch*"))
-    # The last run's second-phase blocks waited for the neighbours whose predictions they took.
-    n_blocks = math.prod(math.ceil(n / 128) for n in a.shape[-2:])
+    indexes = [predict(client, store, xy_block_multiplier=m) for m in (4, 1)]
+    config = client.config.model_copy(update={"task_pixels": 2 * 128 * 2 * 128})
+    indexes.append(predict(RasterflowClient(config), store, xy_block_multiplier=1))
+    whole, *others = (xr.open_zarr(gpd.read_parquet(i).location[0])["variables"].values for i in indexes)
+    for values in others:  # batch sizes differ: CPU kernels may too (<= 2e-7)
+        np.testing.assert_allclose(values, whole, atol=1e-6, rtol=0)
+    assert not list(Path(indexes[-1]).parent.glob(".scratch*"))
+    # The last run's second-phase tasks waited for the neighbours whose predictions they took.
+    n_tasks = math.prod(math.ceil(n / 256) for n in whole.shape[-2:])
     run_id = latest_flow_run("predict-mosaic").id
     finished = lambda: [t for t in task_runs(run_id, "infer-block%") if t.end_time]  # noqa: E731
-    wait_until(lambda: len(finished()) == n_blocks, 30, "task run states (they reach the API as events)")
-    blocks = {t.id: t for t in finished()}
-    waiting = [t for t in blocks.values() if t.task_inputs.get("wait_for")]
-    assert 0 < len(waiting) < n_blocks
+    wait_until(lambda: len(finished()) == n_tasks, 30, "task run states (they reach the API as events)")
+    tasks = {t.id: t for t in finished()}
+    waiting = [t for t in tasks.values() if t.task_inputs.get("wait_for")]
+    assert 0 < len(waiting) < n_tasks
     for t in waiting:
-        assert all(blocks[u.id].end_time <= t.start_time for u in t.task_inputs["wait_for"])
+        assert all(tasks[u.id].end_time <= t.start_time for u in t.task_inputs["wait_for"])
 
 
 def test_regression_model(client, mosaics, tmp_path):

@@ -1,9 +1,9 @@
-"""infer-block: one block predicted patch by patch, merged, and written whole.
+"""One block predicted patch by patch and merged (an infer-block task runs a group of them, ``group``).
 
 A block reads its patches' halo from the input store, runs the patches it
-needs (those a neighbour shared are merged, not run), merges them in the
-global patch grid's row-major order (``patches``), and writes its output
-shards. See ``plan`` for why blocks come in two checkerboard phases.
+needs (those a neighbour shared are merged, not run), and merges them in the
+global patch grid's row-major order (``patches``). See ``plan`` for why
+blocks come in two checkerboard phases.
 """
 
 from __future__ import annotations
@@ -12,35 +12,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from ...enums import InferenceActorEnum, MergeModeEnum
 from ...errors import InvalidParameterError
-from .. import uris
 from ..partitions import Window
-from ..store import open_data_array, write_window
+from ..store import open_data_array
 from .model import BatchRunner, LoadedModel, fetch_model, file_sha256, load_model, resolve_device
 from .patches import AxisTiling, BlockTiling, block_tiling, mirror_index
 from .plan import InferBlockJob, InferenceSpec
-from .scratch import Patch, load_shared, save_shared
-
-
-class BlockSummary(BaseModel):
-    """What an infer-block task reports (and caches)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    key: str
-    written: bool  # False: the block holds no valid pixel, nothing was written
-    patches: int  # run by this block
-    patches_taken: int  # merged from a neighbour's scratch file
-    valid_pixels: int
-
+from .scratch import Patch
 
 _SHA_MEMO: dict[tuple[str, int, int], str] = {}
 
 
-def _checked_model(spec: InferenceSpec, storage_options: dict[str, Any]) -> LoadedModel:
+def checked_model(spec: InferenceSpec, storage_options: dict[str, Any]) -> LoadedModel:
+    """The planned model, loaded once per process, refused if its file changed since the plan."""
     local = fetch_model(spec.model_uri, storage_options)
     stat = local.stat()
     memo_key = (str(local), stat.st_size, stat.st_mtime_ns)
@@ -145,20 +131,26 @@ class _Merger:
             return merged.astype(np.float32, copy=False)
 
 
-def predict_block(job: InferBlockJob, model: LoadedModel, storage_options: dict[str, Any] | None = None,
-                  known: dict[Patch, np.ndarray] | None = None
+def axis_tilings(job: InferBlockJob) -> tuple[AxisTiling, AxisTiling]:
+    """The global patch grid of the job's store: rows, then columns."""
+    spec = job.spec
+    return (AxisTiling(job.height, spec.patch_size, spec.clip_size, spec.merge_mode),
+            AxisTiling(job.width, spec.patch_size, spec.clip_size, spec.merge_mode))
+
+
+def predict_block(job: InferBlockJob, w: Window, model: LoadedModel,
+                  storage_options: dict[str, Any] | None = None, known: dict[Patch, np.ndarray] | None = None,
+                  wanted: set[Patch] | frozenset[Patch] = frozenset(),
                   ) -> tuple[np.ndarray | None, dict[str, int], dict[Patch, np.ndarray]]:
-    """The block's predictions (labels written, rows, cols), or None when it holds no valid pixel.
+    """Block ``w``'s predictions (labels written, rows, cols), or None when it holds no valid pixel.
 
     Patches in ``known`` (predictions a neighbour ran) are merged, not run.
-    Also returns the predictions of the patches it ran that the blocks of
-    ``job.share_with`` need. Patches merge in row-major order whoever ran
-    them, so weighted sums add up in the same order as in one big block.
+    Also returns the predictions of the patches it ran that are ``wanted``
+    (by the blocks it shares with). Patches merge in row-major order whoever
+    ran them, so weighted sums add up in the same order as in one big block.
     """
     spec = job.spec
-    rows = AxisTiling(job.height, spec.patch_size, spec.clip_size, spec.merge_mode)
-    cols = AxisTiling(job.width, spec.patch_size, spec.clip_size, spec.merge_mode)
-    w = job.window
+    rows, cols = axis_tilings(job)
     tiling = block_tiling(rows, cols, (w.row0, w.row1, w.col0, w.col1))
     R0, _, C0, _ = tiling.read
     data, valid = read_block_input(job, tiling.read, storage_options)
@@ -172,7 +164,6 @@ def predict_block(job: InferBlockJob, model: LoadedModel, storage_options: dict[
     known = known or {}
     to_run = [ij for ij in needed if ij not in known]
     stats["patches"], stats["patches_taken"] = len(to_run), len(needed) - len(to_run)
-    wanted = _patches_of(rows, cols, job.share_with)
     p, size = spec.patch_size, spec.batch_size
 
     def batches() -> Iterator[np.ndarray]:
@@ -219,27 +210,10 @@ def _needed_patches(tiling: BlockTiling, merger: _Merger, core: np.ndarray) -> l
     return needed
 
 
-def _patches_of(rows: AxisTiling, cols: AxisTiling, windows: list[Window]) -> set[Patch]:
+def patches_of(rows: AxisTiling, cols: AxisTiling, windows: list[Window]) -> set[Patch]:
     """Every patch the blocks over ``windows`` may need."""
     out: set[Patch] = set()
     for w in windows:
         tiling = block_tiling(rows, cols, (w.row0, w.row1, w.col0, w.col1))
         out.update((int(i), int(j)) for i in tiling.rows for j in tiling.cols)
     return out
-
-
-def infer_block(job: InferBlockJob, storage_options_for: uris.OptionsFor = uris.no_options) -> BlockSummary:
-    """Predict one block, share what its neighbours need, and write its shards whole; returns a small
-    summary."""
-    model = _checked_model(job.spec, storage_options_for(job.spec.model_uri))
-    known = {}
-    if job.take_from:
-        known = load_shared(job.take_from, storage_options_for(job.take_from[0]))
-    result, stats, shared = predict_block(job, model, storage_options_for(job.input_uri), known)
-    if job.share_uri and shared:
-        save_shared(job.share_uri, shared, storage_options_for(job.share_uri))
-    if result is not None:
-        write_window(job.output_uri, job.output_time, job.window, result, storage_options_for(job.output_uri))
-    return BlockSummary(key=job.key, written=result is not None, **stats)
-
-

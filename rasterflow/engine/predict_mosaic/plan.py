@@ -1,28 +1,31 @@
-"""predict-mosaic: a PyTorch model over whole mosaic stores, block by block.
+"""predict-mosaic: a PyTorch model over whole mosaic stores, block by block, groups of blocks per task.
 
 Plan (``plan_predict_mosaic``): resolve the input stores (one store, or every
 row of an index), the device and the model, check everything a user can get
 wrong (features, time slices, the model's format, its output channels, that
-it runs on a patch of the asked shape) with one probe forward pass, and cut
-each output store into blocks. Nothing is written until the plan is whole.
+it runs on a patch of the asked shape) with one probe forward pass, time the
+batch sizes on a CPU (``batch``), and cut each output store into blocks and
+the blocks into groups. Nothing is written until the plan is whole.
 
-Block (``infer_block``): the unit of one task. A block is
-``xy_block_multiplier`` input chunks on a side, rounded up to whole output
-chunks, and always whole output shards, so one task writes its shards whole
-and alone. It reads its patches' halo from the input store, so its result is
-the result of the global patch grid of ``engine/patches.py``: independent of
-the block size, which only bounds memory (one block of input, one of output).
+A block is ``xy_block_multiplier`` input chunks on a side, rounded up to
+whole output chunks, and always whole output shards, so it writes its shards
+whole and alone. It reads its patches' halo from the input store, so its
+result is the result of the global patch grid of ``patches``: independent of
+the block size, which only bounds memory (one block of input, one of output
+per thread). A task (``InferBlockJob``, run by ``group``) is a square group
+of neighbouring blocks holding about ``task_pixels`` pixels
+(``engine.groups``): the plan holds one job per group, never one per block.
 
 Every patch runs once. A patch whose region straddles a block border is
 needed by both blocks; run by both, it cost 18% more forward passes at the
 default block size on the benchmark. So blocks are coloured like a
-checkerboard: the first phase runs everything it needs and shares, through a
-scratch file under the output directory, the predictions its neighbours will
-need; a second-phase block starts after its (first-phase) neighbours, takes
-those predictions and runs only the rest. Only patches at block corners,
+checkerboard, and so are groups: a second-phase block takes the predictions
+its first-phase neighbours ran, in memory inside a group and through scratch
+files under the output directory across group edges (a second-phase group
+starts after its first-phase neighbours). Only patches at block corners,
 needed by two first-phase blocks, still run twice. A prediction missing from
 the scratch (a neighbour with no valid pixel) is simply run, so the result
-never depends on the sharing, and the scratch is removed once every block is
+never depends on the sharing, and the scratch is removed once every group is
 written.
 
 Conventions (docs/workflows.md): output values are float32 with NaN as
@@ -44,6 +47,7 @@ from pydantic import BaseModel, ConfigDict
 from ...enums import InferenceActorEnum, MergeModeEnum
 from ...errors import InvalidParameterError, StoreError
 from .. import uris
+from ..groups import DEFAULT_TASK_PIXELS, BlockGrid, blocks_of, group_sides
 from ..index import store_row, stores_of
 from ..partitions import ShardShape, Window
 from ..plan import PlanReport, Rate, StorePlan, StoresPlan
@@ -57,6 +61,7 @@ from ..store import (
     read_marker,
     zarr_store,
 )
+from .batch import fastest_batch
 from .model import (
     LoadedModel,
     fetch_model,
@@ -99,7 +104,14 @@ class InferenceSpec(BaseModel):
 
 
 class InferBlockJob(BaseModel):
-    """One block of one output time slice: the unit of an infer-block task."""
+    """A group of neighbouring blocks of one output time slice: the unit of an infer-block task.
+
+    Blocks are ``block`` px squares of the store's block grid; the group is a
+    rectangle of them (``window``, starting on the grid), at ``group`` in the
+    grid of groups. Groups are coloured like a checkerboard (``phase``), and
+    so are blocks within a group (by their own position): what a block shares
+    with its neighbours follows from these alone (``group``).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -108,16 +120,20 @@ class InferBlockJob(BaseModel):
     output_uri: str
     input_times: list[int]  # one slice, or two (earlier, later) for change detection
     output_time: int
-    window: Window
+    window: Window  # the group's
+    block: int  # pixels on a side of a block
+    group: tuple[int, int]  # row and column in the grid of groups
     height: int  # the whole grid's, which fixes the global patch grid
     width: int
     feature_indexes: list[int]
     input_nodata: float
     spec: InferenceSpec
-    phase: int = 0  # checkerboard colour: phase-1 blocks run after their phase-0 neighbours
-    share_with: list[Window] = []  # phase 0: neighbours' windows, whose patches it shares ...
-    share_uri: str | None = None  # ... in this scratch file
-    take_from: list[str] = []  # phase 1: the neighbours' scratch files
+    phase: int = 0  # group checkerboard colour: phase-1 groups run after their phase-0 neighbours
+    scratch_uri: str  # where blocks share predictions across group edges (this time slice's folder)
+
+    @property
+    def blocks(self) -> list[Window]:
+        return blocks_of(self.window, self.block, self.block)
 
 
 class PredictStorePlan(StorePlan):
@@ -125,8 +141,8 @@ class PredictStorePlan(StorePlan):
     source_times: list[str | None]
     change_detection: bool = False
     time_delta_seconds: float | None = None  # change detection: later minus earlier slice
-    jobs: list[InferBlockJob]  # phase 0 first
-    scratch_uri: str  # predictions shared between blocks; removed when every block is written
+    jobs: list[InferBlockJob]  # one per group and output time slice, phase 0 first
+    scratch_uri: str  # predictions shared across group edges; removed when every group is written
 
 
 class PredictPlan(StoresPlan):
@@ -268,21 +284,26 @@ def check_model(request: PredictMosaicRequest, storage_options_for: uris.Options
 
 
 def plan_predict_mosaic(
-    request: PredictMosaicRequest, output_root: str, storage_options_for: uris.OptionsFor = uris.no_options
+    request: PredictMosaicRequest, output_root: str, storage_options_for: uris.OptionsFor = uris.no_options,
+    task_pixels: int = DEFAULT_TASK_PIXELS, slots: int = 1,
 ) -> PredictPlan:
     uris.check_output_root(output_root, storage_options_for(output_root))
     sources = input_stores(request.store, request, storage_options_for)
-    return plan_on_stores(request, sources, output_root, storage_options_for)
+    return plan_on_stores(request, sources, output_root, storage_options_for, task_pixels, slots)
 
 
 def plan_on_stores(request: PredictMosaicRequest, sources: list[StoreDescription], output_root: str,
-                   storage_options_for: uris.OptionsFor = uris.no_options) -> PredictPlan:
+                   storage_options_for: uris.OptionsFor = uris.no_options,
+                   task_pixels: int = DEFAULT_TASK_PIXELS, slots: int = 1) -> PredictPlan:
     """The plan over described stores: the model checked (probe pass), every store cut into blocks.
 
     A recipe's dry run plans on the stores its mosaic would write
     (``store.planned_description``), before they exist.
     """
     model, sha, device, batch, pad = check_model(request, storage_options_for)
+    if not pad:  # the fastest batch on this device, up to the request's
+        in_channels = len(request.features) * (2 if request.actor == CHANGE else 1)
+        batch = fastest_batch(model, in_channels, request.patch_size, batch, len(request.labels))
 
     written = request.select_labels or request.labels
     spec = InferenceSpec(
@@ -294,20 +315,31 @@ def plan_on_stores(request: PredictMosaicRequest, sources: list[StoreDescription
     rid = request_id(params=request.fingerprint_parameters(), model_sha256=sha,
                      inputs=[[s.uri, s.identity] for s in sources])
     out = output_dir(output_root, WORKFLOW, rid)
-    stores = [_store_plan(n, source, request, spec, written, rid, out) for n, source in enumerate(sources)]
+    blocks = [_block_px(source, request) for source in sources]
+    change = request.actor == CHANGE
+    grids = [BlockGrid(s.grid.height, s.grid.width, px, px, count=1 if change else len(s.times))
+             for s, px in zip(sources, blocks, strict=True)]
+    sides = group_sides(grids, task_pixels, slots)
+    stores = [_store_plan(n, source, request, spec, written, rid, out, grid, side)
+              for n, (source, grid, side) in enumerate(zip(sources, grids, sides, strict=True))]
     inputs = {"store": request.store, "stores": [s.uri for s in sources], "model_path": request.model_path,
-              "model_sha256": sha, "model_format": model.format, "device": device}
+              "model_sha256": sha, "model_format": model.format, "device": device, "batch_size": batch}
     return PredictPlan(workflow=WORKFLOW, request_id=rid, output_dir=out, stores=stores,
                        provenance=provenance(WORKFLOW, request.fingerprint_parameters(), inputs, rid))
 
 
-def _store_plan(n: int, source: StoreDescription, request: PredictMosaicRequest, spec: InferenceSpec,
-                written: list[str], rid: str, out: str) -> PredictStorePlan:
-    """The prediction store of input ``n``: its grid, shards, and blocks in checkerboard order."""
+def _block_px(source: StoreDescription, request: PredictMosaicRequest) -> int:
+    """A block's side: ``xy_block_multiplier`` input chunks, rounded up to whole output chunks."""
     in_chunk = source.chunk[1]
     chunk = request.output_xy_chunksize or in_chunk
-    block_px = math.ceil(request.xy_block_multiplier * in_chunk / chunk) * chunk
-    shard = _shard_shape(block_px, chunk, len(written))
+    return math.ceil(request.xy_block_multiplier * in_chunk / chunk) * chunk
+
+
+def _store_plan(n: int, source: StoreDescription, request: PredictMosaicRequest, spec: InferenceSpec,
+                written: list[str], rid: str, out: str, blocks: BlockGrid, side: int) -> PredictStorePlan:
+    """The prediction store of input ``n``: its grid, shards, and groups of blocks in checkerboard order."""
+    chunk = request.output_xy_chunksize or source.chunk[1]
+    shard = _shard_shape(blocks.rows, chunk, len(written))
     change = request.actor == CHANGE
     out_times, delta = (([source.times[1]], _delta_seconds(source.times)) if change
                         else (list(source.times), None))
@@ -319,14 +351,13 @@ def _store_plan(n: int, source: StoreDescription, request: PredictMosaicRequest,
     feature_indexes = source.band_indexes(request.features, "features")
     g = source.grid
     scratch = uris.join(out, f".scratch-prediction-{n}")
-    blocks = _block_windows(g.height, g.width, block_px)
     jobs = sorted(
-        (InferBlockJob(key=f"{store_fp[:16]}-t{t}-{window.id}", input_uri=source.uri,
+        (InferBlockJob(key=f"{store_fp[:16]}-t{t}-{window.id}-{side}", input_uri=source.uri,
                        output_uri=spec_out.uri, input_times=[0, 1] if change else [t], output_time=t,
-                       window=window, height=g.height, width=g.width, feature_indexes=feature_indexes,
-                       input_nodata=source.nodata, spec=spec,
-                       **_sharing(at, blocks, uris.join(scratch, f"t{t}")))
-         for at, window in blocks.items() for t, _ in enumerate(out_times)),
+                       window=window, block=blocks.rows, group=at, height=g.height, width=g.width,
+                       feature_indexes=feature_indexes, input_nodata=source.nodata, spec=spec,
+                       phase=sum(at) % 2, scratch_uri=uris.join(scratch, f"t{t}"))
+         for at, window in blocks.groups(side) for t, _ in enumerate(out_times)),
         key=lambda job: job.phase,  # stable: phase 0 first, each phase in row-major order
     )
     return PredictStorePlan(
@@ -334,23 +365,6 @@ def _store_plan(n: int, source: StoreDescription, request: PredictMosaicRequest,
         change_detection=change, time_delta_seconds=delta, jobs=jobs, scratch_uri=scratch,
         footprint_wkb=g.footprint("EPSG:4326").wkb_hex,
     )
-
-
-def _block_windows(height: int, width: int, block_px: int) -> dict[tuple[int, int], Window]:
-    """The blocks by (row, column) in the block grid."""
-    return {(r // block_px, c // block_px): Window(row0=r, row1=min(r + block_px, height), col0=c,
-                                                   col1=min(c + block_px, width))
-            for r in range(0, height, block_px) for c in range(0, width, block_px)}
-
-
-def _sharing(at: tuple[int, int], blocks: dict[tuple[int, int], Window], scratch: str) -> dict[str, Any]:
-    """A block's checkerboard phase and what it shares or takes (``InferBlockJob`` fields)."""
-    r, c = at
-    neighbours = [blocks[k] for k in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)) if k in blocks]
-    if (r + c) % 2 == 0:
-        share_uri = uris.join(scratch, f"{blocks[at].id}.npz") if neighbours else None
-        return {"phase": 0, "share_with": neighbours, "share_uri": share_uri}
-    return {"phase": 1, "take_from": [uris.join(scratch, f"{w.id}.npz") for w in neighbours]}
 
 
 def _delta_seconds(times: list[str | None]) -> float | None:

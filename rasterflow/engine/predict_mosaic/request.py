@@ -66,8 +66,9 @@ class PredictMosaicRequest(Request):
         "slice's bands, the model takes twice as many channels), softmax; the output has one time slice (the "
         "later date) and a `time_delta` coordinate (later minus earlier)."))]
     max_batch_size: Annotated[int, Field(ge=1, le=65536, description=(
-        "Patches per forward pass, at most. A model exported with a static batch size needs exactly that "
-        "size (the last batch is padded)."))]
+        "Patches per forward pass, at most: on a CPU the plan times the sizes up to it and runs the "
+        "fastest; on a GPU, this size. A model exported with a static batch size needs exactly that size "
+        "(the last batch is padded)."))]
     merge_mode: Annotated[MergeModeEnum, Field(description=(
         "How overlapping patches merge. `CLIP`: each pixel from the one patch whose clipped centre covers "
         "it. `WEIGHTED_AVERAGE`: patches overlap by half their centre; each weighs its centre with a Hann "
@@ -80,10 +81,11 @@ class PredictMosaicRequest(Request):
         "Write only these labels, in this order (after the softmax over all of them); None writes them "
         "all."))] = None
     xy_block_multiplier: Annotated[BlockMultiplier, Field(description=(
-        "Input chunks per block side: a block (one task) is this many input chunks on a side, rounded up to "
-        "whole output chunks; it bounds memory, never changes the result. Blocks sharing a border share "
-        "its patches' predictions (checkerboard order: half the blocks start after their neighbours), so a "
-        "patch runs once whatever the block size."))] = DEFAULT_BLOCK_MULTIPLIER
+        "Input chunks per block side: a block is this many input chunks on a side, rounded up to whole "
+        "output chunks; it bounds a thread's memory, never changes the result. A task runs a group of "
+        "neighbouring blocks (config `task_pixels`). Blocks sharing a border share its patches' predictions "
+        "(checkerboard order: half the blocks start after their neighbours), so a patch runs once whatever "
+        "the block and task sizes."))] = DEFAULT_BLOCK_MULTIPLIER
     output_xy_chunksize: Annotated[int | None, AfterValidator(_output_chunksize), Field(description=(
         "Chunk size of the output stores in pixels (16..16384); None: the input's. Output shards tile the "
         "block, up to 512 MB each."))] = None

@@ -5,7 +5,8 @@ place, the right bands, no holes. Stores are sampled (every n-th pixel of the
 first time slot, n fixed by ``max_size``), never loaded whole: memory is the
 picture plus the chunks being decoded. A multiscales store is drawn from its
 coarsest level that is still ``max_size`` pixels wide, so drawing it reads
-little. Polygons are burned onto a grid over their bounds, a row group at a time.
+little. Polygons are simplified to the picture's pixel and burned onto a grid
+over their bounds, a row group at a time; outlines are the fill's edge.
 """
 
 from __future__ import annotations
@@ -76,11 +77,35 @@ def polygons_png(uri: str, storage_options: dict[str, Any] | None = None, max_si
         for geoms in _geometry_batches(parquet):
             if not len(geoms):
                 continue
-            rasterize(((g, 1) for g in geoms), out=burned, transform=transform, all_touched=True)
-            rasterize(((g, 2) for g in shapely.boundary(geoms)), out=burned, transform=transform,
+            rasterize(((g, 1) for g in _at_scale(geoms, scale)), out=burned, transform=transform,
                       all_touched=True)
+    burned[_outline(burned == 1)] = 2
     palette = np.array([(0, 0, 0, 0), _FILL, _EDGE], dtype="uint8")
     return _png(np.moveaxis(palette[burned], -1, 0))
+
+
+def _at_scale(geoms: np.ndarray, scale: float) -> np.ndarray:
+    """The polygons as the picture can show them: simplified to a pixel, holes smaller than a pixel
+    dropped. rasterio reads every vertex of every ring through Python, so a mask full of specks
+    took seconds to draw; at the picture's scale the drawing is the same. A polygon that simplifies
+    away (smaller than a pixel) is drawn as its bounding box, a pixel."""
+    simple = shapely.simplify(geoms, scale, preserve_topology=False)
+    lost = shapely.is_empty(simple)  # an invalid outline still draws right: GDAL burns what it encloses
+    simple[lost] = shapely.envelope(geoms[lost])
+    parts = shapely.get_parts(simple)
+    rings, owner = shapely.get_rings(parts, return_index=True)
+    shell = np.ones(len(rings), bool)
+    shell[1:] = owner[1:] != owner[:-1]
+    keep = shell | (shapely.area(shapely.polygons(rings)) >= scale * scale)
+    return shapely.polygons(rings[keep], indices=owner[keep])
+
+
+def _outline(filled: np.ndarray) -> np.ndarray:
+    """Filled pixels with an unfilled (or outside) 4-neighbour: the outlines, drawn from the fill."""
+    inner = np.zeros_like(filled)
+    inner[1:-1, 1:-1] = (filled[1:-1, 1:-1] & filled[:-2, 1:-1] & filled[2:, 1:-1] & filled[1:-1, :-2]
+                         & filled[1:-1, 2:])
+    return filled & ~inner
 
 
 def _coarsest_level(group: zarr.Group, max_size: int) -> str | None:

@@ -1,7 +1,7 @@
 """merge-parquet: every part joined into the request's one GeoParquet, written whole and last.
 
-Finished rows are copied as they are; border pieces are joined across block
-edges (``seams``) and finished like them. The file is written beside its
+Finished rows are copied as they are; the pieces on the groups' edges are
+joined across them (``seams``, the second level) and finished like them. The file is written beside its
 destination (or in a temporary folder for object storage) and moved into
 place whole, so readers never see half a result.
 """
@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 from pyproj import CRS
 
 from .. import uris
 from ..provenance import VERSION
-from .parts import PART_SCHEMA, Finisher, read_part
-from .plan import RESULT_NAME, VectorizePlan, VectorizeSettings
+from .parts import PART_SCHEMA, Finisher, RowWriter, local_scratch, publish_file, read_part
+from .plan import VectorizePlan, VectorizeSettings
 from .seams import join_border_pieces
 
 
@@ -56,48 +54,31 @@ def wkb_types(geometry: pa.ChunkedArray | pa.Array) -> set[str]:
     return names
 
 
-class ResultWriter:
-    """Streams rows into a local GeoParquet file in row groups of ``ROW_GROUP`` rows.
+class ResultWriter(RowWriter):
+    """Streams the output columns into a local GeoParquet file.
 
     The file is written beside its destination (local output) or in a
-    temporary folder, and ``_publish_file`` moves it into place whole, so
+    temporary folder, and ``publish_file`` moves it into place whole, so
     readers never see half a result. The GeoParquet metadata goes in the
     footer, written last, so ``geometry_types`` lists the types the file holds
     (GeoParquet: readers may rely on it), not those it might: 8-connected
     regions are MultiPolygons only where GDAL's corner contacts made them so.
     """
 
-    ROW_GROUP = 65_536
-
     def __init__(self, settings: VectorizeSettings, provenance: dict[str, Any], path: str):
-        self.columns = output_columns(settings)
+        columns = output_columns(settings)
         self.crs = CRS.from_user_input(settings.output_crs).to_json_dict()
         self.provenance = json.dumps(provenance, default=str)
-        self.schema = pa.schema([PART_SCHEMA.field(c) for c in self.columns])
-        self.path = path
-        self.rows = 0
         self.geometry_types: set[str] = set()
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
         # No Arrow schema in the file: readers take the footer's key-value metadata as the schema's,
         # so the "geo" key written at close is what geopandas, GDAL and DuckDB see.
-        self._writer = pq.ParquetWriter(path, self.schema, compression="zstd", store_schema=False)
+        schema = pa.schema([PART_SCHEMA.field(c) for c in columns])
+        super().__init__(path, schema, columns, store_schema=False)
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
-            table = table.select(self.columns)
             self.geometry_types |= wkb_types(table["geometry"])
-            self._pending.append(table)
-            self._pending_rows += table.num_rows
-            self.rows += table.num_rows
-        if self._pending_rows >= self.ROW_GROUP:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            table = pa.concat_tables(self._pending).replace_schema_metadata(None)
-            self._writer.write_table(table, row_group_size=self.ROW_GROUP)
-        self._pending, self._pending_rows = [], 0
+        super().write(table)
 
     def geo_metadata(self) -> dict[str, Any]:
         return {
@@ -124,7 +105,7 @@ def merge_tables(
     """Stream finished rows into ``writer``; join the border pieces, then write them.
 
     Memory: one part plus the border pieces of all parts (their pixel-space
-    polygons and runs): pieces that touch an interior block edge, never more
+    polygons and runs): pieces that touch an edge between groups, never more
     than the runs of foreground pixels along those edges.
     """
     border = []
@@ -136,26 +117,12 @@ def merge_tables(
         writer.write(join_border_pieces(pa.concat_tables(border), finishers, settings))
 
 
-def _publish_file(local_path: str, uri: str, storage_options: dict[str, Any] | None) -> None:
-    if uris.is_local(uri):
-        os.replace(local_path, uris.local_path(uri))  # same folder: an atomic rename
-    else:
-        fs, path = uris.filesystem(uri, storage_options)
-        fs.put_file(local_path, path)  # object stores replace whole objects
-        os.remove(local_path)
-
-
 def merge_parts(plan: VectorizePlan, part_uris: list[str], storage_options: dict[str, Any] | None = None
                 ) -> MergeSummary:
     """Join the parts into the request's GeoParquet; its URI, or None without polygons."""
     finishers = [Finisher(s.grid, plan.settings) for s in plan.stores]
     uri = plan.result_uri
-    if uris.is_local(uri):
-        os.makedirs(uris.local_path(plan.output_dir), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{RESULT_NAME}.", dir=uris.local_path(plan.output_dir))
-    else:
-        fd, tmp = tempfile.mkstemp(suffix=".parquet")
-    os.close(fd)
+    tmp = local_scratch(uri)
     try:
         writer = ResultWriter(plan.settings, plan.provenance, tmp)
         try:
@@ -165,7 +132,7 @@ def merge_parts(plan: VectorizePlan, part_uris: list[str], storage_options: dict
         if writer.rows == 0:
             uris.remove(uri, storage_options)
             return MergeSummary(uri=None, polygons=0)
-        _publish_file(tmp, uri, storage_options)
+        publish_file(tmp, uri, storage_options)
         return MergeSummary(uri=uri, polygons=writer.rows)
     finally:
         if os.path.exists(tmp):

@@ -4,11 +4,15 @@ A block polygonizes in whole-raster pixel coordinates (``pixel_transform``),
 where every vertex is an integer and unions of pieces are exact; the
 ``Finisher`` applies the store's transform (with GDAL's arithmetic, so vertices
 equal a whole-raster run's), the area filter, simplification and reprojection.
-A part file holds finished rows and border pieces (``PART_SCHEMA``).
+A part file holds one group's finished rows and the pieces on the group's
+edges (``PART_SCHEMA``); ``PartWriter`` streams it to a local file and moves it
+into place whole.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -136,3 +140,93 @@ def read_part(uri: str, storage_options: dict[str, Any] | None = None) -> pa.Tab
             f"{uri}: a block result of this request is missing (deleted while cached?); "
             f"delete {folder} and make the call again"
         ) from None
+
+
+def publish_file(local_path: str, uri: str, storage_options: dict[str, Any] | None) -> None:
+    """Move a finished local file to ``uri`` whole: a rename beside it, or one upload."""
+    if uris.is_local(uri):
+        os.replace(local_path, uris.local_path(uri))  # same folder: an atomic rename
+    else:
+        fs, path = uris.filesystem(uri, storage_options)
+        fs.put_file(local_path, path)  # object stores replace whole objects
+        os.remove(local_path)
+
+
+def local_scratch(uri: str) -> str:
+    """A new local file to write ``uri``'s content into: beside it when local (so the move is a rename),
+    else in the temporary folder."""
+    if uris.is_local(uri):
+        folder = os.path.dirname(uris.local_path(uri))
+        os.makedirs(folder, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=f".{os.path.basename(uri)}.", dir=folder)
+    else:
+        fd, path = tempfile.mkstemp(suffix=".parquet")
+    os.close(fd)
+    return path
+
+
+class RowWriter:
+    """Streams tables into a local Parquet file in row groups of ``ROW_GROUP`` rows.
+
+    ``columns`` selects (and orders) the columns written; ``schema`` carries
+    the file's metadata.
+    """
+
+    ROW_GROUP = 65_536
+
+    def __init__(self, path: str, schema: pa.Schema, columns: list[str] | None = None,
+                 store_schema: bool = True):
+        self.path, self.schema, self.columns = path, schema, columns
+        self.rows = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd", store_schema=store_schema)
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._pending.append(table.select(self.columns) if self.columns else table)
+            self._pending_rows += table.num_rows
+            self.rows += table.num_rows
+        if self._pending_rows >= self.ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.concat_tables(self._pending).replace_schema_metadata(self.schema.metadata)
+            self._writer.write_table(table, row_group_size=self.ROW_GROUP)
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+
+class PartWriter(RowWriter):
+    """A group's part: rows streamed to a local file, published at ``uri`` by ``publish`` (none if empty).
+
+    A group's finished rows go out as its blocks finish, so a task holds a
+    few blocks' rows and the pieces still on seams, never the group's whole
+    result.
+    """
+
+    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None):
+        self.uri, self.storage_options = uri, storage_options
+        super().__init__(local_scratch(uri), PART_SCHEMA)
+
+    def abort(self) -> None:
+        """Drop the local file: the task failed, nothing is published."""
+        self._writer.close()
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+    def publish(self) -> str | None:
+        """The part's URI once it is in place, or None when no row was written."""
+        try:
+            self.close()
+            if not self.rows:
+                return None
+            publish_file(self.path, self.uri, self.storage_options)
+            return self.uri
+        finally:
+            if os.path.exists(self.path):
+                os.remove(self.path)

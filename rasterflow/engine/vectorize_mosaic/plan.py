@@ -1,8 +1,12 @@
-"""Planning vectorize-mosaic: the stores described, the settings every block shares, the blocks.
+"""Planning vectorize-mosaic: the stores described, the settings every block shares, the groups.
 
-Nothing is written while planning. ``create_output`` then adopts the request's
-output folder (a resumed run keeps its parts) or starts it under a new
-generation, which every cache key of the request includes.
+A block is ``xy_block_multiplier`` chunks on a side and bounds a thread's
+memory; a polygonize task takes a group of neighbouring blocks sized by
+``task_pixels`` (``engine.groups``), so the plan holds one job per group,
+never one per block. Nothing is written while planning. ``create_output``
+then adopts the request's output folder (a resumed run keeps its parts) or
+starts it under a new generation, which every cache key of the request
+includes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pyproj import CRS
 from ...errors import InvalidParameterError, StoreError
 from .. import uris
 from ..grid import Grid
+from ..groups import DEFAULT_TASK_PIXELS, BlockGrid, blocks_of, group_sides
 from ..index import stores_of
 from ..partitions import Window
 from ..plan import PlanReport, Rate, WorkflowPlan
@@ -64,7 +69,7 @@ class VectorizeSettings(BaseModel):
 
 
 class PolygonizeJob(BaseModel):
-    """One block of one store and time slice: the unit of a polygonize task."""
+    """A group of neighbouring blocks of one store and time slice: the unit of a polygonize task."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -73,11 +78,21 @@ class PolygonizeJob(BaseModel):
     store_index: int
     store: SourceStore
     time_index: int
-    window: Window
+    window: Window  # the group's: whole blocks, starting on the block grid
 
     @property
     def name(self) -> str:
-        return f"s{self.store_index}-t{self.time_index}-{self.window.id}"
+        return f"s{self.store_index}-t{self.time_index}-{group_id(self.window)}"
+
+    @property
+    def blocks(self) -> list[Window]:
+        return blocks_of(self.window, *self.store.block)
+
+
+def group_id(window: Window) -> str:
+    """A group's name: its corner and size, so groupings of other sizes never share a name."""
+    rows, cols = window.shape
+    return f"{window.id}-{rows}x{cols}"
 
 
 class VectorizePlan(WorkflowPlan):
@@ -140,9 +155,10 @@ def _output_crs(request: VectorizeMosaicRequest, stores: list[SourceStore]) -> s
 
 
 def plan_vectorize(
-    request: VectorizeMosaicRequest, output_root: str, storage_options_for: uris.OptionsFor = uris.no_options
+    request: VectorizeMosaicRequest, output_root: str, storage_options_for: uris.OptionsFor = uris.no_options,
+    task_pixels: int = DEFAULT_TASK_PIXELS, slots: int = 1,
 ) -> VectorizePlan:
-    """Check the inputs and lay out every block; writes nothing."""
+    """Check the inputs and lay out the groups of blocks (``engine.groups``); writes nothing."""
     uris.check_output_root(output_root, storage_options_for(output_root))
     store_uris = stores_of(request.store, storage_options_for(request.store))
     stores = [source_store(u, request.features, request.xy_block_multiplier, storage_options_for(u))
@@ -155,14 +171,17 @@ def plan_vectorize(
     )
     rid = request_id(params=request.fingerprint_parameters(), stores=[(s.uri, s.identity) for s in stores])
     out = output_dir(output_root, WORKFLOW, rid)
+    grids = [BlockGrid(s.grid.height, s.grid.width, *s.block, count=len(s.times)) for s in stores]
+    sides = group_sides(grids, task_pixels, slots)
     jobs = [
         PolygonizeJob(
-            key=f"{rid[:16]}-s{i}-t{t}-{w.id}", part_uri=uris.join(out, "parts", f"s{i}-t{t}-{w.id}.parquet"),
+            key=f"{rid[:16]}-s{i}-t{t}-{group_id(w)}",
+            part_uri=uris.join(out, "parts", f"s{i}-t{t}-{group_id(w)}.parquet"),
             store_index=i, store=s, time_index=t, window=w,
         )
-        for i, s in enumerate(stores)
+        for i, (s, grid, side) in enumerate(zip(stores, grids, sides, strict=True))
         for t in range(len(s.times))
-        for w in block_windows(s.grid.height, s.grid.width, *s.block)
+        for _, w in grid.groups(side)
     ]
     inputs = {"store": request.store, "stores": [s.uri for s in stores]}
     return VectorizePlan(

@@ -1,27 +1,26 @@
-"""polygonize: one block of one store thresholded and polygonized, into a part file.
+"""polygonize: one block of one store thresholded and polygonized, into part rows.
 
-A block task holds one block (``xy_block_multiplier`` chunks on a side). GDAL
-(``rasterio.features.shapes``) polygonizes the block's foreground (value >=
-threshold, never nodata) under the requested connectivity. With statistics,
-``scipy.ndimage.label`` labels the connected components first and GDAL
-polygonizes the label image: one polygon per label, so each polygon knows its
-pixels, and its statistics are a bincount instead of a rasterization.
+A block is ``xy_block_multiplier`` chunks on a side (a polygonize task runs a
+group of them, ``group``). GDAL's polygonize (``gdal_polygonize``, without the
+GIL) traces the block's foreground (value >= threshold, never nodata) under
+the requested connectivity, as one polygon per connected region. With
+statistics, each polygon's sum comes from its outline and the row prefix sums
+of the band (``pixel_sums``): no labelling pass, no rasterization.
 Polygonizing happens in pixel coordinates (offset to the block's place in the
 raster), where every vertex is an integer and unions are exact; the store's
 transform is applied at the end, with the arithmetic GDAL uses, so coordinates
 match a whole-raster run bit for bit.
 
 A piece that touches no interior block edge is a whole component: it leaves
-its task finished (in the output CRS, filtered, simplified). A piece that
-touches one is kept in pixel coordinates with the runs of edge pixels it owns
-(found by the centre of each run's first pixel, inside exactly one piece):
-``seams`` joins such pieces across blocks from their runs alone, so the merge
-never looks at the pixels again and holds only border pieces in memory.
+finished (in the output CRS, filtered, simplified). A piece that touches one
+is kept in pixel coordinates with the runs of edge pixels it owns (found by
+the centre of each run's first pixel, inside exactly one piece): ``seams``
+joins such pieces across blocks from their runs alone, so joining never looks
+at the pixels again and holds only border pieces in memory.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from itertools import chain
 from typing import Any
@@ -29,62 +28,128 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import shapely
-from pydantic import BaseModel, ConfigDict
 from rasterio.features import shapes
-from scipy import ndimage
 
-from .. import uris
 from ..partitions import Window
 from ..store import open_data_array
+from . import gdal_polygonize
+from .gdal_polygonize import Outlines
 from .parts import _RUN, _TIME, PART_SCHEMA, Finisher, _finished_rows, _rows, pixel_transform
 from .plan import PolygonizeJob, VectorizeSettings
 
-# 4-connectivity: edge neighbours; 8: edge and corner neighbours (GDAL's 8CONNECTED=8).
-_STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: ndimage.generate_binary_structure(2, 2)}
 
+def _pixel_polygons(foreground: np.ndarray, connectivity: int, col0: int, row0: int) -> Outlines:
+    """GDAL's polygon of each region of ``foreground``, in pixel coordinates (column, -row).
 
-class PolygonizeSummary(BaseModel):
-    """What a polygonize task reports (and caches): its part file, if any, and what it holds."""
-
-    model_config = ConfigDict(frozen=True)
-
-    key: str
-    part: str | None  # None: no foreground in the block, no part written
-    finished: int  # polygons whole within the block
-    border: int  # pieces touching a block edge, joined by merge-parquet
-
-
-def _pixel_polygons(
-    image: np.ndarray, foreground: np.ndarray, connectivity: int, col0: int, row0: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """GDAL's polygon of each region of ``foreground`` (pixel coordinates: column, -row), and its value
-    in ``image``."""
-    rings: list[list[tuple[float, float]]] = []
-    rings_per_polygon: list[int] = []
-    values: list[float] = []
-    for geom, value in shapes(image, mask=foreground, connectivity=connectivity,
-                              transform=pixel_transform(col0, row0)):
-        rings.extend(geom["coordinates"])
-        rings_per_polygon.append(len(geom["coordinates"]))
-        values.append(value)
-    ring_sizes = np.fromiter(map(len, rings), np.int64, count=len(rings))
-    # One flat array for all vertices, read straight from GDAL's tuples: about
-    # 3x faster than np.array of the tuples (itself 3x faster than a Polygon each).
-    coords = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), np.float64,
-                         count=2 * int(ring_sizes.sum()))
-    geoms = shapely.from_ragged_array(
-        shapely.GeometryType.POLYGON, coords.reshape(-1, 2),
-        (np.concatenate(([0], np.cumsum(ring_sizes))), np.concatenate(([0], np.cumsum(rings_per_polygon)))),
-    )
+    The flat arrays are GDAL's rings as traced; the geometries are made valid.
+    """
+    if gdal_polygonize.available():
+        traced = gdal_polygonize.polygonize(foreground.view(np.uint8), connectivity, col0, row0)
+    else:
+        traced = _rasterio_polygons(foreground, connectivity, col0, row0)
     if connectivity == 8:
         # GDAL traces 8-connected regions whose pixels meet only at a corner as one
         # self-touching ring; the valid form of that point set is a MultiPolygon.
         # 4-connected output is always valid (none invalid in 10^5-polygon noise).
+        geoms = traced.geoms.copy()
         for k in np.flatnonzero(~shapely.is_valid(geoms)):
             geoms[k] = _made_valid(geoms[k])
-    return geoms, np.asarray(values)
+        traced = traced._replace(geoms=geoms)
+    return traced
+
+
+def _rasterio_polygons(foreground: np.ndarray, connectivity: int, col0: int, row0: int) -> Outlines:
+    """The same polygons through ``rasterio.features.shapes`` (holds the GIL), where ctypes cannot reach
+    GDAL."""
+    rings: list[list[tuple[float, float]]] = []
+    rings_per_polygon: list[int] = []
+    image = foreground.view(np.uint8)
+    for geom, _ in shapes(image, mask=foreground, connectivity=connectivity,
+                          transform=pixel_transform(col0, row0)):
+        rings.extend(geom["coordinates"])
+        rings_per_polygon.append(len(geom["coordinates"]))
+    ring_sizes = np.fromiter(map(len, rings), np.int64, count=len(rings))
+    # One flat array for all vertices, read straight from GDAL's tuples: about
+    # 3x faster than np.array of the tuples (itself 3x faster than a Polygon each).
+    xy = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), np.float64,
+                     count=2 * int(ring_sizes.sum())).reshape(-1, 2)
+    ring_offsets = np.concatenate(([0], np.cumsum(ring_sizes)))
+    polygon_offsets = np.concatenate(([0], np.cumsum(rings_per_polygon)))
+    geoms = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (ring_offsets, polygon_offsets))
+    return Outlines(geoms, xy, ring_offsets, polygon_offsets)
+
+
+def pixel_sums(band: np.ndarray, foreground: np.ndarray, window: Window,
+               outlines: Outlines) -> tuple[np.ndarray, np.ndarray]:
+    """Each polygon's sum of ``band`` over its pixels, from its outline: no labels, no rasterizing.
+
+    With row prefix sums P (P[r, c] = the row's pixels left of column c), the
+    sum over the pixels inside a rectilinear ring is a sum over its vertical
+    edges (a discrete Green's theorem): an edge at column c spanning rows
+    [a, b) contributes the sum of P[a:b, c], with the sign of its direction,
+    and the same sum over ones (a pixel count) gives the ring's orientation;
+    holes subtract. So the cost is one pass for P plus the outlines' length,
+    instead of labelling every pixel (numpy's cumulative sums run fast only
+    along rows, which is why it is not a summed-area table). Exact for
+    integer bands (int64 sums); float bands are summed in float64, whose
+    rounding is far below float32 data's own precision. The rings are GDAL's
+    as traced (an 8-connected one may touch itself: its winding number is
+    still one inside), on this window's pixel corners. Returns the sums and
+    the pixel counts.
+    """
+    exact = np.issubdtype(band.dtype, np.integer) and band.dtype.itemsize <= 4
+    values = band * foreground if exact else np.where(foreground, band, 0)
+    height, width = values.shape
+    prefix = np.zeros((height, width + 1), _prefix_type(band.dtype, width))
+    np.cumsum(values, axis=1, out=prefix[:, 1:])
+
+    ring_offsets, polygon_offsets = outlines.ring_offsets, outlines.polygon_offsets
+    rows = np.rint(-outlines.xy[:, 1]).astype(np.int64) - window.row0
+    cols = np.rint(outlines.xy[:, 0]).astype(np.int64) - window.col0
+    n_rings, n_polygons = len(ring_offsets) - 1, len(polygon_offsets) - 1
+    ring = np.repeat(np.arange(n_rings), np.diff(ring_offsets))
+    edge = np.flatnonzero((cols[1:] == cols[:-1]) & (rows[1:] != rows[:-1]) & (ring[1:] == ring[:-1]))
+    a, b, c = rows[edge], rows[edge + 1], cols[edge]
+    lo, length, direction = np.minimum(a, b), np.abs(b - a), np.sign(b - a)
+    # Every pixel next to a vertical edge: rows lo .. lo + length - 1 of its column, edge after edge.
+    first = np.cumsum(length) - length
+    step = np.arange(int(length.sum())) - np.repeat(first, length)
+    along = prefix.ravel()[(np.repeat(lo, length) + step) * (width + 1) + np.repeat(c, length)]
+    along = along.astype(np.int64 if exact else np.float64, copy=False)
+    edge_sums = np.add.reduceat(along, first) if len(first) else along[:0]
+    ring_sums = _sum_by(ring[edge], direction * edge_sums, n_rings, exact)
+    ring_counts = _sum_by(ring[edge], direction * length * c, n_rings, True)
+    hole = np.ones(n_rings, np.int64)
+    hole[polygon_offsets[:-1]] = 0
+    sign = (1 - 2 * hole) * np.sign(ring_counts)  # exterior +, holes -, whatever way GDAL turned them
+    polygon = np.repeat(np.arange(n_polygons), np.diff(polygon_offsets))
+    counts = _sum_by(polygon, sign * ring_counts, n_polygons, True)
+    return _sum_by(polygon, sign * ring_sums, n_polygons, exact).astype(np.float64), counts
+
+
+def _prefix_type(dtype: np.dtype, width: int) -> type:
+    """Row prefix sums in int32 when a row cannot overflow it (8- and 16-bit data): half the memory
+    traffic of int64; float64 for floats."""
+    if not np.issubdtype(dtype, np.integer) or dtype.itemsize > 4:
+        return np.float64
+    info = np.iinfo(dtype)
+    return np.int32 if max(abs(int(info.min)), int(info.max)) * width < 2**31 else np.int64
+
+
+def _sum_by(index: np.ndarray, values: np.ndarray, n: int, exact: bool) -> np.ndarray:
+    """Sums of ``values`` by ``index``; exact integers when ``exact``.
+
+    bincount adds in float64, exact while the absolute values add up to less
+    than 2**53 (any block of 16-bit data); larger integers take the slower
+    exact ``add.at``.
+    """
+    if exact and np.abs(values).sum(dtype=np.float64) >= 2**52:
+        out = np.zeros(n, np.int64)
+        np.add.at(out, index, values)
+        return out
+    sums = np.bincount(index, weights=values, minlength=n)
+    return np.rint(sums).astype(np.int64) if exact else sums
 
 
 def _made_valid(polygon: shapely.Polygon):
@@ -125,26 +190,22 @@ def _made_valid(polygon: shapely.Polygon):
 
 def _regions(
     band: np.ndarray, foreground: np.ndarray, settings: VectorizeSettings, window: Window
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Each connected region's polygon, and its sum of ``band`` when stats are asked for.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Each connected region's polygon, its pixel count, and its sum of ``band`` when stats are asked
+    for.
 
-    Without stats GDAL polygonizes the foreground mask itself. For stats,
-    scipy labels the regions first (about a fifth of the block's CPU): GDAL
-    polygonizes the label image, so each polygon's value names its pixels and
-    their sum is a bincount rather than a rasterization.
+    GDAL polygonizes the foreground mask; the sums come from the outlines
+    (``pixel_sums``), a fraction of the cost of labelling the regions first.
     """
-    if settings.stats:
-        image, n = ndimage.label(foreground, structure=_STRUCTURE[settings.connectivity])
-    else:
-        image = foreground.view(np.uint8)
-    geoms, values = _pixel_polygons(image, foreground, settings.connectivity, window.col0, window.row0)
+    outlines = _pixel_polygons(foreground, settings.connectivity, window.col0, window.row0)
+    # Unit squares with integer corners: the area is the pixel count, exactly.
+    pixels = np.rint(shapely.area(outlines.geoms)).astype(np.int64)
     if not settings.stats:
-        return geoms, None
-    if len(values) != n:  # scipy and GDAL disagree on the regions: never seen, never ignore
-        raise RuntimeError(f"GDAL returned {len(values)} polygons for {n} connected components")
-    by_label = np.empty(n, dtype=object)
-    by_label[values.astype(np.int64) - 1] = geoms
-    return by_label, np.bincount(image.ravel(), weights=band.ravel(), minlength=n + 1)[1:]
+        return outlines.geoms, pixels, None
+    sums, counts = pixel_sums(band, foreground, window, outlines)
+    if not np.array_equal(counts, pixels):  # a ring read wrongly: a bug, never a result
+        raise RuntimeError("pixel counts from the outlines disagree with the polygons' areas")
+    return outlines.geoms, pixels, sums
 
 
 def _edge_runs(foreground: np.ndarray, window: Window,
@@ -218,9 +279,7 @@ def polygonize_array(
             foreground &= band != nodata
         if not foreground.any():
             continue
-        geoms, sums = _regions(band, foreground, settings, window)
-        # Unit squares with integer corners: the area is the pixel count, exactly.
-        pixels = np.rint(shapely.area(geoms)).astype(np.int64)
+        geoms, pixels, sums = _regions(band, foreground, settings, window)
 
         side, line, start, stop, x, y = _edge_runs(foreground, window, raster_shape)
         owner = _owners(geoms, x, y)
@@ -250,27 +309,23 @@ def polygonize_array(
     return pa.concat_tables(tables) if tables else PART_SCHEMA.empty_table()
 
 
-def read_block(job: PolygonizeJob, storage_options: dict[str, Any] | None = None) -> np.ndarray:
-    """The job's features over its window (features x rows x cols): whole chunks, one read."""
+def read_block(job: PolygonizeJob, window: Window, storage_options: dict[str, Any] | None = None
+               ) -> np.ndarray:
+    """The job's features over one block (features x rows x cols): whole chunks, one read."""
     array = open_data_array(job.store.uri, storage_options)
-    w = job.window
-    block = np.asarray(array[job.time_index, :, w.row0 : w.row1, w.col0 : w.col1])
+    block = np.asarray(array[job.time_index, :, window.row0 : window.row1, window.col0 : window.col1])
     return block[job.store.feature_indexes]
 
 
-def polygonize_block(job: PolygonizeJob, settings: VectorizeSettings,
-                     storage_options: dict[str, Any] | None = None) -> PolygonizeSummary:
-    """Polygonize one block and write its part (none when it has no foreground)."""
+def polygonize_block(job: PolygonizeJob, window: Window, settings: VectorizeSettings,
+                     storage_options: dict[str, Any] | None = None) -> pa.Table:
+    """Read and polygonize one block of the job's group: its part rows.
+
+    Module level with plain arguments, so a process pool can run it too.
+    """
     s = job.store
-    values = read_block(job, storage_options)
-    table = polygonize_array(
-        values, job.window, (s.grid.height, s.grid.width), s.nodata, settings, Finisher(s.grid, settings),
-        time=s.times[job.time_index], store=job.store_index, time_index=job.time_index,
+    return polygonize_array(
+        read_block(job, window, storage_options), window, (s.grid.height, s.grid.width), s.nodata, settings,
+        Finisher(s.grid, settings), time=s.times[job.time_index], store=job.store_index,
+        time_index=job.time_index,
     )
-    finished = int(table["pixels_wkb"].null_count)
-    if table.num_rows:
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        uris.write_bytes_atomic(job.part_uri, buffer.getvalue(), storage_options)
-    return PolygonizeSummary(key=job.key, part=job.part_uri if table.num_rows else None, finished=finished,
-                             border=table.num_rows - finished)

@@ -84,8 +84,9 @@ class VectorizeMosaicRequest(Request):
         "tolerance in units of the store's CRS, topology preserved, after merging and before "
         "reprojection."))] = Field(default_factory=VectorizeConfig)
     xy_block_multiplier: Annotated[BlockMultiplier, Field(description=(
-        "Store chunks per block side (1..64): a block is one polygonize task. It bounds a task's memory and "
-        "never changes the result."))] = DEFAULT_BLOCK_MULTIPLIER
+        "Store chunks per block side (1..64): a block bounds a thread's memory and never changes the result. "
+        "A polygonize task runs a group of neighbouring blocks side by side (config `task_pixels`)."))] = (
+        DEFAULT_BLOCK_MULTIPLIER)
     vector_crs: Annotated[str | None, AfterValidator(_vector_crs), Field(description=(
         "CRS of the output geometries, anything pyproj reads (`EPSG:4326`). None keeps the store's CRS (the "
         "stores of an index must then share one). Vertices are reprojected as they are, edges are not "

@@ -1,18 +1,20 @@
 """Seams: border pieces of neighbouring blocks joined into the polygons they are parts of.
 
-The merge connects two pieces when their runs on the two pixel lines facing
-each other across a block edge overlap (4-connectivity) or overlap or meet
-diagonally (8-connectivity, which also covers pieces meeting only at a block
-corner), takes the connected components of that graph, and unions each
-component's pieces: the union of its pixel squares, the point set GDAL returns
-for it when it polygonizes the whole raster. Nothing else is compared, so the
-merge never looks at the pixels again.
+Two pieces connect when their runs on the two pixel lines facing each other
+across a block edge overlap (4-connectivity) or overlap or meet diagonally
+(8-connectivity, which also covers pieces meeting only at a block corner);
+the connected components of that graph are unioned: the union of their pixel
+squares, the point set GDAL returns for them when it polygonizes the whole
+raster. Nothing else is compared, so joining never looks at the pixels again.
+
+Seams are joined in two levels (``join_pieces``): a polygonize task joins the
+seams between the blocks of its group, and merge-parquet those between groups.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,7 +25,8 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .parts import PART_SCHEMA, Finisher, _finished_rows
+from ..partitions import Window
+from .parts import _TIME, PART_SCHEMA, Finisher, _finished_rows, _rows
 from .plan import VectorizeSettings
 from .polygonize import _containing
 
@@ -58,11 +61,17 @@ def _touching(
     return i, order[j]
 
 
+def _key_codes(table: pa.Table) -> np.ndarray:
+    """A code per row for its (store, time index, label): pieces of different keys never join."""
+    label = pc.dictionary_encode(table["label"].combine_chunks()).indices.to_numpy()
+    keys = np.stack([table["store"].to_numpy(), table["time_index"].to_numpy(), label])
+    return np.unique(keys, axis=1, return_inverse=True)[1].ravel()
+
+
 def _components(table: pa.Table, connectivity: int) -> np.ndarray:
     """Component id of each border piece: pieces connected across block edges."""
     n = table.num_rows
-    keys = table.select(["store", "time_index", "label"]).to_pandas()
-    group = keys.groupby(["store", "time_index", "label"], sort=False).ngroup().to_numpy()
+    group = _key_codes(table)
     runs = table["runs"].combine_chunks()
     piece = pc.list_parent_indices(runs).to_numpy()
     flat = pc.list_flatten(runs)
@@ -140,11 +149,31 @@ def union_pieces(pieces: np.ndarray):
     return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
 
 
-def join_border_pieces(border: pa.Table, finishers: Sequence[Finisher],
-                       settings: VectorizeSettings) -> pa.Table:
-    """Union the border pieces of each component and finish them like whole pieces."""
+Finishers = Sequence[Finisher] | Mapping[int, Finisher]  # by store index
+
+
+def join_border_pieces(border: pa.Table, finishers: Finishers, settings: VectorizeSettings) -> pa.Table:
+    """merge-parquet's level: union the border pieces of each component and finish them like whole
+    pieces."""
+    return join_pieces(border, finishers, settings)[0]
+
+
+def join_pieces(border: pa.Table, finishers: Finishers, settings: VectorizeSettings,
+                window: Window | None = None) -> tuple[pa.Table, pa.Table]:
+    """Join border pieces into components: (finished rows, pieces still on ``window``'s edges).
+
+    Two levels use it. A polygonize task joins its blocks' pieces across the
+    block edges inside its group (``window``, the group's): a component with
+    no run on the group's edges is whole and leaves finished; one with runs
+    there stays a piece, the union of its members with the runs on the
+    group's edges, for merge-parquet. The union of a component's pieces is
+    the point set GDAL gives for it over the group, so the next level joins it
+    exactly as it would a block's piece. Without ``window`` (merge-parquet)
+    every component is whole.
+    """
+    empty = PART_SCHEMA.empty_table()
     if border.num_rows == 0:
-        return PART_SCHEMA.empty_table()
+        return empty, empty
     comp = _components(border, settings.connectivity)
     n_comp = int(comp.max()) + 1
     order = np.argsort(comp, kind="stable")
@@ -154,28 +183,82 @@ def join_border_pieces(border: pa.Table, finishers: Sequence[Finisher],
     sums = None
     if settings.stats:
         sums = np.bincount(comp, weights=border["value_sum"].to_numpy(zero_copy_only=False), minlength=n_comp)
-    store = border["store"].to_numpy()[first]
-    labels = border["label"].to_numpy(zero_copy_only=False)[first]
-    time_index = border["time_index"].to_numpy()[first]
-    times = border["time"].to_numpy(zero_copy_only=False)[first] if settings.with_time else None
     pieces = shapely.from_wkb(border["pixels_wkb"].to_numpy(zero_copy_only=False))
-    tables = []
+    outer_runs = _runs_on_edges(border, comp, window)
+    outer = np.zeros(n_comp, bool)
+    outer[outer_runs[1]] = True
+    first_rows = border.take(pa.array(first))
+    stores, time_indexes = first_rows["store"].to_numpy(), first_rows["time_index"].to_numpy()
+    labels = first_rows["label"].to_numpy(zero_copy_only=False)
+    times = first_rows["time"].to_numpy(zero_copy_only=False) if settings.with_time else None
+    codes = _key_codes(first_rows)
+    finished, kept = [], []
     # One finishing call per (store, time, label): the rows of that combination.
-    keys = pd.DataFrame({"store": store, "time_index": time_index, "label": labels})
-    for (s, t, label), idx in keys.groupby(["store", "time_index", "label"], sort=False).indices.items():
-        idx = idx[finishers[s].keep(pixels[idx])]
-        geoms = np.empty(len(idx), dtype=object)
-        joined = [k for k, c in enumerate(idx) if len(members[c]) > 1]
-        for k, c in enumerate(idx):
-            geoms[k] = pieces[members[c][0]]
-        # GEOS releases the GIL: the unions of large components run side by side.
-        with ThreadPoolExecutor(max_workers=min(len(joined), os.cpu_count() or 1) or 1) as pool:
-            geoms[joined] = list(pool.map(lambda k, idx=idx: union_pieces(pieces[members[idx[k]]]), joined))
+    for code in np.unique(codes):
+        idx = np.flatnonzero(codes == code)
+        s, t, label = stores[idx[0]], time_indexes[idx[0]], labels[idx[0]]
         stamp = None
-        if times is not None and len(idx) and not pd.isna(times[idx[0]]):
+        if times is not None and not pd.isna(times[idx[0]]):
             stamp = pd.Timestamp(times[idx[0]])
-        tables.append(_finished_rows(
-            finishers[s], geoms, pixels[idx], None if sums is None else sums[idx], label, stamp, int(s),
-            int(t),
-        ))
-    return pa.concat_tables(tables) if tables else PART_SCHEMA.empty_table()
+        whole = idx[~outer[idx]]
+        whole = whole[finishers[s].keep(pixels[whole])]
+        if len(whole):
+            finished.append(_finished_rows(
+                finishers[s], _unions(pieces, members, whole), pixels[whole],
+                None if sums is None else sums[whole], label, stamp, int(s), int(t),
+            ))
+        on_edge = idx[outer[idx]]
+        if len(on_edge):
+            kept.append(_edge_rows(pieces, members, on_edge, outer_runs, pixels, sums, label, stamp,
+                                   int(s), int(t)))
+    return (pa.concat_tables(finished) if finished else empty), (pa.concat_tables(kept) if kept else empty)
+
+
+def _unions(pieces: np.ndarray, members: list[np.ndarray], components: np.ndarray) -> np.ndarray:
+    """Each component's geometry: its one piece, or the union of its pieces."""
+    geoms = np.empty(len(components), dtype=object)
+    joined = [k for k, c in enumerate(components) if len(members[c]) > 1]
+    for k, c in enumerate(components):
+        geoms[k] = pieces[members[c][0]]
+    # GEOS releases the GIL: the unions of large components run side by side.
+    with ThreadPoolExecutor(max_workers=min(len(joined), os.cpu_count() or 1) or 1) as pool:
+        geoms[joined] = list(pool.map(lambda k: union_pieces(pieces[members[components[k]]]), joined))
+    return geoms
+
+
+def _runs_on_edges(border: pa.Table, comp: np.ndarray, window: Window | None
+                   ) -> tuple[pa.StructArray, np.ndarray]:
+    """The runs on ``window``'s edges (none without a window) and the component of each."""
+    runs = border["runs"].combine_chunks()
+    flat = pc.list_flatten(runs)
+    if window is None:
+        return flat.slice(0, 0), np.zeros(0, np.int64)
+    piece = pc.list_parent_indices(runs).to_numpy()
+    side = flat.field("side").to_numpy(zero_copy_only=False)
+    line = flat.field("line").to_numpy()
+    on_edge = (((side == "top") & (line == window.row0)) | ((side == "bottom") & (line == window.row1 - 1))
+               | ((side == "left") & (line == window.col0)) | ((side == "right") & (line == window.col1 - 1)))
+    at = np.flatnonzero(on_edge)
+    return flat.take(pa.array(at)), comp[piece[at]]
+
+
+def _edge_rows(pieces: np.ndarray, members: list[np.ndarray], components: np.ndarray,
+               outer_runs: tuple[pa.StructArray, np.ndarray], pixels: np.ndarray, sums: np.ndarray | None,
+               label: str, stamp: pd.Timestamp | None, store: int, time_index: int) -> pa.Table:
+    """Part rows of components still on the group's edges: the union in pixel coordinates, the runs
+    there."""
+    runs, run_comp = outer_runs
+    mine = np.flatnonzero(np.isin(run_comp, components))
+    position = np.full(int(components.max()) + 1, -1)
+    position[components] = np.arange(len(components))
+    order = mine[np.argsort(position[run_comp[mine]], kind="stable")]
+    counts = np.bincount(position[run_comp[order]], minlength=len(components))
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+    n = len(components)
+    return _rows(
+        n, label=label, time=None if stamp is None else pa.array([stamp] * n, _TIME), store=store,
+        time_index=time_index, pixels=pixels[components],
+        value_sum=None if sums is None else sums[components],
+        pixels_wkb=pa.array(shapely.to_wkb(_unions(pieces, members, components)), pa.binary()),
+        runs=pa.ListArray.from_arrays(pa.array(offsets), runs.take(pa.array(order))),
+    )

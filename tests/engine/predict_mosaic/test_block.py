@@ -17,7 +17,7 @@ import torch
 from predict_fixtures import RGB, Fcn, build_store, export, whole_image
 from shapely.geometry import box
 
-from rasterflow.engine.predict_mosaic.block import infer_block
+from rasterflow.engine.predict_mosaic.group import infer_group, layout, scratch_file
 from rasterflow.engine.predict_mosaic.plan import create_prediction_store, plan_predict_mosaic
 from rasterflow.engine.predict_mosaic.scratch import remove_scratch
 from rasterflow.engine.store import commit_store, open_store
@@ -61,16 +61,17 @@ def image(landsat_store):
     return open_store(landsat_store)["variables"].values[0].astype(np.float32)
 
 
-def run(store, model, root, **overrides):
-    """plan -> create -> every block -> commit, as the flow does; returns (values, dataset, plan)."""
+def run(store, model, root, task_pixels=1 << 28, **overrides):
+    """plan -> create -> every group (two threads) -> commit, as the flow does; returns (values, dataset,
+    plan)."""
     values = dict(store=store, model_path=str(model), patch_size=64, clip_size=4, device="cpu",
                   features=RGB, labels=["land", "water"], actor=SEG, max_batch_size=16,
                   merge_mode=MergeModeEnum.CLIP) | overrides
-    plan = plan_predict_mosaic(PredictMosaicParams.parse(**values), str(root))
+    plan = plan_predict_mosaic(PredictMosaicParams.parse(**values), str(root), task_pixels=task_pixels)
     for sp in plan.stores:
         create_prediction_store(sp, plan.provenance)
-        for job in sp.jobs:
-            infer_block(job)
+        for job in sp.jobs:  # phase 0 first: a group's neighbours are done when it starts
+            infer_group(job, workers=2)
         commit_store(sp.spec.uri)
     ds = open_store(plan.stores[0].spec.uri)
     return ds["variables"].values, ds, plan
@@ -97,47 +98,60 @@ def test_tiled_prediction_equals_one_forward_pass(landsat_store, seg_model, imag
 
 
 @pytest.mark.parametrize("mode", [MergeModeEnum.CLIP, MergeModeEnum.WEIGHTED_AVERAGE])
-def test_results_do_not_depend_on_block_or_batch_size(small_store, seg_model, work, mode):
+def test_results_do_not_depend_on_block_batch_or_task_size(small_store, seg_model, work, mode):
+    """64 px blocks in one task, one task per block, and 2 x 2 blocks per task (so both sharing
+    paths, memory and scratch files, cross task edges) against one block for the whole store."""
     _, path = seg_model
-    out = {(m, b): run(small_store, path, work / f"{mode.value}-{m}-{b}", merge_mode=mode,
-                       xy_block_multiplier=m, max_batch_size=b)[0]
-           for m, b in [(1, 64), (4, 64), (4, 1)]}
+    cases = {(4, 64, 1 << 28), (1, 64, 1 << 28), (1, 64, 64 * 64), (1, 64, 128 * 128), (4, 1, 1 << 28)}
+    out = {(m, b, t): run(small_store, path, work / f"{mode.value}-{m}-{b}-{t}", task_pixels=t,
+                          merge_mode=mode, xy_block_multiplier=m, max_batch_size=b)[0]
+           for m, b, t in cases}
     # Same patches, merged in the same order. A patch may run in batches of another size, for which
     # the CPU kernels may pick another algorithm (measured: <= 2e-7); a seam would be an error of the
     # order of the values themselves.
-    np.testing.assert_allclose(out[(1, 64)], out[(4, 64)], atol=1e-6, rtol=0)
-    np.testing.assert_allclose(out[(4, 1)], out[(4, 64)], atol=1e-6, rtol=0)
+    for key, values in out.items():
+        np.testing.assert_allclose(values, out[(4, 64, 1 << 28)], atol=1e-6, rtol=0, err_msg=str(key))
 
 
-def test_every_patch_runs_once_except_at_block_corners(landsat_store, seg_model, work):
-    """Second-phase blocks take the border patches their first-phase neighbours ran.
+@pytest.mark.parametrize("grouping", ["a block per task", "2 x 2 blocks per task", "one task"])
+def test_every_patch_runs_once_except_at_block_corners(landsat_store, seg_model, work, grouping):
+    """Second-phase blocks take the border patches their first-phase neighbours ran, in memory inside a
+    task and through scratch files across tasks.
 
     CLIP regions tile the image and are smaller than a block, so a region
     touches two first-phase (diagonal) blocks only where it holds one of
     their common corners: at most one patch runs twice per interior corner.
     """
     _, path = seg_model
+    task_pixels = {"a block per task": 256**2, "2 x 2 blocks per task": 512**2, "one task": 1 << 30}[grouping]
 
-    def patches_run(root, multiplier, share=True):
+    def patches_run(root, multiplier, pixels):
         values = dict(store=landsat_store, model_path=str(path), patch_size=64, clip_size=4, device="cpu",
                       features=RGB, labels=["land", "water"], actor=SEG, max_batch_size=16,
                       merge_mode=MergeModeEnum.CLIP, xy_block_multiplier=multiplier)
-        plan = plan_predict_mosaic(PredictMosaicParams.parse(**values), str(root))
+        plan = plan_predict_mosaic(PredictMosaicParams.parse(**values), str(root), task_pixels=pixels)
         store = plan.stores[0]
         create_prediction_store(store, plan.provenance)
-        stats = [infer_block(job if share else job.model_copy(update={"take_from": [], "share_uri": None}))
-                 for job in store.jobs]
+        stats = [infer_group(job, workers=2) for job in store.jobs]
         return sum(s.patches for s in stats), sum(s.patches_taken for s in stats), store
 
-    unique, _, whole = patches_run(work / "once-whole", 8)  # one 1024 px block
-    assert len(whole.jobs) == 1
-    shared, taken, store = patches_run(work / "once-shared", 2)  # 256 px blocks: 4 x 4
-    alone, _, _ = patches_run(work / "once-alone", 2, share=False)
+    unique, _, whole = patches_run(work / f"once-whole-{grouping}", 8, 1 << 30)  # one 1024 px block
+    assert len(whole.jobs) == 1 and len(whole.jobs[0].blocks) == 1
+    shared, taken, store = patches_run(work / f"once-{grouping}", 2, task_pixels)  # 256 px blocks: 4 x 4
+    assert sum(len(job.blocks) for job in store.jobs) == 16
+    assert len(store.jobs) == {"a block per task": 16, "2 x 2 blocks per task": 4, "one task": 1}[grouping]
+    alone = shared + taken  # what the blocks would run each on its own
     corners = 3 * 3
-    assert {job.phase for job in store.jobs} == {0, 1} and taken > 0
+    assert taken > 0
     assert unique <= shared <= unique + corners < alone
     scratch = Path(store.scratch_uri)
-    assert len(list(scratch.rglob("*.npz"))) == 8  # the first-phase blocks of 4 x 4
+    files = list(scratch.rglob("*.npz"))
+    # Files only across task edges: from the blocks of first-phase tasks that border another task
+    # (those with a valid pixel: the AOI leaves a nodata corner).
+    across = {scratch_file(job, b.window) for job in store.jobs if job.phase == 0 for b in layout(job)
+              if b.outside}
+    assert {str(f) for f in files} <= across and len(files) >= len(across) - 1
+    assert len(across) == {"a block per task": 8, "2 x 2 blocks per task": 6, "one task": 0}[grouping]
     remove_scratch([store])
     assert not scratch.exists()
 
@@ -148,12 +162,12 @@ def test_blocks_are_whole_output_shards(landsat_store, seg_model, work):
         features=RGB, labels=["land", "water"], actor=SEG, max_batch_size=8, merge_mode="clip",
         xy_block_multiplier=3, output_xy_chunksize=256,
     )
-    store = plan_predict_mosaic(params, str(work / "shards")).stores[0]
+    store = plan_predict_mosaic(params, str(work / "shards"), task_pixels=512 * 512).stores[0]
     shard = store.spec.shard
     assert shard.chunk == 256 and 512 % shard.rows == 0  # 3 x 128 px rounded up to whole 256 px chunks
-    for job in store.jobs:
-        assert job.window.row0 % shard.rows == 0 and job.window.col0 % shard.cols == 0
-        assert job.window.shape == (min(512, 801 - job.window.row0), min(512, 1001 - job.window.col0))
+    for window in (block for job in store.jobs for block in job.blocks):
+        assert window.row0 % shard.rows == 0 and window.col0 % shard.cols == 0
+        assert window.shape == (min(512, 801 - window.row0), min(512, 1001 - window.col0))
     assert not (work / "shards").exists()  # planning writes nothing
 
 

@@ -21,12 +21,10 @@ from polygon_reference import assert_same_polygons, foreground, whole_raster_pol
 from rasterio.features import rasterize
 from shapely.geometry import LineString
 
-from rasterflow.engine.build_gti_mosaic.plan import plan_gti_mosaic
-from rasterflow.engine.build_gti_mosaic.shard import build_shard
 from rasterflow.engine.grid import Grid
-from rasterflow.engine.index import read_index, write_index
 from rasterflow.engine.partitions import ShardShape
-from rasterflow.engine.store import StoreSpec, commit_store, create_store, open_store
+from rasterflow.engine.store import StoreSpec, create_store
+from rasterflow.engine.vectorize_mosaic.group import polygonize_group
 from rasterflow.engine.vectorize_mosaic.merge import MergeSummary, ResultWriter, merge_parts, merge_tables
 from rasterflow.engine.vectorize_mosaic.parts import Finisher
 from rasterflow.engine.vectorize_mosaic.plan import (
@@ -35,41 +33,15 @@ from rasterflow.engine.vectorize_mosaic.plan import (
     create_output,
     plan_vectorize,
 )
-from rasterflow.engine.vectorize_mosaic.polygonize import polygonize_array, polygonize_block
+from rasterflow.engine.vectorize_mosaic.polygonize import polygonize_array
 from rasterflow.engine.vectorize_mosaic.seams import _touching
 from rasterflow.errors import InvalidParameterError
-from rasterflow.params import BuildGtiMosaicParams, VectorizeMosaicParams
+from rasterflow.params import VectorizeMosaicParams
 
 # Red DN of the sample: 6215 keeps three land masses of ~10^5..10^6 pixels and
 # ~2000 specks, 6271 splits them into a dozen large pieces, 6711 keeps fields
 # and towns.
 THRESHOLDS = [6215, 6711]
-
-
-@pytest.fixture(scope="module")
-def mosaic(landsat, tmp_path_factory) -> str:
-    """Index of the Landsat sample built by the engine: red and green, 32 px chunks."""
-    params = BuildGtiMosaicParams.parse(
-        gti=str(landsat / "tiles.parquet"), aoi=str(landsat / "aoi.geojson"), bands=["red", "green"],
-        location_field="location", crs_epsg=32621, xy_chunksize=32, shard_size_bytes=256 * 256 * 4,
-    )
-    plan = plan_gti_mosaic(params, str(tmp_path_factory.mktemp("mosaic")))
-    for store in plan.stores:
-        create_store(store.spec, store.fingerprint, plan.provenance)
-        for job in store.jobs:
-            build_shard(job)
-        commit_store(store.spec.uri)
-    return write_index(plan.index_rows(), plan.index_uri)
-
-
-@pytest.fixture(scope="module")
-def raster(mosaic):
-    """(red, green) pixels, the store's grid and nodata."""
-    ds = open_store(read_index(mosaic).location[0])
-    var = ds["variables"]
-    grid = Grid(crs=ds.rio.crs.to_wkt(), transform=tuple(ds.rio.transform())[:6],
-                width=var.sizes["x"], height=var.sizes["y"])
-    return var.isel(time=0).values, grid, float(var.attrs["nodata"])
 
 
 @pytest.fixture(scope="module")
@@ -285,16 +257,17 @@ def params(store, **changes) -> VectorizeMosaicParams:
     return VectorizeMosaicParams.parse(**(values | changes))
 
 
-def run_plan(plan, storage_options=None) -> dict:
+def run_plan(plan, storage_options=None, workers=2) -> MergeSummary:
     create_output(plan)
-    parts = [s.part for s in (polygonize_block(job, plan.settings) for job in plan.jobs) if s.part]
+    parts = [s.part for s in (polygonize_group(job, plan.settings, workers=workers) for job in plan.jobs)
+             if s.part]
     return merge_parts(plan, sorted(parts))
 
 
 def test_store_path_per_feature(mosaic, raster, tmp_path):
     """Plan, polygonize and merge from the store (64 px blocks): each feature its own label."""
     values, grid, nodata = raster
-    plan = plan_vectorize(params(mosaic), str(tmp_path))
+    plan = plan_vectorize(params(mosaic), str(tmp_path), task_pixels=64 * 64)  # a block per task
     assert len(plan.jobs) == math.ceil(grid.height / 64) * math.ceil(grid.width / 64)
     result = run_plan(plan)
     got = gpd.read_parquet(result.uri)
