@@ -20,13 +20,15 @@ PACKAGE = Path(rasterflow.__file__).parent
 
 # Layer of each top-level part of the package, bottom up. params and config are
 # declarations the layers above the engine share; neither imports the other.
+# view (the map viewer's web server) and services (background servers) serve the
+# client and the command line, beside deploy.
 LAYERS = {
     "enums": 0, "errors": 0,
     "engine": 1,
     "params": 2, "config": 2,
     "tasks": 3,
     "flows": 4,
-    "deploy": 5,
+    "deploy": 5, "view": 5, "services": 5,
     "client": 6,
     "cli": 7,
 }
