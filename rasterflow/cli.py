@@ -401,6 +401,142 @@ def demo(
     )
 
 
+# ---------------------------------------------------------------- seeing the results, local servers
+
+
+def _fail(exc: RasterflowError) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(2)
+
+
+@app.command()
+def view(
+    uris: list[str] = typer.Argument(..., metavar="URI...", help="Stores, indexes or polygon files, "
+                                     "drawn together."),
+    port: int | None = typer.Option(None, help="Port on 127.0.0.1 (default: the config's view_port, 8765)."),
+    browser: bool = typer.Option(True, "--browser/--no-browser", help="Open the map in a web browser."),
+    config: Path | None = typer.Option(None, help="rasterflow.yaml to use."),
+) -> None:
+    """Open a web map of outputs: bands, colour limits, time, polygons.
+
+    Serves the viewer on 127.0.0.1 until Ctrl-C, or reuses the background one
+    of `rasterflow server start`.
+
+    Example: rasterflow view rasterflow-output/build-zarr-multiscales/*/index.parquet
+    """
+    from . import services
+    from .config import load_config
+    from .engine.view import map_link
+    from .engine.view.layers import layers_of
+
+    try:
+        settings = load_config(config)
+        for uri in uris:
+            layers_of(uri, settings.storage_options_for(uri))
+    except RasterflowError as exc:
+        raise _fail(exc) from None
+    port = port or settings.view_port
+    running = services.status(services.VIEWER)
+    url = map_link(uris, running["url"] if running else f"http://127.0.0.1:{port}")
+    Console(soft_wrap=True).print(url)
+    if browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    if not running:
+        from .view import serve
+
+        console.print("serving the viewer on 127.0.0.1; Ctrl-C stops it")
+        serve(settings, port=port)
+
+
+@app.command()
+def export(
+    uri: str = typer.Argument(..., help="A store, multiscales store, index, or polygons GeoParquet."),
+    format: str = typer.Option("cog", "--format", "-f",
+                               help="cog or zarr-v2 (stores); gpkg or fgb (polygons)."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Folder (default: beside URI)."),
+    config: Path | None = typer.Option(None, help="rasterflow.yaml to use."),
+) -> None:
+    """Write outputs as GeoTIFF (COG), Zarr v2, GeoPackage or FlatGeobuf.
+
+    For GDAL < 3.13 and QGIS, which cannot read sharded Zarr v3.
+
+    Example: rasterflow export rasterflow-output/predict-mosaic/ab12/index.parquet -f cog
+    """
+    from .config import load_config
+    from .engine.export import export as write
+
+    try:
+        settings = load_config(config)
+        written = write(uri, format, output, settings.storage_options_for)
+    except RasterflowError as exc:
+        raise _fail(exc) from None
+    for path in written:
+        Console(soft_wrap=True).print(path)
+
+
+server_app = typer.Typer(no_args_is_help=True, help="A Prefect server and the map viewer in the "
+                         "background, reused by every call (start, stop, status).")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(
+    config: Path | None = typer.Option(None, help="rasterflow.yaml (its server_port, view_port)."),
+) -> None:
+    """Start a Prefect server and the viewer in the background (127.0.0.1).
+
+    Calls from any process then run on that server (its UI keeps every run)
+    instead of starting an embedded one: a call served from the cache returns
+    in about a second instead of ~8 s. Example: rasterflow server start
+    """
+    from . import services
+    from .config import load_config
+
+    try:
+        settings = load_config(config)
+        prefect = services.start(services.PREFECT, settings.server_port)
+        viewer = services.start(services.VIEWER, settings.view_port, str(config) if config else None)
+    except RasterflowError as exc:
+        raise _fail(exc) from None
+    Console(soft_wrap=True).print(f"Prefect UI: {prefect['url']}\nviewer:     {viewer['url']}/map")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the background Prefect server and viewer. Example: rasterflow server stop"""
+    from . import services
+
+    for name in (services.PREFECT, services.VIEWER):
+        Console().print(f"{name}: {'stopped' if services.stop(name) else 'was not running'}")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether the background servers run, and where. Example: rasterflow server status"""
+    from . import services
+
+    for name in (services.PREFECT, services.VIEWER):
+        state = services.status(name)
+        where = f"running at {state['url']} (pid {state['pid']})" if state else "not running"
+        Console(soft_wrap=True).print(f"{name}: {where}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        Console().print(f"rasterflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Self-hostable raster workflows: mosaics, models, polygons and maps, as Prefect flows."""
+
+
 def main() -> None:
     app()
 

@@ -303,6 +303,39 @@ class RasterflowClient:
                 f"same contract is {recipe_spec(recipe).standin}",
             )
 
+    # ------------------------------------------------ seeing and exporting results
+
+    def map_url(self, uri: str | list[str]) -> str:
+        """A web map of ``uri`` (a store, a multiscales store, an index or polygons; or several URIs
+        drawn together), served by a local viewer on 127.0.0.1 that keeps running in the background.
+
+        The page draws raster layers from their pyramid levels with colour limits from the stored
+        statistics (band or RGB choice, time slider, opacity, legend) and polygons on top. A URI
+        that cannot be drawn fails here. ``rasterflow server stop`` stops the viewer.
+        """
+        from . import services
+        from .engine.view import map_link
+        from .engine.view.layers import layers_of
+
+        listed = [uri] if isinstance(uri, str) else list(uri)
+        for each in listed:
+            layers_of(each, self.config.storage_options_for(each))
+        state = services.start(services.VIEWER, self.config.view_port)
+        return map_link(listed, state["url"])
+
+    def export(self, uri: str, format: str = "cog", output: str | None = None) -> list[str]:
+        """Write ``uri`` in a format GDAL, QGIS and every GIS open; returns the files written.
+
+        ``format``: ``cog`` (one Cloud Optimized GeoTIFF per store and time slice, with
+        overviews, nodata and band names) or ``zarr-v2`` (an unsharded Zarr v2 copy, which GDAL
+        3.4-3.12 reads) for stores, multiscales stores and their indexes; ``gpkg`` or ``fgb`` for
+        the polygons of vectorize_mosaic. ``output``: a folder (default: beside ``uri``). Sharded
+        Zarr v3 needs GDAL >= 3.13; see docs/workflows.md, "Open the outputs in...".
+        """
+        from .engine.export import export
+
+        return export(uri, format, output, self.config.storage_options_for)
+
     def _run_index(self, flow, params: WorkflowParams, wait: bool = True) -> str:
         """``_run`` of a flow that always returns a URI (a flow run id when not waiting)."""
         uri = self._run(flow, params, wait)
@@ -328,10 +361,10 @@ class RasterflowClient:
                 '`if __name__ == "__main__":`, or set process_pool: false in rasterflow.yaml'
             )
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
+        settings = run_settings(self.config) | _background_server()
         # No runtime tag: tags make every task run look up tag concurrency limits,
         # an API call per task that the embedded SQLite server pays for in stalls.
-        with (using_config(self.config), _environment(params.envs),
-              temporary_settings(run_settings(self.config))):
+        with (using_config(self.config), _environment(params.envs), temporary_settings(settings)):
             return runnable(**params.flow_parameters())
 
     def _run_deployment(self, flow, params: WorkflowParams, wait: bool) -> str | None:
@@ -377,6 +410,19 @@ class RasterflowClient:
                 f"{where} completed but its result is not readable here ({exc}); point "
                 "PREFECT_DEFAULT_RESULT_STORAGE_BLOCK at storage both workers and this process can read"
             ) from None
+
+
+def _background_server() -> dict[Any, Any]:
+    """Run against ``rasterflow server start``'s server when it is up and no API URL is set:
+    the embedded server's start-up (~8 s a process) is then paid once."""
+    from prefect.settings import PREFECT_API_URL
+
+    from .services import background_api_url
+
+    if PREFECT_API_URL.value():
+        return {}
+    api = background_api_url()
+    return {PREFECT_API_URL: api} if api else {}
 
 
 def _run_url(flow_run_id) -> str:

@@ -17,6 +17,8 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="rasterflow-test-prefect-")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("RASTERFLOW_CONFIG_FILE", None)
+# Background servers of `rasterflow server start` are recorded here: never the user's.
+os.environ["RASTERFLOW_STATE_DIR"] = tempfile.mkdtemp(prefix="rasterflow-test-state-")
 
 SAMPLES = Path(__file__).resolve().parents[1] / "rasterflow" / "samples"
 

@@ -86,7 +86,8 @@ def test_the_page_draws_the_pyramid_the_polygons_and_a_legend(stores, tmp_path, 
         with browser_page(url, tmp_path / "chromium") as page:
             page.wait_for(READY)
             both = pixels(page.screenshot(shots / "pyramid-and-polygons.png"))
-            legend = page.evaluate("[...document.querySelectorAll('.legend')].map(e => e.textContent).join('|')")
+            legend = page.evaluate(
+                "[...document.querySelectorAll('.legend')].map(e => e.textContent).join('|')")
             status = page.evaluate("document.getElementById('status').textContent")
             # Hide the polygons: what changes is where they are.
             page.evaluate("document.querySelector('.layer h2 input').click()")

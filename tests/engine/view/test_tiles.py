@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import view_fixtures
@@ -34,7 +32,8 @@ def test_a_pyramid_is_one_layer_with_its_levels_and_limits_from_its_statistics(s
     assert layer.limits_from == "statistics" and len(layer.levels) >= 2
     assert [b.name for b in layer.bands] == view_fixtures.BANDS
     for band, entry in zip(layer.bands, stats, strict=True):
-        assert (band.low, band.high) == (entry["statistics"]["percentile_2"], entry["statistics"]["percentile_98"])
+        stats = entry["statistics"]
+        assert (band.low, band.high) == (stats["percentile_2"], stats["percentile_98"])
     resolutions = [lvl.resolution for lvl in layer.levels]
     assert resolutions == sorted(resolutions) and resolutions[1] == 2 * resolutions[0]
     assert layer.minzoom < layer.maxzoom and layer.times == ["undated"]
