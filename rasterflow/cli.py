@@ -525,9 +525,9 @@ def server_status() -> None:
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from importlib.metadata import version
 
-        Console().print(f"rasterflow {__version__}")
+        Console().print(f"rasterflow {version('rasterflow')}")
         raise typer.Exit()
 
 

@@ -19,6 +19,7 @@ from ..engine.build_zarr_multiscales.plan import LevelChain, LevelJob
 from ..engine.build_zarr_multiscales.request import BuildZarrMultiscalesRequest
 from ..engine.build_zarr_multiscales.stages import Work, stages
 from ..engine.build_zarr_multiscales.stats import Bins
+from ..engine.view import map_link
 from ..enums import ResamplingMethod
 from ..tasks.build_zarr_multiscales import (
     build_levels_task,
@@ -78,9 +79,12 @@ def build_zarr_multiscales_flow(
         commit_pyramid_task.with_options(**options)(pyramid, results[pyramid.uri])
     index_uri = write_index_task.with_options(**options)(plan)
     jobs = sum(len(lvl.jobs) for p in plan.pyramids for lvl in p.levels)
+    map_url = map_link(index_uri, f"http://127.0.0.1:{config.view_port}")
     publish_stores(
         "build-zarr-multiscales", index_uri,
         f"# build-zarr-multiscales\n\nIndex: `{index_uri}`\n\n{len(plan.pyramids)} store(s), "
-        f"up to {max(len(p.levels) for p in plan.pyramids)} level(s), {jobs} partition(s).",
+        f"up to {max(len(p.levels) for p in plan.pyramids)} level(s), {jobs} partition(s).\n\n"
+        f"Map: [{map_url}]({map_url}) (served while `rasterflow server start` or "
+        f"`rasterflow view {index_uri}` runs; `client.map_url(index)` starts it).",
     )
     return index_uri

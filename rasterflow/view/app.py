@@ -94,8 +94,9 @@ def _limits(text: str | None, count: int) -> list[tuple[float, float]] | None:
 def create_app(storage_options_for: Callable[[str], dict[str, Any]], basemap_url: str | None = None,
                cache_dir: Path | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
     """The viewer app; ``storage_options_for`` gives fsspec options per URI (the config's)."""
-    from .. import __version__
+    from importlib.metadata import version
 
+    __version__ = version("rasterflow")
     registry = Registry(storage_options_for,
                         cache_dir or Path(tempfile.gettempdir()) / "rasterflow-view-cache")
     app = FastAPI(title="rasterflow viewer", version=__version__, docs_url=None, redoc_url=None)

@@ -68,7 +68,8 @@ def test_store_workflows_publish_their_index_with_a_quicklook_and_progress(chain
     table = _only(found, "table")
     rows = json.loads(table.data)
 
-    assert table.key == f"{name}-outputs"
+    request = index_uri.rsplit("/", 2)[-2]
+    assert table.key == f"{name}-{request}-outputs"  # one key per request
     assert [r["location"] for r in rows] == stores_of(index_uri)
     for row, expected in zip(rows, index.itertuples(), strict=True):
         assert row["bands"] == ", ".join(expected.bands)
@@ -76,7 +77,9 @@ def test_store_workflows_publish_their_index_with_a_quicklook_and_progress(chain
         np.testing.assert_allclose(bounds, expected.geometry.bounds, atol=1e-5)
         assert re.fullmatch(r"\d+(\.\d)? (B|kB|MB|GB)", row["size"]) and not row["size"].startswith("0 ")
     summary = _only(found, "markdown")
-    assert summary.key == f"{name}-summary" and index_uri in summary.data
+    assert summary.key == f"{name}-{request}-summary" and index_uri in summary.data
+    if name == "build-zarr-multiscales":
+        assert "Map: [http://127.0.0.1:8765/map?uri=" in summary.data
     shown = ", ".join(index.bands[0][:3] if len(index.bands[0]) >= 3 else index.bands[0][:1])
     assert f"{rows[0]['location']}: {shown} as" in summary.data  # the caption says what is drawn
     picture = _quicklook(summary.data)

@@ -87,9 +87,15 @@ def _format_bounds(bounds) -> str:
 
 
 def _format_times(start, end) -> str:
+    """Dates as people write them ("2021-01-01"), a period as "2021-01-01 to 2022-01-01"."""
     if pd.isna(start):
         return ""
-    return str(start) if start == end else f"{start} - {end}"
+    first, last = (_date(pd.Timestamp(t)) for t in (start, end))
+    return first if first == last else f"{first} to {last}"
+
+
+def _date(stamp: pd.Timestamp) -> str:
+    return stamp.strftime("%Y-%m-%d") if stamp == stamp.normalize() else stamp.strftime("%Y-%m-%d %H:%M")
 
 
 def _format_size(n: float) -> str:
