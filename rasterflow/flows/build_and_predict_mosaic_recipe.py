@@ -2,7 +2,8 @@
 
 choose-crs (unless given) -> build-mosaic (subflow: the recipe's datasets over
 the AOI) -> predict-mosaic (subflow: the recipe's model over every store of
-that mosaic's index). Both subflows are ordinary runs of those flows, shown
+that mosaic's index) -> summarize-recipe (names the model that ran: a bundled
+stand-in is never called the public model). Both subflows are ordinary runs of those flows, shown
 nested under this one in the Prefect UI, with their own caching: an identical
 call lands on the same content-addressed stores and its cached tasks.
 """
@@ -16,10 +17,11 @@ from prefect import flow
 from ..engine.build_and_predict_mosaic_recipe.recipes import recipe_spec
 from ..engine.build_and_predict_mosaic_recipe.request import BuildAndPredictMosaicRecipeRequest
 from ..enums import ModelRecipes
-from ..tasks.build_and_predict_mosaic_recipe import choose_crs
+from ..tasks.build_and_predict_mosaic_recipe import choose_crs, summarize_recipe
 from ..tasks.publish import publish_stores
 from .build_mosaic import build_mosaic_flow
 from .predict_mosaic import predict_mosaic_flow
+from .runtime import announce_run
 
 
 @flow(name="build-and-predict-mosaic-recipe", validate_parameters=True, persist_result=True)
@@ -33,6 +35,7 @@ def build_and_predict_mosaic_recipe_flow(
 ) -> str:
     """Mosaic the recipe's datasets and run its model; returns the prediction index URI."""
     request = BuildAndPredictMosaicRecipeRequest.parse(**locals())
+    announce_run()
     recipe = recipe_spec(request.model_recipe)
     epsg = request.crs_epsg if request.crs_epsg is not None else choose_crs(request.aoi)
     mosaic = build_mosaic_flow(
@@ -44,10 +47,6 @@ def build_and_predict_mosaic_recipe_flow(
         device="auto", features=list(recipe.features), labels=list(recipe.labels), actor=recipe.actor,
         max_batch_size=recipe.max_batch_size, merge_mode=recipe.merge_mode,
     )
-    publish_stores(
-        "build-and-predict-mosaic-recipe", predictions,
-        f"# {recipe.recipe.value}\n\n{recipe.public_model.name} ({recipe.public_model.source}).\n\n"
-        f"- model: `{request.model_path}`\n- mosaic index: `{mosaic}` (EPSG:{epsg})\n"
-        f"- predictions index: `{predictions}`\n- labels: {', '.join(recipe.labels)}\n",
-    )
+    summary = summarize_recipe(recipe, request.model_path, mosaic, predictions, epsg)
+    publish_stores("build-and-predict-mosaic-recipe", predictions, summary)
     return predictions

@@ -20,7 +20,7 @@ from ..tasks.build_mosaic import build_shard_task, plan_partitions, search_catal
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
 from ..tasks.stores import write_index_task
-from .runtime import write_stores
+from .runtime import announce_run, write_stores
 
 
 @flow(name="build-mosaic", validate_parameters=True, persist_result=True)
@@ -37,6 +37,7 @@ def build_mosaic_flow(
 ) -> str:
     """Composite the datasets over each AOI geometry, one time slice per year; returns the index URI."""
     request = BuildMosaicRequest.parse(**locals())
+    announce_run()
     config = current_config()
     logger = get_run_logger()
     found = search_catalog_task.with_options(**io_task_options(config))(request)

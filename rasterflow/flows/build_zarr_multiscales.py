@@ -33,7 +33,7 @@ from ..tasks.build_zarr_multiscales import (
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
 from ..tasks.stores import write_index_task
-from .runtime import wait_reporting
+from .runtime import announce_run, wait_reporting
 
 
 @flow(name="build-zarr-multiscales", validate_parameters=True, persist_result=True)
@@ -44,6 +44,7 @@ def build_zarr_multiscales_flow(
 ) -> str:
     """Build one multiscales store per input store; returns the index GeoParquet URI."""
     request = BuildZarrMultiscalesRequest.parse(**locals())
+    announce_run()
     config = current_config()
     plan = plan_partitions(request, config.output_uri)
     get_run_logger().info("%d pyramid(s) of up to %d level(s) under %s", len(plan.pyramids),

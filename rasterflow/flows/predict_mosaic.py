@@ -15,6 +15,7 @@ from prefect.futures import PrefectFuture
 
 from ..config import current_config
 from ..engine.predict_mosaic.block import BlockSummary
+from ..engine.predict_mosaic.bundled import bundled_model
 from ..engine.predict_mosaic.request import DEFAULT_BLOCK_MULTIPLIER, PredictMosaicRequest
 from ..enums import InferenceActorEnum, MergeModeEnum
 from ..tasks.policy import io_task_options
@@ -26,7 +27,7 @@ from ..tasks.predict_mosaic import (
 )
 from ..tasks.publish import publish_stores
 from ..tasks.stores import commit_store_task, write_index_task
-from .runtime import wait_reporting
+from .runtime import announce_run, wait_reporting
 
 
 @flow(name="predict-mosaic", validate_parameters=True, persist_result=True)
@@ -47,6 +48,7 @@ def predict_mosaic_flow(
 ) -> str:
     """Predict every block of every input store; returns the index GeoParquet URI."""
     request = PredictMosaicRequest.parse(**locals())
+    announce_run()
     config = current_config()
     logger = get_run_logger()
     plan = plan_blocks(request, config.output_uri)
@@ -77,7 +79,9 @@ def predict_mosaic_flow(
     publish_stores(
         "predict-mosaic", index_uri,
         f"# predict-mosaic\n\nIndex: `{index_uri}`\n\nModel `{inputs['model_path']}` "
-        f"(sha256 `{inputs['model_sha256'][:12]}`, {inputs['model_format']}) on `{inputs['device']}`; "
+        f"(sha256 `{inputs['model_sha256'][:12]}`, {inputs['model_format']}"
+        f"{': ' + shipped if (shipped := bundled_model(inputs['model_sha256'])) else ''}) "
+        f"on `{inputs['device']}`; "
         f"{len(plan.stores)} store(s), {plan.n_jobs} block(s).",
     )
     return index_uri

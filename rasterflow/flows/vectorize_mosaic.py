@@ -24,7 +24,7 @@ from ..enums import VectorizeMethodEnum
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_polygons
 from ..tasks.vectorize_mosaic import create_output_task, merge_parquet_task, plan_polygonize, polygonize_task
-from .runtime import wait_reporting
+from .runtime import announce_run, wait_reporting
 
 
 @flow(name="vectorize-mosaic", validate_parameters=True, persist_result=True)
@@ -39,6 +39,7 @@ def vectorize_mosaic_flow(
 ) -> str | None:
     """Polygonize every store named by ``store``; the GeoParquet's URI, or None if no polygon."""
     request = VectorizeMosaicRequest.parse(**locals())
+    announce_run()
     config = current_config()
     plan = plan_polygonize(request, config.output_uri)
     get_run_logger().info("%d store(s), %d block(s) under %s", len(plan.stores), len(plan.jobs),

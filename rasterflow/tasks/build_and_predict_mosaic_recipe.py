@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from ..config import current_config
-from ..engine.build_and_predict_mosaic_recipe.recipes import native_crs_epsg
+from ..engine.build_and_predict_mosaic_recipe.recipes import RecipeSpec, native_crs_epsg, recipe_summary
+from ..engine.index import read_index
 from ..engine.vectors import read_vector
 
 
@@ -20,3 +21,12 @@ def choose_crs(aoi: str) -> int:
             "pass crs_epsg to choose another", epsg,
         )
     return epsg
+
+
+@task(name="summarize-recipe", persist_result=False)
+def summarize_recipe(spec: RecipeSpec, model_path: str, mosaic: str, predictions: str, crs_epsg: int) -> str:
+    """The summary's text, with the model named by the bytes that ran (the predictions index's sha256)."""
+    index = read_index(predictions, current_config().storage_options_for(predictions))
+    sha = str(index.model_sha256.iloc[0]) if len(index) else ""
+    return recipe_summary(spec, model_path, sha, mosaic, predictions, crs_epsg)
+

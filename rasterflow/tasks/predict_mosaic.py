@@ -24,7 +24,7 @@ from ..engine.predict_mosaic.plan import (
 )
 from ..engine.predict_mosaic.request import PredictMosaicRequest
 from ..engine.predict_mosaic.scratch import remove_scratch
-from .policy import cached
+from .policy import cached, reporting
 
 
 @task(name="plan-blocks", persist_result=False)
@@ -38,6 +38,7 @@ def create_prediction_store_task(store: PredictStorePlan, provenance: dict[str, 
 
 
 @task(name="infer-block", task_run_name="infer-block-{job.key}", **cached())
+@reporting
 def infer_block_task(job: InferBlockJob, generation: str) -> BlockSummary:
     return infer_block(job, current_config().storage_options_for)
 

@@ -23,6 +23,7 @@ class ShardSummary(BaseModel):
     rows: int
     cols: int
     valid_values: int
+    bytes: int = 0  # of pixels written, before compression
 
 
 def count_valid(data: np.ndarray, nodata: float) -> int:
@@ -40,4 +41,5 @@ def build_shard(job: ShardJob, storage_options_for: uris.OptionsFor = uris.no_op
     )
     write_window(job.store_uri, job.time_index, job.window, data, storage_options_for(job.store_uri))
     rows, cols = job.window.shape
-    return ShardSummary(key=job.key, rows=rows, cols=cols, valid_values=count_valid(data, job.nodata))
+    return ShardSummary(key=job.key, rows=rows, cols=cols, valid_values=count_valid(data, job.nodata),
+                        bytes=data.nbytes)

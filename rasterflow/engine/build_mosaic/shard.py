@@ -23,4 +23,4 @@ def build_composite_shard(job: CompositeJob, storage_options_for: uris.OptionsFo
     write_window(job.store_uri, job.time_index, job.window, data, storage_options_for(job.store_uri))
     rows, cols = job.window.shape
     return CompositeSummary(key=job.key, rows=rows, cols=cols, valid_values=count_valid(data, job.nodata),
-                            scenes=sum(len(p.scenes) for p in job.parts))
+                            scenes=sum(len(p.scenes) for p in job.parts), bytes=data.nbytes)
