@@ -350,10 +350,8 @@ class RasterflowClient:
                 "wait", wait, "needs `execution: deployment` in the config: a local run runs in this process",
                 "True, or execution: deployment",
             )
-        from prefect.settings import temporary_settings
-
         from .engine.processes import importing_main
-        from .flows.runtime import make_task_runner, run_settings
+        from .flows.runtime import changed_settings, make_task_runner, run_settings
 
         if importing_main():  # a worker process importing an unguarded script: never run a flow there
             raise ConfigError(
@@ -364,7 +362,7 @@ class RasterflowClient:
         settings = run_settings(self.config) | _background_server()
         # No runtime tag: tags make every task run look up tag concurrency limits,
         # an API call per task that the embedded SQLite server pays for in stalls.
-        with (using_config(self.config), _environment(params.envs), temporary_settings(settings)):
+        with (using_config(self.config), _environment(params.envs), changed_settings(settings)):
             return runnable(**params.flow_parameters())
 
     def _run_deployment(self, flow, params: WorkflowParams, wait: bool) -> str | None:

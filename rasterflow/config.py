@@ -32,6 +32,7 @@ view_port        Port of the map viewer on 127.0.0.1 (``rasterflow view``, ``map
 basemap_url      XYZ tile URL template drawn under the viewer's layers, e.g.
                  ``https://tile.openstreetmap.org/{z}/{x}/{y}.png``; none by default (offline).
 server_port      Port of the background Prefect server of ``rasterflow server start`` (default 4200).
+runner_port      Port of its warm runner of command-line calls (default 8766).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class RasterflowConfig(BaseModel):
     view_port: int = Field(default=8765, ge=1, le=65535)
     basemap_url: str | None = None
     server_port: int = Field(default=4200, ge=1, le=65535)
+    runner_port: int = Field(default=8766, ge=1, le=65535)
 
     @field_validator("output_uri")
     @classmethod

@@ -40,8 +40,8 @@ def prefect_server():
     """A real Prefect API (the test harness: a temporary server on loopback)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    # The default 30 s start-up timeout is tight on a loaded 2-core machine.
-    with prefect_test_harness(server_startup_timeout=90):
+    # The default 30 s start-up timeout is tight on a loaded 2-core machine (90 s was, at load 14).
+    with prefect_test_harness(server_startup_timeout=240):
         yield
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import re
+import shlex
 
+import typer
 import view_fixtures
-from loopback import child_env
 from typer.testing import CliRunner
 
 from rasterflow import __version__
@@ -15,14 +15,29 @@ from rasterflow.cli import app
 runner = CliRunner()
 
 
-def test_version_and_every_commands_help_fits_80_columns_with_an_example():
+def _commands(group, path: tuple[str, ...] = ()):
+    """Every command and group of the ``rasterflow`` tree, as the words that reach it (typer vendors
+    its own click: a group is what has ``commands``)."""
+    for name, command in group.commands.items():
+        yield path + (name,), command
+        if hasattr(command, "commands"):
+            yield from _commands(command, path + (name,))
+
+
+def test_version_and_every_commands_help_fits_80_columns_with_an_example_that_parses():
     assert runner.invoke(app, ["--version"]).output.strip() == f"rasterflow {__version__}"
-    env = child_env(COLUMNS="80", TERM="dumb")
-    for command in ("view", "export", "server"):
-        shown = subprocess.run([sys.executable, "-m", "rasterflow.cli", command, "--help"], env=env,
-                               capture_output=True, text=True, check=True).stdout
+    root = typer.main.get_command(app)
+    for words, _ in [((), root), *_commands(root)]:
+        shown = runner.invoke(app, [*words, "--help"], env={"COLUMNS": "80", "TERM": "dumb"}).output
         assert max(len(line) for line in shown.splitlines()) <= 80, shown
-        assert "Example" in shown or command == "server", shown
+        example = re.search(r"Example: (rasterflow.*?)\n\s*\n", shown, re.S)
+        assert example, f"{' '.join(words) or 'rasterflow'}: no example in\n{shown}"
+        args = shlex.split(" ".join(example.group(1).split()))[1:]
+        assert args[: len(words)] == list(words) or not words, example.group(1)
+        target, rest = root, args  # the example's own words reach a command that takes its options
+        while hasattr(target, "commands") and rest and rest[0] in target.commands:
+            target, rest = target.commands[rest[0]], rest[1:]
+        target.make_context(target.name or "rasterflow", list(rest), resilient_parsing=False)
 
 
 def test_export_writes_a_cog_and_a_wrong_uri_is_one_line(landsat, tmp_path):

@@ -22,8 +22,6 @@ from datetime import date, datetime
 from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pyproj import CRS
-from pyproj.exceptions import CRSError
 
 from ..errors import InvalidParameterError
 
@@ -75,6 +73,9 @@ def description(model: type[BaseModel], name: str) -> str:
 
 
 def check_epsg(value: int) -> int:
+    from pyproj import CRS  # here: the command line imports this module to build its options
+    from pyproj.exceptions import CRSError
+
     try:
         crs = CRS.from_epsg(value)
     except CRSError:

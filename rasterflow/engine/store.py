@@ -16,7 +16,6 @@ import warnings
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -181,6 +180,8 @@ def _geozarr_attrs(grid: Grid) -> dict[str, Any]:
 
 
 def _template(spec: StoreSpec) -> xr.Dataset:
+    import dask.array as da  # only to declare a new store's array lazily (a cached call never does)
+
     grid = spec.grid
     nb, nt = len(spec.bands), len(spec.times)
     data = da.zeros(

@@ -1,24 +1,28 @@
-"""Prefect flows, one module per workflow; each composes tasks and nothing else."""
+"""Prefect flows, one module per workflow; each composes tasks and nothing else.
 
+Imported lazily: a call imports its own flow's module, not every workflow's
+(the recipe and predict flows pull in model code, vectorize its geometry stack).
+Module ``<workflow>.py`` holds ``<workflow>_flow``, named like the workflow with dashes.
+"""
+
+from __future__ import annotations
+
+import importlib
 from typing import Any
 
-from prefect import Flow
+_WORKFLOWS = ("build_mosaic", "build_gti_mosaic", "build_zarr_multiscales", "predict_mosaic",
+              "vectorize_mosaic", "build_and_predict_mosaic_recipe")
 
-from .build_and_predict_mosaic_recipe import build_and_predict_mosaic_recipe_flow
-from .build_gti_mosaic import build_gti_mosaic_flow
-from .build_mosaic import build_mosaic_flow
-from .build_zarr_multiscales import build_zarr_multiscales_flow
-from .predict_mosaic import predict_mosaic_flow
-from .vectorize_mosaic import vectorize_mosaic_flow
+__all__ = ["FLOWS", *(f"{w}_flow" for w in _WORKFLOWS)]
 
-FLOWS: dict[str, Flow[..., Any]] = {
-    "build-mosaic": build_mosaic_flow,
-    "build-gti-mosaic": build_gti_mosaic_flow,
-    "build-zarr-multiscales": build_zarr_multiscales_flow,
-    "predict-mosaic": predict_mosaic_flow,
-    "vectorize-mosaic": vectorize_mosaic_flow,
-    "build-and-predict-mosaic-recipe": build_and_predict_mosaic_recipe_flow,
-}
 
-__all__ = ["FLOWS", "build_and_predict_mosaic_recipe_flow", "build_mosaic_flow", "build_gti_mosaic_flow",
-           "build_zarr_multiscales_flow", "predict_mosaic_flow", "vectorize_mosaic_flow"]
+def _flow(workflow: str) -> Any:
+    return getattr(importlib.import_module(f"{__name__}.{workflow}"), f"{workflow}_flow")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FLOWS":  # flow name -> flow, every workflow's
+        return {w.replace("_", "-"): _flow(w) for w in _WORKFLOWS}
+    if name.removesuffix("_flow") in _WORKFLOWS:
+        return _flow(name.removesuffix("_flow"))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pyproj import CRS
-from pyproj.exceptions import CRSError
 
 from ...enums import VectorizeMethodEnum
 from ..request import BlockMultiplier, Request, StoreOrIndex, unique_names
@@ -59,6 +57,9 @@ def _threshold(value: float) -> float:
 def _vector_crs(value: str | None) -> str | None:
     if value is None:
         return None
+    from pyproj import CRS  # here: the command line imports this module to build its options
+    from pyproj.exceptions import CRSError
+
     try:
         crs = CRS.from_user_input(value)
     except CRSError:
