@@ -358,6 +358,7 @@ class RasterflowClient:
                 'rasterflow was called while a worker process imported your script: put the calls under '
                 '`if __name__ == "__main__":`, or set process_pool: false in rasterflow.yaml'
             )
+        _local_inputs_exist(params)
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
         settings = run_settings(self.config) | _background_server()
         # No runtime tag: tags make every task run look up tag concurrency limits,
@@ -408,6 +409,25 @@ class RasterflowClient:
                 f"{where} completed but its result is not readable here ({exc}); point "
                 "PREFECT_DEFAULT_RESULT_STORAGE_BLOCK at storage both workers and this process can read"
             ) from None
+
+
+# Inputs a run reads (a deployment's run reads them on its worker, where this process cannot look).
+_INPUTS = ("gti", "aoi", "store", "model_path")
+
+
+def _local_inputs_exist(params: WorkflowParams) -> None:
+    """A local input that is not there fails here, before a flow run exists: the flow would fail on it in
+    its first task, with a run in the UI and its traceback for a typo in a path."""
+    from .engine import uris
+
+    values = params.flow_parameters()
+    for name in _INPUTS:
+        given = values.get(name)
+        for uri in given if isinstance(given, list) else [given]:
+            local = isinstance(uri, str) and uris.is_local(uri) and not uri.startswith("/vsi")  # GDAL's own
+            if local and not os.path.exists(uris.local_path(uri)):
+                raise InvalidParameterError(name, uri, "no such file or object",
+                                            f"an existing path (relative ones resolve against {os.getcwd()})")
 
 
 def _background_server() -> dict[Any, Any]:
