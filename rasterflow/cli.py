@@ -7,6 +7,7 @@ it happens and a summary of what was written where at the end.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -16,12 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -36,12 +36,18 @@ from .params import (
     VectorizeMosaicParams,
 )
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+if TYPE_CHECKING:  # the config module is imported when a command needs it
+    from .config import RasterflowConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Raster workflows on Prefect: mosaic, predict, vectorize, pyramids; view and "
+                       "export the results.\n\nExample: rasterflow demo")
 console = Console(stderr=True)
 
 
 class _ProgressHandler(logging.Handler):
-    """Feeds ``rasterflow.progress`` log records into a rich progress bar."""
+    """Progress and the run's UI link, from ``rasterflow.progress`` log records (a run here) or from
+    the background runner's events (a run there), onto a rich progress bar."""
 
     def __init__(self, progress: Progress):
         super().__init__()
@@ -49,8 +55,17 @@ class _ProgressHandler(logging.Handler):
         self.tasks: dict[str, int] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        label, done = getattr(record, "label", None), getattr(record, "done", None)
-        total = getattr(record, "total", None)
+        self.event(vars(record))
+
+    def event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "declined":
+            self.progress.console.print(f"[dim]running here, not in the background runner: {event['reason']} "
+                                        "(`rasterflow server stop`, then `start`, runs this copy)[/]")
+        elif event.get("run_url"):
+            self.progress.console.print(f"Prefect UI: {event['run_url']}", soft_wrap=True, markup=False)
+        elif event.get("message") is not None and event.get("event") == "log":
+            self.progress.console.print(event["message"], soft_wrap=True, markup=False)
+        label, done, total = event.get("label"), event.get("done"), event.get("total")
         if label is None or done is None:
             return
         if label not in self.tasks:
@@ -58,96 +73,150 @@ class _ProgressHandler(logging.Handler):
         self.progress.update(self.tasks[label], completed=done)
 
 
-class _RunErrorsStayInTheRunLog(logging.Filter):
-    """Keeps the run loggers' errors (tracebacks) off the console: the command prints the error, in one line.
-
-    They still reach the Prefect API, so the run's page shows them in full.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR
-                    and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")))
-
-
-def _quiet_console() -> None:
-    """Warnings and the command's own output on the console; ``--verbose`` shows Prefect's logs."""
-    # Quiet the console only; run logs still reach the Prefect API and UI.
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    from prefect.logging.configuration import ensure_logging_setup
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    ensure_logging_setup()  # Prefect configures its handlers lazily: make them now, to filter them
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, PrefectConsoleHandler) and not any(
-                isinstance(f, _RunErrorsStayInTheRunLog) for f in handler.filters):
-            handler.addFilter(_RunErrorsStayInTheRunLog())
-
-
-def _client(config: Path | None, verbose: bool, **options: bool):
+def _quiet_console(verbose: bool) -> None:
     if not verbose:
-        _quiet_console()
-    from .client import RasterflowClient
-
-    return RasterflowClient(config, **options)
+        # Quiet the console only; run logs still reach the Prefect API and UI.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 
-def _run_with_progress(call):
+def _invoke(method: str, arguments: dict[str, Any], config: Path | RasterflowConfig | None,
+            verbose: bool, **options: bool) -> tuple[Any, dict[str, Any]]:
+    """``client.<method>(**arguments)`` with a progress bar: in the background runner of ``rasterflow
+    server start`` when it takes the call (everything already imported there), else in this process.
+    Returns the result and its report (the rows of the summary table). ``options`` (the client's
+    ``dry_run``, ``cache``) other than the defaults run here."""
+    from . import runner
+
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console)
     handler = _ProgressHandler(progress)
+    with progress:
+        plain = not options.get("dry_run") and options.get("cache", True)
+        if plain and (config is None or isinstance(config, Path)):  # a config object is this process's own
+            answer = runner.submit(method, arguments, str(config) if config else None, verbose, handler.event)
+            if answer is not None:
+                return _answered(answer)
+        return _run_here(method, arguments, config, verbose, handler, **options)
+
+
+def _answered(answer: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The runner's last event: the result, or the error the call ended with (as a run here would)."""
+    if answer["event"] == "result":
+        return answer["value"], answer["report"]
+    if answer["kind"] == "rasterflow":
+        raise _fail(answer["message"])
+    console.print(answer.get("traceback") or answer["message"], markup=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+class _UserMistakes(logging.Filter):
+    """Keeps Prefect's console lines about a user's mistake (a ``RasterflowError`` that failed a task or
+    the flow, with its traceback) off the terminal: the command prints it once, as one line. The run's
+    log in the Prefect API keeps them, and ``--verbose`` shows them.
+
+    It sits on the flow and task run loggers, whose API handler must see every record, and puts
+    ``console`` on the root logger's handlers (Prefect's console) when a mistake passes: Prefect
+    replaces those handlers when its embedded server starts, so they are found at that moment.
+    """
+
+    LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.console = logging.Filter()
+        self.console.filter = lambda record: not self.mistake(record)  # type: ignore[method-assign]
+
+    @staticmethod
+    def mistake(record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], RasterflowError):
+            return True
+        text = record.getMessage() if record.levelno >= logging.ERROR else ""
+        return any(f"{name}(" in text or f"{name}:" in text for name in _mistake_names())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.mistake(record):
+            for handler in logging.getLogger().handlers:
+                if self.console not in handler.filters:
+                    handler.addFilter(self.console)
+        return True
+
+    def __enter__(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+
+    def __exit__(self, *_: object) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self.console)
+
+
+def _mistake_names() -> set[str]:
+    found, todo = set(), [RasterflowError]
+    while todo:
+        kind = todo.pop()
+        found.add(kind.__name__)
+        todo += kind.__subclasses__()
+    return found
+
+
+def _run_here(method: str, arguments: dict[str, Any], config: Path | RasterflowConfig | None, verbose: bool,
+              handler: _ProgressHandler, **options: bool) -> tuple[Any, dict[str, Any]]:
+    _quiet_console(verbose)
+    from . import runner
+    from .client import RasterflowClient
+
     logger = logging.getLogger("rasterflow.progress")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the bar replaces the log lines
+    failed = True
     try:
-        with progress:
-            return call()
+        with contextlib.nullcontext() if verbose else _UserMistakes():
+            client = RasterflowClient(config, **options)
+            result = getattr(client, method)(**arguments)
+        failed = False
+        return result, {} if options.get("dry_run") else runner.report(method, result)
     except RasterflowError as exc:
-        _fail(exc)
+        raise _fail(str(exc)) from None
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
+        if not failed:
+            _suggest_server()
 
 
-def _fail(exc: RasterflowError) -> typing.NoReturn:
-    """A user's mistake: one line (unwrapped, markup-free), exit status 2, no traceback."""
-    console.print(f"[bold red]error:[/] {escape(' '.join(str(exc).split()))}", soft_wrap=True)
-    raise typer.Exit(2) from None
+def _suggest_server() -> None:
+    """After a run on Prefect's embedded server (its UI gone with this process), say how to keep one."""
+    from . import services
+
+    if not os.environ.get("PREFECT_API_URL") and services.status(services.PREFECT) is None:
+        console.print("[dim]tip: `rasterflow server start` keeps a Prefect server with its UI, and later "
+                      "calls start in about a second[/]")
 
 
-def _summary(answer: str) -> None:
-    """The stores of an index, or the levels of the multiscales store a store was answered with."""
-    from .engine.index import is_zarr_group, read_index
-
-    if is_zarr_group(answer):
-        _pyramid_summary(answer)
+def _print_stores(result: str, report: dict[str, Any]) -> None:
+    if "levels" in report:  # build_zarr_multiscales given a store: its multiscales store
+        _print_pyramid(result, report)
         return
-    index = read_index(answer)
     table = Table(title="Written", show_lines=False)
     table.add_column("location", overflow="fold")
     for col in ("bands", "shape", "crs", "time"):
         table.add_column(col)
-    for row in index.itertuples():
-        when = "-" if str(row.start_time) == "NaT" else f"{row.start_time:%Y-%m-%d}..{row.end_time:%Y-%m-%d}"
-        table.add_row(row.location, ", ".join(row.bands), f"{row.height} x {row.width}", row.crs, when)
+    for row in report["rows"]:
+        table.add_row(row["location"], row["bands"], row["shape"], row["crs"], row["time"])
     Console().print(table)
-    Console().print(f"index: {answer}")
+    Console(soft_wrap=True).print(f"index: {result}")
 
 
-def _pyramid_summary(uri: str) -> None:
-    import zarr
-
-    from .engine.store import zarr_store
-
-    attrs = zarr.open_group(zarr_store(uri, read_only=True), mode="r").attrs
+def _print_pyramid(result: str, report: dict[str, Any]) -> None:
     table = Table(title="Written: multiscales store")
     for col in ("level", "shape", "pixel size"):
         table.add_column(col)
-    for item in attrs["multiscales"]["layout"]:
-        height, width = item["spatial:shape"]
-        table.add_row(item["asset"], f"{height} x {width}", f"{item['spatial:transform'][0]:g}")
+    for level in report["levels"]:
+        table.add_row(level["asset"], level["shape"], level["pixel_size"])
     Console().print(table)
-    Console(soft_wrap=True).print(f"multiscales store: {uri}")
+    Console(soft_wrap=True).print(f"multiscales store: {result}")
 
 
 def _plan_table(report) -> None:
@@ -160,20 +229,17 @@ def _plan_table(report) -> None:
     Console().print(table)
 
 
-def _vector_summary(uri: str | None) -> None:
-    if uri is None:
+def _print_polygons(result: str | None, report: dict[str, Any]) -> None:
+    if result is None:
         Console().print("no polygon: no pixel reached the threshold (or none of the polygons met min_area)")
         return
-    import pyarrow.parquet as pq
-
-    labels = pq.read_table(uri, columns=["label"])["label"].to_pandas().value_counts(sort=False)
     table = Table(title="Polygons")
     table.add_column("label")
     table.add_column("polygons", justify="right")
-    for label, count in labels.items():
-        table.add_row(str(label), str(count))
+    for label, count in report["labels"].items():
+        table.add_row(label, str(count))
     Console().print(table)
-    Console(soft_wrap=True).print(f"polygons: {uri}")
+    Console(soft_wrap=True).print(f"polygons: {result}")
 
 
 # ---------------------------------------------------------------- the workflow commands
@@ -201,8 +267,9 @@ class Command:
     name: str
     params: type[BaseModel]
     shapes: dict[str, Shape]
-    report: Callable[[Any], None]
+    report: Callable[[Any, dict[str, Any]], None]
     help: str
+    example: str  # a command line that runs, in the help
     skip: tuple[str, ...] = ()  # fields the command does not take (derived by the client)
 
     @property
@@ -266,29 +333,38 @@ _DATE = Shape(cli_type=str)
 COMMANDS = [
     Command("build-gti-mosaic", BuildGtiMosaicParams, {
         "gti": Shape(argument=True), "aoi": Shape(argument=True), "bands": Shape(flags=("--band", "-b")),
-    }, _summary, "Mosaic the tiles of a GTI tile index over an AOI into sharded Zarr v3 stores."),
+    }, _print_stores, "Mosaic the tiles of a GTI tile index over an AOI into sharded Zarr v3 stores.",
+        "rasterflow build-gti-mosaic tiles.parquet aoi.geojson -b red -b green -b blue "
+        "--location-field location --resolution 30"),
     Command("build-mosaic", BuildMosaicParams, {
         "aoi": Shape(argument=True), "datasets": Shape(flags=("--dataset", "-d")),
         "start": _DATE, "end": _DATE,
-    }, _summary, "Composite named datasets (Sentinel-2 medians, NAIP) from STAC catalogs "
-                 "into Zarr v3 stores."),
+    }, _print_stores, "Composite named datasets (Sentinel-2 medians, NAIP) from STAC catalogs "
+                 "into Zarr v3 stores.",
+        "rasterflow build-mosaic aoi.geojson -d s2med_harvest --start 2021-01-01 --end 2021-12-31"),
     Command("build-and-predict-mosaic-recipe", BuildAndPredictMosaicRecipeParams, {
         "aoi": Shape(argument=True), "model_recipe": Shape(flags=("--recipe", "-m")),
         "start": _DATE, "end": _DATE,
-    }, _summary, "Build a recipe's mosaic over an AOI and run its model: predictions from an area and dates.",
+    }, _print_stores,
+        "Build a recipe's mosaic over an AOI and run its model: predictions from an area and dates.",
+        "rasterflow build-and-predict-mosaic-recipe aoi.geojson -m ftw --start 2021-01-01 --end 2021-12-31",
         skip=("model_path",)),
     Command("build-zarr-multiscales", BuildZarrMultiscalesParams, {
         "store": Shape(argument=True),
         "resampling": Shape(flags=("--resampling", "-r"), cli_type=list[str], default=[],
                             parse=_parse_resampling,
                             help="METHOD for all bands, or BAND=METHOD (repeat); average, near, mode."),
-    }, _summary, "Add overview levels and band statistics to a store, as a new multiscales Zarr store."),
+    }, _print_stores, "Add overview levels and band statistics to a store, as a new multiscales Zarr store.",
+        "rasterflow build-zarr-multiscales rasterflow-output/build-gti-mosaic/ab12/index.parquet"),
     Command("predict-mosaic", PredictMosaicParams, {
         "store": Shape(argument=True), "features": Shape(flags=("--feature", "-f")),
         "labels": Shape(flags=("--label", "-l")),
         "select_labels": Shape(flags=("--select-label",), cli_type=list[str], default=[],
                                parse=lambda v: list(v) or None),
-    }, _summary, "Run a PyTorch model over mosaic stores into prediction stores (one band per label)."),
+    }, _print_stores, "Run a PyTorch model over mosaic stores into prediction stores (one band per label).",
+        "rasterflow predict-mosaic mosaic/index.parquet --model-path water.pt2 --patch-size 256 "
+        "--clip-size 8 -f blue -f green -f red -l land -l water "
+        "--actor semantic_segmentation_pytorch --max-batch-size 8 --merge-mode clip"),
     Command("vectorize-mosaic", VectorizeMosaicParams, {
         "store": Shape(argument=True), "features": Shape(flags=("--feature", "-f")),
         "vectorize_config": Shape(cli_type=list[str], default=[], parse=_parse_vectorize_config,
@@ -296,7 +372,8 @@ COMMANDS = [
                                        "simplify_tolerance."),
         "vector_crs": Shape(cli_type=str, parse=lambda v: None if v.lower() == "none" else v,
                             help="CRS of the polygons, e.g. EPSG:4326; 'none' keeps the store's."),
-    }, _vector_summary, "Threshold store bands into polygons (exact across block seams), as one GeoParquet."),
+    }, _print_polygons, "Threshold store bands into polygons (exact across block seams), as one GeoParquet.",
+        "rasterflow vectorize-mosaic predictions/index.parquet -f water --threshold 0.5"),
 ]
 
 
@@ -360,13 +437,14 @@ def _register(command: Command) -> None:
         config, verbose = values.pop("config"), values.pop("verbose")
         dry_run, cache = values.pop("dry_run"), values.pop("cache")
         call = {n: parse(v) if (parse := command.shape(n).parse) else v for n, v in values.items()}
-        # The client is made inside: a missing or invalid config file is one line too.
-        answer = _run_with_progress(
-            lambda: getattr(_client(config, verbose, dry_run=dry_run, cache=cache), command.method)(**call))
-        (_plan_table if dry_run else command.report)(answer)
+        result, report = _invoke(command.method, call, config, verbose, dry_run=dry_run, cache=cache)
+        if dry_run:
+            _plan_table(result)
+        else:
+            command.report(result, report)
 
     run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    run.__doc__ = command.help
+    run.__doc__ = f"{command.help}\n\nExample: {command.example}"
     app.command(command.name)(run)
 
 
@@ -392,12 +470,13 @@ def deploy(
     overrides, job variables, other tags and an edited description survive;
     what already matches is left alone, so a second run reports everything
     unchanged.
+
+    Example: rasterflow deploy --pool-type kubernetes --dry-run
     """
     from .config import load_config
     from .deploy import apply_plan, deployment_plan, pool_plan
 
-    if not dry_run:
-        _quiet_console()
+    _quiet_console(verbose=False)
     try:
         settings = load_config(config)
         pools = pool_plan(settings, pool_type, image, runtime or None, output_uri)
@@ -408,11 +487,18 @@ def deploy(
         else:
             rows = [(a.kind, a.name, a.action) for a in apply_plan(pools, deployments)]
     except RasterflowError as exc:
-        _fail(exc)
+        raise _fail(exc) from None
     table = Table("kind", "name", "would register" if dry_run else "action")
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def _step(method: str, config: RasterflowConfig | None, verbose: bool, **arguments: Any) -> Any:
+    """One demo call, its summary printed; its result."""
+    result, report = _invoke(method, arguments, config, verbose)
+    (_print_polygons if method == "vectorize_mosaic" else _print_stores)(result, report)
+    return result
 
 
 def sample_path(*parts: str) -> str:
@@ -426,53 +512,41 @@ def demo(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
     """Run the bundled Landsat-8 sample through every workflow rasterflow has (and, with the csmask
-    extra, mask clouds and shadows on the bundled Sentinel-2 scene)."""
+    extra, mask clouds and shadows on the bundled Sentinel-2 scene).
+
+    Example: rasterflow demo --output demo-output
+    """
     from .config import load_config
 
-    config = load_config()
+    config: RasterflowConfig | None = None
     if output is not None:
-        config = config.model_copy(update={"output_uri": str(output.resolve())})
-    if not verbose:
-        # Quiet the console only; run logs still reach the Prefect API and UI.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    from .client import RasterflowClient
-
-    client = RasterflowClient(config)
+        config = load_config().model_copy(update={"output_uri": str(output.resolve())})
     console.print("[bold]1. build_gti_mosaic[/]: Landsat-8 Iguazu sample, 4 COG tiles -> EPSG:3857 Zarr v3")
-    mosaic = _run_with_progress(lambda: client.build_gti_mosaic(
-        gti=sample_path("landsat8_iguazu", "tiles.parquet"),
-        aoi=sample_path("landsat8_iguazu", "aoi.geojson"),
-        bands=["red", "green", "blue"], location_field="location", xy_chunksize=256,
-        shard_size_bytes=4_000_000,
-    ))
-    _summary(mosaic)
+    mosaic = _step("build_gti_mosaic", config, verbose, gti=sample_path("landsat8_iguazu", "tiles.parquet"),
+                   aoi=sample_path("landsat8_iguazu", "aoi.geojson"), bands=["red", "green", "blue"],
+                   location_field="location", xy_chunksize=256, shard_size_bytes=4_000_000)
 
     console.print("\n[bold]2. predict_mosaic[/]: the shipped water/land model "
                   "(a stand-in trained on this sample)")
     model = str(resources.files("rasterflow").joinpath("models", "landsat8_water.pt2"))
-    predictions = _run_with_progress(lambda: client.predict_mosaic(
-        mosaic, model, patch_size=256, clip_size=8, device="auto",
-        features=["blue", "green", "red"], labels=["land", "water"],
+    predictions = _step(
+        "predict_mosaic", config, verbose, store=mosaic, model_path=model, patch_size=256, clip_size=8,
+        device="auto", features=["blue", "green", "red"], labels=["land", "water"],
         actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH, max_batch_size=8,
         merge_mode=MergeModeEnum.WEIGHTED_AVERAGE,
-    ))
-    _summary(predictions)
+    )
 
     console.print("\n[bold]3. vectorize_mosaic[/]: water probability >= 0.5 -> polygons, exact across blocks")
-    polygons = _run_with_progress(lambda: client.vectorize_mosaic(
-        predictions, ["water"], 0.5, vectorize_config={"connectivity": 8, "min_area": 20_000},
-    ))
-    _vector_summary(polygons)
+    polygons = _step("vectorize_mosaic", config, verbose, store=predictions, features=["water"],
+                     threshold=0.5, vectorize_config={"connectivity": 8, "min_area": 20_000})
 
     console.print("\n[bold]4. build_zarr_multiscales[/]: overview levels and band statistics of the mosaic "
                   "store (a store in, its multiscales store out)")
     from .engine.index import read_index
 
-    store = read_index(mosaic).location[0]
-    pyramid = _run_with_progress(lambda: client.build_zarr_multiscales(store))
-    _summary(pyramid)
+    pyramid = _step("build_zarr_multiscales", config, verbose, store=read_index(mosaic).location[0])
 
-    clouds = _demo_cloud_masks(client)
+    clouds = _demo_cloud_masks(config, verbose)
 
     Console(soft_wrap=True).print(
         "\nOpen them:\n  import geopandas, xarray\n"
@@ -485,7 +559,7 @@ def demo(
     )
 
 
-def _demo_cloud_masks(client) -> str | None:
+def _demo_cloud_masks(config: RasterflowConfig | None, verbose: bool) -> str | None:
     """Step 5, with the csmask extra: ukis-csmask's real weights on a real Sentinel-2 scene, offline."""
     import importlib.util
 
@@ -496,19 +570,15 @@ def _demo_cloud_masks(client) -> str | None:
     if importlib.util.find_spec(csmask.PACKAGE) is None:
         console.print(f"   skipped: pip install 'rasterflow[{csmask.EXTRA}]' to run it (nothing downloads)")
         return None
-    scene = _run_with_progress(lambda: client.build_gti_mosaic(
-        gti=sample_path("s2_l1c_brandenburg", "tiles.parquet"),
-        aoi=sample_path("s2_l1c_brandenburg", "aoi.parquet"), bands=list(csmask.BANDS),
-        location_field="location", crs_epsg=32633, xy_chunksize=256,  # the scene's own 20 m grid
-    ))
+    scene = _step("build_gti_mosaic", config, verbose, gti=sample_path("s2_l1c_brandenburg", "tiles.parquet"),
+                  aoi=sample_path("s2_l1c_brandenburg", "aoi.parquet"), bands=list(csmask.BANDS),
+                  location_field="location", crs_epsg=32633, xy_chunksize=256)  # the scene's own 20 m grid
     model = str(csmask.local_model(6, "l1c"))  # top-of-atmosphere graph: the scene is Level-1C
-    masks = _run_with_progress(lambda: client.predict_mosaic(
-        scene, model, patch_size=csmask.PATCH_SIZE, clip_size=csmask.CLIP_SIZE, device="auto",
-        features=list(csmask.BANDS), labels=list(csmask.LABELS),
-        actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH, max_batch_size=8,
-        merge_mode=MergeModeEnum.TUKEY,
-    ))
-    _summary(masks)
+    masks = _step("predict_mosaic", config, verbose, store=scene, model_path=model,
+                  patch_size=csmask.PATCH_SIZE, clip_size=csmask.CLIP_SIZE, device="auto",
+                  features=list(csmask.BANDS), labels=list(csmask.LABELS),
+                  actor=InferenceActorEnum.SEMANTIC_SEGMENTATION_PYTORCH, max_batch_size=8,
+                  merge_mode=MergeModeEnum.TUKEY)
     import numpy as np
 
     from .engine.index import read_index
@@ -519,6 +589,167 @@ def _demo_cloud_masks(client) -> str | None:
     shares = ", ".join(f"{name} {(classes == k).mean():.1%}" for k, name in enumerate(csmask.LABELS))
     console.print(f"   pixels: {shares}")
     return masks
+
+
+# ---------------------------------------------------------------- seeing the results, local servers
+
+
+def _fail(error: RasterflowError | str) -> typer.Exit:
+    """One line for a user's mistake (no traceback); exit status 2, like a wrong option."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(' '.join(str(error).split()))}", highlight=False,
+                  soft_wrap=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def view(
+    uris: list[str] = typer.Argument(..., metavar="URI...", help="Stores, indexes or polygon files, "
+                                     "drawn together."),
+    port: int | None = typer.Option(None, help="Port on 127.0.0.1 (default: the config's view_port, 8765)."),
+    browser: bool = typer.Option(True, "--browser/--no-browser", help="Open the map in a web browser."),
+    config: Path | None = typer.Option(None, help="rasterflow.yaml to use."),
+) -> None:
+    """Open a web map of outputs: bands, colour limits, time, polygons.
+
+    Serves the viewer on 127.0.0.1 until Ctrl-C, or reuses the background one
+    of `rasterflow server start`.
+
+    Example: rasterflow view rasterflow-output/build-zarr-multiscales/*/index.parquet
+    """
+    from . import services
+    from .config import load_config
+    from .engine.view import map_link
+    from .engine.view.layers import layers_of
+
+    try:
+        settings = load_config(config)
+        for uri in uris:
+            layers_of(uri, settings.storage_options_for(uri))
+    except RasterflowError as exc:
+        raise _fail(exc) from None
+    port = port or settings.view_port
+    running = services.status(services.VIEWER)
+    url = map_link(uris, running["url"] if running else f"http://127.0.0.1:{port}")
+    Console(soft_wrap=True).print(url)
+    if browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    if not running:
+        from .view import serve
+
+        console.print("serving the viewer on 127.0.0.1; Ctrl-C stops it")
+        serve(settings, port=port)
+
+
+@app.command()
+def export(
+    uri: str = typer.Argument(..., help="A store, multiscales store, index, or polygons GeoParquet."),
+    format: str = typer.Option("cog", "--format", "-f",
+                               help="cog or zarr-v2 (stores); gpkg or fgb (polygons)."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Folder (default: beside URI)."),
+    config: Path | None = typer.Option(None, help="rasterflow.yaml to use."),
+) -> None:
+    """Write outputs as GeoTIFF (COG), Zarr v2, GeoPackage or FlatGeobuf.
+
+    For GDAL < 3.13 and QGIS, which cannot read sharded Zarr v3.
+
+    Example: rasterflow export rasterflow-output/predict-mosaic/ab12/index.parquet -f cog
+    """
+    from .config import load_config
+    from .engine.export import export as write
+
+    try:
+        settings = load_config(config)
+        written = write(uri, format, output, settings.storage_options_for)
+    except RasterflowError as exc:
+        raise _fail(exc) from None
+    for path in written:
+        Console(soft_wrap=True).print(path)
+
+
+server_app = typer.Typer(no_args_is_help=True, help="A Prefect server, the map viewer and a warm runner "
+                         "in the background, reused by every call (start, stop, status).\n\n"
+                         "Example: rasterflow server start")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(
+    config: Path | None = typer.Option(None, help="rasterflow.yaml (server_port, view_port, runner_port)."),
+) -> None:
+    """Start a Prefect server, the viewer and a warm runner in the background (127.0.0.1).
+
+    Calls from any process then run on that server (its UI keeps every run)
+    instead of starting an embedded one, and commands run in the warm runner,
+    which has imported everything once: a call served from the cache returns
+    in about a second instead of ~8 s. Stop them with `rasterflow server stop`.
+
+    Example: rasterflow server start
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import services
+    from .config import load_config
+
+    try:
+        settings = load_config(config)
+        api = f"http://{services.LOOPBACK}:{settings.server_port}/api"
+        starts = {services.PREFECT: (settings.server_port,),
+                  services.VIEWER: (settings.view_port, str(config) if config else None)}
+        if services.can_fork():
+            starts[services.RUNNER] = (settings.runner_port, None, api)
+        with ThreadPoolExecutor(len(starts)) as pool:  # the three start-ups overlap
+            futures = {name: pool.submit(services.start, name, *args) for name, args in starts.items()}
+            states = {name: future.result() for name, future in futures.items()}
+    except RasterflowError as exc:
+        raise _fail(exc) from None
+    shown = f"Prefect UI: {states[services.PREFECT]['url']}\nviewer:     {states[services.VIEWER]['url']}/map"
+    if services.RUNNER in states:
+        shown += f"\nrunner:     {states[services.RUNNER]['url']}"
+    Console(soft_wrap=True).print(shown)
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the background servers.
+
+    Example: rasterflow server stop
+    """
+    from . import services
+
+    for name in reversed(services.NAMES):
+        Console().print(f"{name}: {'stopped' if services.stop(name) else 'was not running'}")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether the background servers run, and where.
+
+    Example: rasterflow server status
+    """
+    from . import services
+
+    for name in services.NAMES:
+        state = services.status(name)
+        where = f"running at {state['url']} (pid {state['pid']})" if state else "not running"
+        Console(soft_wrap=True).print(f"{name}: {where}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        Console().print(f"rasterflow {version('rasterflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Self-hostable raster workflows: mosaics, models, polygons and maps, as Prefect flows."""
 
 
 def main() -> None:

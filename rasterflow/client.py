@@ -402,6 +402,39 @@ class RasterflowClient:
                 f"`recipe_models: {{{recipe.value}: <path or URL>}}`; offline, {offline}",
             )
 
+    # ------------------------------------------------ seeing and exporting results
+
+    def map_url(self, uri: str | list[str]) -> str:
+        """A web map of ``uri`` (a store, a multiscales store, an index or polygons; or several URIs
+        drawn together), served by a local viewer on 127.0.0.1 that keeps running in the background.
+
+        The page draws raster layers from their pyramid levels with colour limits from the stored
+        statistics (band or RGB choice, time slider, opacity, legend) and polygons on top. A URI
+        that cannot be drawn fails here. ``rasterflow server stop`` stops the viewer.
+        """
+        from . import services
+        from .engine.view import map_link
+        from .engine.view.layers import layers_of
+
+        listed = [uri] if isinstance(uri, str) else list(uri)
+        for each in listed:
+            layers_of(each, self.config.storage_options_for(each))
+        state = services.start(services.VIEWER, self.config.view_port)
+        return map_link(listed, state["url"])
+
+    def export(self, uri: str, format: str = "cog", output: str | None = None) -> list[str]:
+        """Write ``uri`` in a format GDAL, QGIS and every GIS open; returns the files written.
+
+        ``format``: ``cog`` (one Cloud Optimized GeoTIFF per store and time slice, with
+        overviews, nodata and band names) or ``zarr-v2`` (an unsharded Zarr v2 copy, which GDAL
+        3.4-3.12 reads) for stores, multiscales stores and their indexes; ``gpkg`` or ``fgb`` for
+        the polygons of vectorize_mosaic. ``output``: a folder (default: beside ``uri``). Sharded
+        Zarr v3 needs GDAL >= 3.13; see docs/workflows.md, "Open the outputs in...".
+        """
+        from .engine.export import export
+
+        return export(uri, format, output, self.config.storage_options_for)
+
     def _run_index(self, flow, params: WorkflowParams, wait: bool = True) -> str:
         """``_run`` of a flow that always returns a URI (a flow run id when not waiting)."""
         uri = self._run(flow, params, wait)
@@ -420,22 +453,25 @@ class RasterflowClient:
                 "wait", wait, "needs `execution: deployment` in the config: a local run runs in this process",
                 "True, or execution: deployment",
             )
-        from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
+        from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
 
         from .engine.processes import importing_main
-        from .flows.runtime import make_task_runner, run_settings
+        from .flows.runtime import changed_settings, make_task_runner, run_settings
 
         if importing_main():  # a worker process importing an unguarded script: never run a flow there
             raise ConfigError(
                 'rasterflow was called while a worker process imported your script: put the calls under '
                 '`if __name__ == "__main__":`, or set process_pool: false in rasterflow.yaml'
             )
+        _local_inputs_exist(params)
         self._check_inputs(flow, params, local=True)
         runnable = flow.with_options(task_runner=make_task_runner(self.config))
+        settings = run_settings(self.config) | _background_server()
         # No runtime tag: tags make every task run look up tag concurrency limits,
         # an API call per task that the embedded SQLite server pays for in stalls.
-        settings = run_settings(self.config) | ({} if self.cache else {PREFECT_TASKS_REFRESH_CACHE: True})
-        with (using_config(self.config), _environment(params.envs), temporary_settings(settings)):
+        if not self.cache:  # cache=False: every task recomputes and refreshes its cached result
+            settings[PREFECT_TASKS_REFRESH_CACHE] = True
+        with (using_config(self.config), _environment(params.envs), changed_settings(settings)):
             return runnable(**params.flow_parameters())
 
     def _plan(self, flow, params: WorkflowParams) -> PlanReport:
@@ -444,12 +480,12 @@ class RasterflowClient:
         The estimate assumes the workers the run would get: this machine's
         (config ``max_workers``) locally, the runtime size's CPUs on a work pool.
         """
-        from .flows import DRY_RUNS
+        from .flows import dry_run
 
         deployed = self.config.execution == "deployment"
         workers = int(params.runtime.spec.cpu) if deployed else self.config.max_workers or os.cpu_count() or 1
         with using_config(self.config), _environment(params.envs):
-            return DRY_RUNS[flow.name](params, workers)
+            return dry_run(flow.name)(params, workers)
 
     def _refuse_relative_output(self) -> None:
         """A relative output_uri set here means nothing on a worker: one error, before a run exists."""
@@ -581,3 +617,35 @@ def _run_url(flow_run_id) -> str:
 
     ui = PREFECT_UI_URL.value()
     return f"{ui}/runs/flow-run/{flow_run_id}" if ui else f"flow run id {flow_run_id}"
+
+
+# Inputs a run reads (a deployment's run reads them on its worker, where this process cannot look).
+_INPUTS = ("gti", "aoi", "store", "model_path")
+
+
+def _local_inputs_exist(params: WorkflowParams) -> None:
+    """A local input that is not there fails here, before a flow run exists: the flow would fail on it in
+    its first task, with a run in the UI and its traceback for a typo in a path."""
+    from .engine import uris
+
+    values = params.flow_parameters()
+    for name in _INPUTS:
+        given = values.get(name)
+        for uri in given if isinstance(given, list) else [given]:
+            local = isinstance(uri, str) and uris.is_local(uri) and not uri.startswith("/vsi")  # GDAL's own
+            if local and not os.path.exists(uris.local_path(uri)):
+                raise InvalidParameterError(name, uri, "no such file or object",
+                                            f"an existing path (relative ones resolve against {os.getcwd()})")
+
+
+def _background_server() -> dict[Any, Any]:
+    """Run against ``rasterflow server start``'s server when it is up and no API URL is set:
+    the embedded server's start-up (~8 s a process) is then paid once."""
+    from prefect.settings import PREFECT_API_URL
+
+    from .services import background_api_url
+
+    if PREFECT_API_URL.value():
+        return {}
+    api = background_api_url()
+    return {PREFECT_API_URL: api} if api else {}

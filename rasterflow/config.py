@@ -44,6 +44,11 @@ datasets         DatasetEnum value -> where build_mosaic finds its items, replac
                  alone keeps the other) or ``{geoparquet: <stac-geoparquet URI>}``.
 recipe_models    ModelRecipes value -> model URI (a mirror, a local .pt2 or .onnx) used instead
                  of the recipe's public weights, e.g. ``{ftw: /models/ftw.pt2}``.
+view_port        Port of the map viewer on 127.0.0.1 (``rasterflow view``, ``map_url``; default 8765).
+basemap_url      XYZ tile URL template drawn under the viewer's layers, e.g.
+                 ``https://tile.openstreetmap.org/{z}/{x}/{y}.png``; none by default (offline).
+server_port      Port of the background Prefect server of ``rasterflow server start`` (default 4200).
+runner_port      Port of its warm runner of command-line calls (default 8766).
 """
 
 from __future__ import annotations
@@ -109,6 +114,10 @@ class RasterflowConfig(BaseModel):
     check_inputs: bool = True
     datasets: dict[DatasetEnum, DatasetSource] = Field(default_factory=dict)
     recipe_models: dict[ModelRecipes, str] = Field(default_factory=dict)
+    view_port: int = Field(default=8765, ge=1, le=65535)
+    basemap_url: str | None = None
+    server_port: int = Field(default=4200, ge=1, le=65535)
+    runner_port: int = Field(default=8766, ge=1, le=65535)
 
     # (as written, as resolved) when output_uri was relative: deployment runs refuse it.
     _relative_output: tuple[str, str] | None = PrivateAttr(default=None)

@@ -18,6 +18,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("RASTERFLOW_CONFIG_FILE", None)
 os.environ.pop("RASTERFLOW_OUTPUT_URI", None)
+# Background servers of `rasterflow server start` are recorded here: never the user's.
+os.environ["RASTERFLOW_STATE_DIR"] = tempfile.mkdtemp(prefix="rasterflow-test-state-")
 
 SAMPLES = Path(__file__).resolve().parents[1] / "rasterflow" / "samples"
 
@@ -39,8 +41,8 @@ def prefect_server():
     """A real Prefect API (the test harness: a temporary server on loopback)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    # The default 30 s start-up timeout is tight on a loaded 2-core machine.
-    with prefect_test_harness(server_startup_timeout=90):
+    # The default 30 s start-up timeout is tight on a loaded 2-core machine (90 s was, at load 14).
+    with prefect_test_harness(server_startup_timeout=240):
         yield
 
 

@@ -66,6 +66,14 @@ def export(model: torch.nn.Module, path: Path, channels: int,
     return path
 
 
+def clear_of_nodata(valid: np.ndarray, radius: int = 3) -> np.ndarray:
+    """Valid pixels with no nodata within ``radius`` (the fixtures' receptive field): there a tiled
+    prediction equals ``whole_image``'s whatever nodata is fed as (predict fills it per patch)."""
+    from scipy import ndimage
+
+    return ndimage.binary_erosion(valid, np.ones((2 * radius + 1,) * 2, bool), border_value=1)
+
+
 def whole_image(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     """The model over a whole (channels, rows, cols) image in one forward pass, nodata (0) as is."""
     with torch.inference_mode():

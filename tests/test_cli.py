@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import geopandas as gpd
 import pytest
 import xarray as xr
+from loopback import child_env
 from typer.testing import CliRunner
 
 from rasterflow.cli import app
@@ -55,6 +59,35 @@ def test_build_gti_mosaic_command(tmp_path, landsat, monkeypatch):
     assert result.exit_code == 0, result.output
     (index_path,) = (tmp_path / "out").rglob("index.parquet")
     assert gpd.read_parquet(index_path).res_x[0] == 60.0
+
+
+def test_a_users_data_mistake_is_one_line_without_a_traceback(tmp_path, landsat):
+    """From a new process, as a user meets it: Prefect's own console lines (the failed task and flow,
+    with their tracebacks) stay off the terminal unless --verbose; the run's log keeps them."""
+    from prefect.settings import PREFECT_API_URL
+
+    (tmp_path / "rasterflow.yaml").write_text(f"output_uri: {tmp_path / 'out'}\n")
+    env = child_env(PREFECT_API_URL=str(PREFECT_API_URL.value()), COLUMNS="80",
+                    RASTERFLOW_STATE_DIR=str(tmp_path / "state"))  # no background runner: it runs here
+    tiles, aoi = str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson")
+
+    def call(gti: str, band: str, field: str, *more: str) -> subprocess.CompletedProcess:
+        args = ["build-gti-mosaic", gti, aoi, "-b", band, "--location-field", field, "--resolution", "240",
+                "--config", str(tmp_path / "rasterflow.yaml"), *more]
+        return subprocess.run([sys.executable, "-m", "rasterflow.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    mistakes = {"gti=": call(str(tmp_path / "missing.parquet"), "red", "location"),
+                "bands=": call(tiles, "nir", "location"),
+                "location_field=": call(tiles, "red", "path")}
+    for named, done in mistakes.items():
+        shown = done.stdout + done.stderr
+        errors = [line for line in shown.splitlines() if "error" in line.lower()]
+        assert done.returncode == 2 and len(errors) == 1 and errors[0].startswith(f"error: {named}"), shown
+        assert "Traceback" not in shown, shown
+    verbose = call(tiles, "red", "path", "--verbose")
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+    assert verbose.stderr.strip().splitlines()[-1].startswith("error: location_field=")
 
 
 def test_env_option_must_be_key_value(landsat):

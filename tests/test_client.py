@@ -38,6 +38,22 @@ def test_invalid_parameters_fail_before_any_flow_run(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_missing_local_input_fails_before_any_flow_run(tmp_path, landsat):
+    """No Prefect server runs in this test either: a typo in a path needs no flow run to be told."""
+    client = RasterflowClient(RasterflowConfig(output_uri=str(tmp_path / "out")))
+    tiles, aoi = str(landsat / "tiles.parquet"), str(landsat / "aoi.geojson")
+    with pytest.raises(InvalidParameterError) as err:
+        client.build_gti_mosaic(str(tmp_path / "tiles.parquet"), aoi, ["red"], "location")
+    assert err.value.param == "gti" and "no such file" in str(err.value)
+    with pytest.raises(InvalidParameterError) as err:
+        client.build_gti_mosaic(tiles, "file://" + str(tmp_path / "aoi.geojson"), ["red"], "location")
+    assert err.value.param == "aoi"
+    with pytest.raises(InvalidParameterError) as err:
+        client.vectorize_mosaic(str(tmp_path / "a.zarr"), ["water"], 0.5)
+    assert err.value.param == "store" and "no such file" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_envs_overlay_the_process_only_for_the_call(monkeypatch):
     monkeypatch.setenv("GDAL_CACHEMAX", "64")
     monkeypatch.delenv("AWS_REQUEST_PAYER", raising=False)

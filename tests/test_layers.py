@@ -1,6 +1,6 @@
 """The house has one direction: imports only go down the layers (docs/architecture.md).
 
-cli -> client -> deploy -> flows -> tasks -> (params, config) -> engine -> (enums, errors).
+cli -> runner -> client -> deploy -> flows -> tasks -> (params, config) -> engine -> (enums, errors).
 Every import in the package, lazy ones inside functions included, is read
 from the syntax tree and checked against that order: a module may import its
 own layer and the layers below it, never one above. The engine, in
@@ -20,15 +20,19 @@ PACKAGE = Path(rasterflow.__file__).parent
 
 # Layer of each top-level part of the package, bottom up. params and config are
 # declarations the layers above the engine share; neither imports the other.
+# view (the map viewer's web server) and services (background servers) serve the
+# client and the command line, beside deploy; the runner (calls of the command line in a warm
+# process) sits between the client and the command line.
 LAYERS = {
     "enums": 0, "errors": 0,
     "engine": 1,
     "params": 2, "config": 2,
     "tasks": 3,
     "flows": 4,
-    "deploy": 5,
+    "deploy": 5, "view": 5, "services": 5,
     "client": 6,
-    "cli": 7,
+    "runner": 7,
+    "cli": 8,
 }
 
 

@@ -141,6 +141,9 @@ def description(model: type[BaseModel], name: str) -> str:
 
 
 def check_epsg(value: int) -> int:
+    from pyproj import CRS  # here: the command line imports this module to build its options
+    from pyproj.exceptions import CRSError
+
     try:
         crs = CRS.from_epsg(value)
     except CRSError:

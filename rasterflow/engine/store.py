@@ -16,7 +16,6 @@ import warnings
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 import pyproj
@@ -199,6 +198,8 @@ def _template(spec: StoreSpec) -> xr.Dataset:
     contiguous US) took xarray tens of seconds and hundreds of MB to build
     and throw away.
     """
+    import dask.array as da  # only to declare a new store's array lazily (a cached call never does)
+
     grid = spec.grid
     nb, nt = len(spec.bands), len(spec.times)
     data = da.zeros((nt, nb, grid.height, grid.width), dtype=spec.dtype, chunks=(1, nb, -1, -1))

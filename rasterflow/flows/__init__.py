@@ -1,45 +1,36 @@
-"""Prefect flows, one module per workflow; each composes tasks and nothing else."""
+"""Prefect flows, one module per workflow; each composes tasks and nothing else.
 
+Imported lazily: a call imports its own flow's module, not every workflow's
+(the recipe and predict flows pull in model code, vectorize its geometry stack).
+Module ``<workflow>.py`` holds ``<workflow>_flow``, named like the workflow with dashes,
+and ``dry_run``, the flow's plan reported and not run.
+"""
+
+from __future__ import annotations
+
+import importlib
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
-from prefect import Flow
+_WORKFLOWS = ("build_mosaic", "build_gti_mosaic", "build_zarr_multiscales", "predict_mosaic",
+              "vectorize_mosaic", "build_and_predict_mosaic_recipe")
 
-from ..engine.plan import PlanReport
-from . import (
-    build_and_predict_mosaic_recipe,
-    build_gti_mosaic,
-    build_mosaic,
-    build_zarr_multiscales,
-    predict_mosaic,
-    vectorize_mosaic,
-)
-from .build_and_predict_mosaic_recipe import build_and_predict_mosaic_recipe_flow
-from .build_gti_mosaic import build_gti_mosaic_flow
-from .build_mosaic import build_mosaic_flow
-from .build_zarr_multiscales import build_zarr_multiscales_flow
-from .predict_mosaic import predict_mosaic_flow
-from .vectorize_mosaic import vectorize_mosaic_flow
+__all__ = ["FLOWS", "dry_run", *(f"{w}_flow" for w in _WORKFLOWS)]
 
-FLOWS: dict[str, Flow[..., Any]] = {
-    "build-mosaic": build_mosaic_flow,
-    "build-gti-mosaic": build_gti_mosaic_flow,
-    "build-zarr-multiscales": build_zarr_multiscales_flow,
-    "predict-mosaic": predict_mosaic_flow,
-    "vectorize-mosaic": vectorize_mosaic_flow,
-    "build-and-predict-mosaic-recipe": build_and_predict_mosaic_recipe_flow,
-}
 
-# Each flow's plan, reported and not run: what RasterflowClient(dry_run=True) calls, by flow name.
-DRY_RUNS: dict[str, Callable[[Any, int], PlanReport]] = {
-    "build-mosaic": build_mosaic.dry_run,
-    "build-gti-mosaic": build_gti_mosaic.dry_run,
-    "build-zarr-multiscales": build_zarr_multiscales.dry_run,
-    "predict-mosaic": predict_mosaic.dry_run,
-    "vectorize-mosaic": vectorize_mosaic.dry_run,
-    "build-and-predict-mosaic-recipe": build_and_predict_mosaic_recipe.dry_run,
-}
+def _module(workflow: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{workflow}")
 
-__all__ = ["DRY_RUNS", "FLOWS", "build_and_predict_mosaic_recipe_flow", "build_mosaic_flow",
-           "build_gti_mosaic_flow", "build_zarr_multiscales_flow", "predict_mosaic_flow",
-           "vectorize_mosaic_flow"]
+
+def dry_run(flow_name: str) -> Callable[[Any, int], Any]:
+    """The flow's plan, reported and not run: what ``RasterflowClient(dry_run=True)`` calls."""
+    return _module(flow_name.replace("-", "_")).dry_run
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FLOWS":  # flow name -> flow, every workflow's
+        return {w.replace("_", "-"): getattr(_module(w), f"{w}_flow") for w in _WORKFLOWS}
+    if name.endswith("_flow") and (workflow := name.removesuffix("_flow")) in _WORKFLOWS:
+        return getattr(_module(workflow), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

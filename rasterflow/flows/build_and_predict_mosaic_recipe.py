@@ -3,7 +3,8 @@
 check-model (the model's format and contract, before anything costly) ->
 choose-crs (unless given) -> build-mosaic (subflow: the recipe's datasets over
 the AOI) -> predict-mosaic (subflow: the recipe's model over every store of
-that mosaic's index). Both subflows are ordinary runs of those flows, shown
+that mosaic's index) -> summarize-recipe (names the model that ran: a bundled
+stand-in is never called the public model). Both subflows are ordinary runs of those flows, shown
 nested under this one in the Prefect UI, with their own caching: an identical
 call lands on the same content-addressed stores and its cached tasks.
 """
@@ -23,13 +24,13 @@ from ..engine.predict_mosaic.plan import patch_seconds, plan_on_stores
 from ..engine.predict_mosaic.request import PredictMosaicRequest
 from ..engine.store import planned_description
 from ..enums import ModelRecipes
-from ..tasks.build_and_predict_mosaic_recipe import check_model_task, choose_crs
+from ..tasks.build_and_predict_mosaic_recipe import check_model_task, choose_crs, summarize_recipe
 from ..tasks.build_mosaic import plan_partitions as plan_mosaic
 from ..tasks.build_mosaic import search_catalog_task
 from ..tasks.publish import publish_stores
 from .build_mosaic import build_mosaic_flow
 from .predict_mosaic import predict_mosaic_flow
-from .runtime import request_arguments, run_configuration
+from .runtime import announce_run, request_arguments, run_configuration
 
 
 @flow(name="build-and-predict-mosaic-recipe", validate_parameters=True, persist_result=True)
@@ -46,6 +47,7 @@ def build_and_predict_mosaic_recipe_flow(
     """Mosaic the recipe's datasets and run its model; returns the prediction index URI."""
     arguments = request_arguments(locals())
     config = run_configuration(run_config)
+    announce_run()
     if model_path is None:  # a run from the UI or a schedule: the recipe's weights, or the config's mirror
         arguments["model_path"] = config.recipe_model(ModelRecipes(model_recipe))
     request = BuildAndPredictMosaicRecipeRequest.parse(**arguments)
@@ -58,12 +60,8 @@ def build_and_predict_mosaic_recipe_flow(
            else {"crs_epsg": request.crs_epsg, "target_crs": request.target_crs})
     mosaic = build_mosaic_flow(**recipe.mosaic_parameters(request.aoi, request.start, request.end, crs))
     predictions = predict_mosaic_flow(**recipe.predict_parameters(mosaic, request.model_path))
-    publish_stores(
-        "build-and-predict-mosaic-recipe", predictions,
-        f"# {recipe.recipe.value}\n\n{recipe.public_model.name} ({recipe.public_model.source}).\n\n"
-        f"- model: `{request.model_path}`\n- mosaic index: `{mosaic}` ({shown_crs(crs)})\n"
-        f"- predictions index: `{predictions}`\n- labels: {', '.join(recipe.labels)}\n",
-    )
+    summary = summarize_recipe(recipe, request.model_path, mosaic, predictions, shown_crs(crs))
+    publish_stores("build-and-predict-mosaic-recipe", predictions, summary)
     return predictions
 
 

@@ -22,7 +22,7 @@ from ..tasks.build_gti_mosaic import build_shard_task, plan_partitions
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
 from ..tasks.stores import write_index_task
-from .runtime import request_arguments, run_configuration, write_stores
+from .runtime import announce_run, request_arguments, run_configuration, write_stores
 
 
 @flow(name="build-gti-mosaic", validate_parameters=True, persist_result=True)
@@ -49,6 +49,7 @@ def build_gti_mosaic_flow(
     """Build one mosaic store per AOI geometry; returns the index GeoParquet URI."""
     request = BuildGtiMosaicRequest.parse(**request_arguments(locals()))
     config = run_configuration(run_config)
+    announce_run()
     plan = plan_partitions(request, config.output_uri)
     get_run_logger().info("%d store(s), %d partition(s) under %s", len(plan.stores), plan.n_jobs,
                           plan.output_dir)

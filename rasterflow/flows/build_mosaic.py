@@ -25,7 +25,7 @@ from ..tasks.build_mosaic import build_shard_task, plan_partitions, search_catal
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
 from ..tasks.stores import write_index_task
-from .runtime import request_arguments, run_configuration, write_stores
+from .runtime import announce_run, request_arguments, run_configuration, write_stores
 
 
 @flow(name="build-mosaic", validate_parameters=True, persist_result=True)
@@ -46,6 +46,7 @@ def build_mosaic_flow(
     """Composite the datasets over each AOI geometry, one time slice per year; returns the index URI."""
     request = BuildMosaicRequest.parse(**request_arguments(locals()))
     config = run_configuration(run_config)
+    announce_run()
     logger = get_run_logger()
     found = search_catalog_task.with_options(**io_task_options(config))(request)
     for prefix, by_year in found.scenes.items():

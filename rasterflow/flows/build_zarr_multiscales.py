@@ -21,6 +21,7 @@ from ..engine.build_zarr_multiscales.request import BuildZarrMultiscalesRequest
 from ..engine.build_zarr_multiscales.stages import Work, stages
 from ..engine.build_zarr_multiscales.stats import Bins
 from ..engine.plan import PlanReport
+from ..engine.view import map_link
 from ..enums import ResamplingMethod
 from ..tasks.build_zarr_multiscales import (
     build_levels_task,
@@ -34,7 +35,7 @@ from ..tasks.build_zarr_multiscales import (
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_stores
 from ..tasks.stores import write_index_task
-from .runtime import request_arguments, run_configuration, wait_reporting
+from .runtime import announce_run, request_arguments, run_configuration, wait_reporting
 
 
 @flow(name="build-zarr-multiscales", validate_parameters=True, persist_result=True)
@@ -47,6 +48,7 @@ def build_zarr_multiscales_flow(
     """Build one multiscales store per input store; returns it (a store given), or an index of them."""
     request = BuildZarrMultiscalesRequest.parse(**request_arguments(locals()))
     config = run_configuration(run_config)
+    announce_run()
     plan = plan_partitions(request, config.output_uri)
     get_run_logger().info("%d pyramid(s) of up to %d level(s) under %s", len(plan.pyramids),
                           max(len(p.levels) for p in plan.pyramids), plan.output_dir)
@@ -81,10 +83,13 @@ def build_zarr_multiscales_flow(
         commit_pyramid_task.with_options(**options)(pyramid, results[pyramid.uri])
     index_uri = write_index_task.with_options(**options)(plan)
     jobs = sum(len(lvl.jobs) for p in plan.pyramids for lvl in p.levels)
+    map_url = map_link(index_uri, f"http://127.0.0.1:{config.view_port}")
     publish_stores(
         "build-zarr-multiscales", index_uri,
         f"# build-zarr-multiscales\n\nIndex: `{index_uri}`\n\n{len(plan.pyramids)} store(s), "
-        f"up to {max(len(p.levels) for p in plan.pyramids)} level(s), {jobs} partition(s).",
+        f"up to {max(len(p.levels) for p in plan.pyramids)} level(s), {jobs} partition(s).\n\n"
+        f"Map: [{map_url}]({map_url}) (served while `rasterflow server start` or "
+        f"`rasterflow view {index_uri}` runs; `client.map_url(index)` starts it).",
     )
     return plan.answer()
 

@@ -16,6 +16,7 @@ from prefect.futures import PrefectFuture
 
 from ..config import RunConfig, current_config
 from ..engine.plan import PlanReport
+from ..engine.predict_mosaic.bundled import bundled_model
 from ..engine.predict_mosaic.group import BlockSummary
 from ..engine.predict_mosaic.plan import patch_seconds
 from ..engine.predict_mosaic.request import DEFAULT_BLOCK_MULTIPLIER, PredictMosaicRequest
@@ -29,7 +30,7 @@ from ..tasks.predict_mosaic import (
 )
 from ..tasks.publish import publish_stores
 from ..tasks.stores import commit_store_task, write_index_task
-from .runtime import request_arguments, run_configuration, task_slots, wait_reporting
+from .runtime import announce_run, request_arguments, run_configuration, task_slots, wait_reporting
 
 
 @flow(name="predict-mosaic", validate_parameters=True, persist_result=True)
@@ -52,6 +53,7 @@ def predict_mosaic_flow(
     """Predict every block of every input store; returns the index GeoParquet URI."""
     request = PredictMosaicRequest.parse(**request_arguments(locals()))
     config = run_configuration(run_config)
+    announce_run()
     logger = get_run_logger()
     plan = plan_blocks(request, config.output_uri, task_slots(config))
     inputs = plan.provenance["inputs"]
@@ -82,7 +84,9 @@ def predict_mosaic_flow(
     publish_stores(
         "predict-mosaic", index_uri,
         f"# predict-mosaic\n\nIndex: `{index_uri}`\n\nModel `{inputs['model_path']}` "
-        f"(sha256 `{inputs['model_sha256'][:12]}`, {inputs['model_format']}) on `{inputs['device']}`; "
+        f"(sha256 `{inputs['model_sha256'][:12]}`, {inputs['model_format']}"
+        f"{': ' + shipped if (shipped := bundled_model(inputs['model_sha256'])) else ''}) "
+        f"on `{inputs['device']}`; "
         f"{len(plan.stores)} store(s), {sum(r.blocks for r in results)} block(s) in {plan.n_jobs} task(s), "
         f"batches of {inputs['batch_size']} patches.",
     )

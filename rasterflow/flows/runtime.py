@@ -115,6 +115,31 @@ def run_settings(config: RasterflowConfig) -> dict[Any, Any]:
     return settings
 
 
+def announce_run() -> None:
+    """Say where people can watch this run (the command line prints it first): a top-level run's
+    page in the Prefect UI, when the server has one (the embedded server's dies with the process)."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_UI_URL
+
+    context, ui = FlowRunContext.get(), PREFECT_UI_URL.value()
+    if context is None or context.flow_run is None or context.flow_run.parent_task_run_id or not ui:
+        return
+    url = f"{ui}/runs/flow-run/{context.flow_run.id}"
+    progress_log.info("Prefect UI: %s", url, extra={"run_url": url})
+
+
+def changed_settings(settings: dict[Any, Any]):
+    """``temporary_settings(settings)``, or nothing when they are already in effect: building
+    Prefect's settings again re-reads the environment (~0.3 s of CPU a call)."""
+    from contextlib import nullcontext
+
+    from prefect.settings import temporary_settings
+
+    if all(setting.value() == value for setting, value in settings.items()):
+        return nullcontext()
+    return temporary_settings(settings)
+
+
 def wait_reporting(futures: list, label: str) -> list:
     """The futures' results in their order, waited for as they finish with progress reported.
 

@@ -27,7 +27,7 @@ from ..enums import VectorizeMethodEnum
 from ..tasks.policy import io_task_options
 from ..tasks.publish import publish_polygons
 from ..tasks.vectorize_mosaic import create_output_task, merge_parquet_task, plan_polygonize, polygonize_task
-from .runtime import request_arguments, run_configuration, task_slots, wait_reporting
+from .runtime import announce_run, request_arguments, run_configuration, task_slots, wait_reporting
 
 
 @flow(name="vectorize-mosaic", validate_parameters=True, persist_result=True)
@@ -44,6 +44,7 @@ def vectorize_mosaic_flow(
     """Polygonize every store named by ``store``; the GeoParquet's URI, or None if no polygon."""
     request = VectorizeMosaicRequest.parse(**request_arguments(locals()))
     config = run_configuration(run_config)
+    announce_run()
     plan = plan_polygonize(request, config.output_uri, task_slots(config))
     get_run_logger().info("%d store(s), %d block(s) in %d task(s) under %s", len(plan.stores),
                           sum(len(job.blocks) for job in plan.jobs), len(plan.jobs), plan.output_dir)

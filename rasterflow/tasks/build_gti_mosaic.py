@@ -16,7 +16,7 @@ from ..engine.build_gti_mosaic.plan import MosaicPlan, ShardJob, plan_gti_mosaic
 from ..engine.build_gti_mosaic.request import BuildGtiMosaicRequest
 from ..engine.build_gti_mosaic.shard import ShardSummary, build_shard
 from .checks import planned
-from .policy import cached
+from .policy import cached, reporting
 
 
 @task(name="plan-partitions", persist_result=False)
@@ -26,5 +26,6 @@ def plan_partitions(request: BuildGtiMosaicRequest, output_root: str) -> MosaicP
 
 
 @task(name="build-shard", task_run_name="build-shard-{job.key}", **cached())
+@reporting
 def build_shard_task(job: ShardJob, generation: str) -> ShardSummary:
     return build_shard(job, current_config().storage_options_for)

@@ -16,7 +16,7 @@ from ..engine.build_mosaic.plan import DatasetMosaicPlan, plan_dataset_mosaic
 from ..engine.build_mosaic.request import BuildMosaicRequest
 from ..engine.build_mosaic.search import SceneIndex, search_catalog
 from ..engine.build_mosaic.shard import CompositeSummary, build_composite_shard
-from .policy import cached
+from .policy import cached, reporting
 
 
 @task(name="search-catalog", persist_result=False)
@@ -31,5 +31,6 @@ def plan_partitions(request: BuildMosaicRequest, found: SceneIndex, output_root:
 
 
 @task(name="build-shard", task_run_name="build-shard-{job.key}", **cached())
+@reporting
 def build_shard_task(job: CompositeJob, generation: str) -> CompositeSummary:
     return build_composite_shard(job, current_config().storage_options_for)

@@ -34,7 +34,7 @@ from ..engine.build_zarr_multiscales.request import BuildZarrMultiscalesRequest
 from ..engine.build_zarr_multiscales.statistics import PyramidStatistics, band_statistics, merge_moments
 from ..engine.build_zarr_multiscales.stats import Bins
 from .checks import planned
-from .policy import cached
+from .policy import cached, reporting
 
 
 @task(name="plan-partitions", persist_result=False)
@@ -50,16 +50,19 @@ def create_pyramid_task(pyramid: PyramidPlan, provenance: dict[str, Any]) -> dic
 
 
 @task(name="build-shard", task_run_name="build-shard-{job.key}", **cached())
+@reporting
 def build_shard_task(job: LevelJob, generation: str, bins: list[Bins | None] | None = None) -> LevelSummary:
     return build_level_shard(job, bins, current_config().storage_options_for)
 
 
 @task(name="build-levels", task_run_name="build-levels-{chain.key}", **cached())
+@reporting
 def build_levels_task(chain: LevelChain, generations: list[str]) -> LevelSummary:
     return build_level_chain(chain, current_config().storage_options_for)
 
 
 @task(name="count-shard", task_run_name="count-shard-{job.key}", **cached())
+@reporting
 def count_shard_task(job: LevelJob, generation: str, bins: list[Bins | None] | None) -> LevelSummary:
     return count_level_shard(job, bins, current_config().storage_options_for)
 

@@ -28,7 +28,7 @@ from ..engine.predict_mosaic.plan import (
 from ..engine.predict_mosaic.request import PredictMosaicRequest
 from ..engine.predict_mosaic.scratch import remove_scratch
 from .checks import planned
-from .policy import block_workers, cached
+from .policy import block_workers, cached, reporting
 
 
 @task(name="plan-blocks", persist_result=False)
@@ -46,6 +46,7 @@ def create_prediction_store_task(store: PredictStorePlan, provenance: dict[str, 
 
 
 @task(name="infer-block", task_run_name="infer-block-{job.key}", **cached())
+@reporting
 def infer_block_task(job: InferBlockJob, generation: str) -> BlockSummary:
     config = current_config()
     return infer_group(job, config.storage_options_for, block_workers(config))

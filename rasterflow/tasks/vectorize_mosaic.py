@@ -32,7 +32,7 @@ from ..engine.vectorize_mosaic.plan import (
 from ..engine.vectorize_mosaic.polygonize import polygonize_block
 from ..engine.vectorize_mosaic.request import VectorizeMosaicRequest
 from .checks import planned
-from .policy import block_workers, cached
+from .policy import block_workers, cached, reporting
 
 
 @task(name="plan-partitions", persist_result=False)
@@ -50,6 +50,7 @@ def create_output_task(plan: VectorizePlan) -> str:
 
 
 @task(name="polygonize", task_run_name="polygonize-{job.name}", **cached())
+@reporting
 def polygonize_task(job: PolygonizeJob, settings: VectorizeSettings, generation: str) -> PolygonizeSummary:
     config = current_config()
     workers = block_workers(config)
@@ -63,5 +64,6 @@ def polygonize_task(job: PolygonizeJob, settings: VectorizeSettings, generation:
 
 
 @task(name="merge-parquet", **cached())
+@reporting
 def merge_parquet_task(plan: VectorizePlan, parts: list[str], generation: str) -> MergeSummary:
     return merge_parts(plan, parts, current_config().storage_options_for(plan.result_uri))

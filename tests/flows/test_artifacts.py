@@ -3,7 +3,6 @@ quicklook, and progress, read back through the Prefect API."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 
@@ -11,7 +10,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import zarr
-from pictures import pixels
+from pictures import pixels, quicklook_pixels, quicklook_svg
 from predict_fixtures import SHIPPED_MODEL
 from prefect_runs import artifacts, latest_flow_run
 
@@ -20,8 +19,6 @@ from rasterflow.config import RasterflowConfig
 from rasterflow.engine.index import stores_of
 from rasterflow.engine.publish.quicklook import MAX_SIZE, store_png
 from rasterflow.enums import InferenceActorEnum, MergeModeEnum
-
-DATA_URI = re.compile(r"!\[quicklook\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +47,6 @@ def chain(landsat, tmp_path_factory):
     return runs
 
 
-def _quicklook(markdown: str) -> np.ndarray:
-    match = DATA_URI.search(markdown)
-    assert match, "the summary has no inlined quicklook"
-    return pixels(base64.b64decode(match.group(1)))
-
-
 def _only(found: dict, kind: str):
     assert len(found.get(kind, [])) == 1, f"{kind} artifacts: {found.get(kind)}"
     return found[kind][0]
@@ -68,18 +59,27 @@ def test_store_workflows_publish_their_index_with_a_quicklook_and_progress(chain
     table = _only(found, "table")
     rows = json.loads(table.data)
 
-    assert table.key == f"{name}-outputs"
-    assert [r["location"] for r in rows] == stores_of(index_uri)
+    request = index_uri.rsplit("/", 2)[-2]
+    assert table.key == f"{name}-{request}-outputs"  # one key per request
+    folder = index_uri.rsplit("/", 1)[0]
+    assert f"`{folder}`" in table.description  # the folder once; each row names its store under it
+    assert [f"{folder}/{r['store']}" for r in rows] == stores_of(index_uri)
+    assert all(len(value) <= 40 for r in rows for value in map(str, r.values()))  # fits 1600 px
     for row, expected in zip(rows, index.itertuples(), strict=True):
         assert row["bands"] == ", ".join(expected.bands)
         bounds = [float(v) for v in row["footprint"].split(", ")]
-        np.testing.assert_allclose(bounds, expected.geometry.bounds, atol=1e-5)
+        np.testing.assert_allclose(bounds, expected.geometry.bounds, atol=5.1e-5)  # 4 decimals
         assert re.fullmatch(r"\d+(\.\d)? (B|kB|MB|GB)", row["size"]) and not row["size"].startswith("0 ")
     summary = _only(found, "markdown")
-    assert summary.key == f"{name}-summary" and index_uri in summary.data
-    shown = ", ".join(index.bands[0][:3] if len(index.bands[0]) >= 3 else index.bands[0][:1])
-    assert f"{rows[0]['location']}: {shown} as" in summary.data  # the caption says what is drawn
-    picture = _quicklook(summary.data)
+    assert summary.key == f"{name}-{request}-summary" and index_uri in summary.data
+    assert all(f"`{uri}`" in summary.data for uri in stores_of(index_uri))  # full URIs, to copy
+    if name == "build-zarr-multiscales":
+        assert "Map: [http://127.0.0.1:8765/map?uri=" in summary.data
+    bands = index.bands[0][:3] if len(index.bands[0]) >= 3 else index.bands[0][:1]
+    assert f"{rows[0]['store']}: {', '.join(bands)} as" in summary.data  # the caption says what is drawn
+    frame = quicklook_svg(summary.data)
+    assert all(f">{band}<" in frame for band in bands) and re.search(r">\d+ k?m<", frame)  # legend, scale
+    picture = quicklook_pixels(summary.data)
     assert picture.shape[0] == 4 and 16 <= max(picture.shape[1:]) <= MAX_SIZE
     assert (picture[3] == 255).mean() > 0.3  # mostly data, not nodata
     assert np.ptp(picture[:3][:, picture[3] == 255]) > 50  # stretched, not flat
@@ -91,10 +91,12 @@ def test_vectorize_publishes_its_geoparquet_with_its_polygons_drawn(chain):
     polygons = gpd.read_parquet(uri)
     row, = json.loads(_only(found, "table").data)
 
-    assert row["location"] == uri and row["polygons"] == len(polygons) > 0
+    assert row["file"] == "polygons.parquet" and row["polygons"] == len(polygons) > 0
     np.testing.assert_allclose([float(v) for v in row["footprint"].split(", ")],
                                polygons.to_crs("EPSG:4326").total_bounds, atol=1e-4)
-    picture = _quicklook(_only(found, "markdown").data)
+    summary = _only(found, "markdown").data
+    assert f">{len(polygons)} polygons<" in quicklook_svg(summary)
+    picture = quicklook_pixels(summary)
     assert 0 < (picture[3] == 255).mean() < 1  # polygons drawn, ground left transparent
     assert found["progress"] and all(p.data == 100 for p in found["progress"])
 

@@ -16,7 +16,7 @@ import xarray as xr
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowRunFilter
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect_runs import task_states
+from prefect_runs import artifacts, task_states
 from stac_fixtures import s2_grid_bounds, stac_config, write_aoi
 
 from rasterflow import RasterflowClient
@@ -69,6 +69,10 @@ def test_ftw_on_planting_and_harvest_medians(stac_api, s2_aoi, tmp_path):
     parent, children = _last_recipe_run_and_children()
     assert set(children) == {"build-mosaic", "predict-mosaic"}  # recorded as subflows
     assert all(c.state.is_completed() for c in children.values()) and parent.state.is_completed()
+    # The summary names what ran: the bundled stand-in, never "Fields of The World (FTW) baseline".
+    summary, = artifacts(parent.id)["markdown"]
+    assert summary.data.startswith("# ftw: a stand-in, not Fields of The World (FTW) baseline")
+    assert "Model: the bundled stand-in for the ftw recipe" in summary.data
 
     # A second identical call: same answer, every shard and block from the cache.
     again = client.build_and_predict_mosaic_recipe(s2_aoi, "2021-01-01", "2021-12-31", "ftw")

@@ -3,7 +3,9 @@ loopback, one small build-gti-mosaic run against it, and headless Chromium
 screenshots of the flow run page and of its table and summary (with the
 inlined quicklook) artifacts. The PNGs stay under pytest's base temp dir (ui-screenshots/)
 for people to look at; the test checks that they are pictures of a page with
-content, not a blank or an error page.
+content, not a blank or an error page, that the outputs table fits a 1600 px
+window without scrolling, and that the quicklook (an SVG with its legend and
+scale bar) is drawn.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import sys
 import httpx
 import numpy as np
 import pytest
+from browser import browser_page
 from loopback import child_env, prefect_server
 from pictures import pixels
 from tools import chromium
 
-WINDOW = (1500, 1100)
+WINDOW = (1600, 1000)
 
 RUN = """
 import sys
@@ -78,3 +81,14 @@ def test_the_ui_shows_a_runs_artifacts(prefect_server_process, landsat, tmp_path
         colours = np.unique(picture[:3].reshape(3, -1), axis=1).shape[1]
         print(name, colours)
         assert colours > least, f"{name}: {colours} colours, a blank or broken page? see {shots / name}.png"
+
+    # In real time: the table's width against its box, and the quicklook's image once decoded.
+    with browser_page(pages["outputs-table"][0], tmp_path / "chromium-live", WINDOW) as page:
+        page.wait_for("document.querySelector('table tbody tr') !== null")
+        fits = page.evaluate(
+            "[...document.querySelectorAll('table')].every(t => t.scrollWidth <= t.parentElement.clientWidth)"
+            " && document.documentElement.scrollWidth <= innerWidth")
+        assert fits, f"the outputs table needs scrolling at {WINDOW[0]} px: see {shots}/outputs-table.png"
+    with browser_page(pages["summary-with-quicklook"][0], tmp_path / "chromium-live", WINDOW) as page:
+        page.wait_for("[...document.images].some(i => i.src.startsWith('data:image/svg+xml') && i.complete "
+                      "&& i.naturalWidth >= 320)")

@@ -6,16 +6,20 @@ server), and a real cached task is run twice to see the second run Cached.
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
 from rasterflow.engine.build_gti_mosaic.plan import ShardJob
+from rasterflow.engine.build_gti_mosaic.shard import ShardSummary
 from rasterflow.engine.build_zarr_multiscales.stats import Bins
 from rasterflow.engine.grid import Grid
 from rasterflow.engine.partitions import Window
 from rasterflow.enums import ResamplingMethod
-from rasterflow.tasks.policy import WORK_KEY, cached
+from rasterflow.tasks.policy import WORK_KEY, cached, describe, reporting
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -78,3 +82,26 @@ def test_a_cached_task_runs_once_per_key(tmp_path):
     assert run("g1") == ("Completed", "Cached")
     assert run("g1") == ("Cached", "Cached")  # another flow run
     assert run("g2")[0] == "Completed"  # a new generation: computed again
+
+
+def test_describe_says_what_a_summary_counts():
+    summary = ShardSummary(key="k", rows=228, cols=281, valid_values=64_068, bytes=384_000)
+    assert describe(summary) == "228 x 281 px, 64,068 valid values, 0.4 MB of pixels"
+    assert describe("an index URI") == ""
+
+
+def test_a_task_logs_what_it_did_and_how_long_it_took(caplog):
+    @task(name="shard")
+    @reporting
+    def shard() -> ShardSummary:
+        return ShardSummary(key="k", rows=228, cols=281, valid_values=64_068, bytes=384_000)
+
+    @flow
+    def run() -> ShardSummary:
+        return shard()
+
+    with caplog.at_level(logging.INFO, logger="prefect.task_runs"):
+        run()
+    said = [r.getMessage() for r in caplog.records if r.name == "prefect.task_runs"]
+    wanted = r"228 x 281 px, 64,068 valid values, 0\.4 MB of pixels in \d+\.\d\d s"
+    assert any(re.fullmatch(wanted, line) for line in said), said

@@ -251,3 +251,28 @@ def native_crs_epsg(aoi_4326) -> tuple[int, bool]:
     epsg = utm_epsg(centroid.x, centroid.y)
     spans = utm_epsg(west, centroid.y) != utm_epsg(east, centroid.y) or (south < 0) != (north < 0)
     return epsg, spans
+
+
+def recipe_summary(spec: RecipeSpec, model_path: str, model_sha256: str, mosaic: str, predictions: str,
+                   crs: str, mirrored: bool) -> str:
+    """The run summary's markdown, naming the model that really ran: a bundled stand-in (recognised
+    by its bytes) is never called the public model. ``crs``: the mosaic's, as shown; ``mirrored``:
+    the weights came from the config's ``recipe_models``."""
+    from ..predict_mosaic.bundled import bundled_model
+
+    public = f"{spec.public_model.name} ({spec.public_model.source})"
+    shipped = bundled_model(model_sha256)
+    if shipped:
+        title, model = f"{spec.recipe.value}: a stand-in, not {spec.public_model.name}", shipped
+    elif mirrored:
+        title, model = (f"{spec.recipe.value}: weights from the config's recipe_models",
+                        f"the file the config names for this recipe, in place of {public}")
+    elif spec.packaged:
+        title, model = (f"{spec.recipe.value}: {spec.public_model.name}",
+                        f"{public}, from the installed {spec.packaged.distribution} package")
+    else:
+        title, model = f"{spec.recipe.value}: {spec.public_model.name}", public
+    return (f"# {title}\n\nModel: {model}.\n\n- model file: `{model_path}` (sha256 `{model_sha256[:12]}`)\n"
+            f"- mosaic index: `{mosaic}` ({crs})\n- predictions index: `{predictions}`\n"
+            f"- labels: {', '.join(spec.labels)}\n")
+

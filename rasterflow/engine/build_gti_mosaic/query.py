@@ -13,10 +13,12 @@ import ast
 import io
 import tokenize
 from collections.abc import Iterable
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ...errors import InvalidParameterError
+
+if TYPE_CHECKING:  # pandas is imported by whoever holds a frame; the CLI imports this module for its options
+    import pandas as pd
 
 _ALLOWED = (
     ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
@@ -23,10 +21,7 @@ class ShardSummary(BaseModel):
     rows: int
     cols: int
     valid_values: int
-
-
-def count_valid(data: np.ndarray, nodata: float) -> int:
-    return int(np.count_nonzero(~np.isnan(data) if math.isnan(nodata) else data != nodata))
+    bytes: int = 0  # of pixels written, before compression
 
 
 def render_chunks(job: ShardJob, opened: OpenTiles,
@@ -59,4 +54,6 @@ def build_shard(job: ShardJob, storage_options_for: uris.OptionsFor = uris.no_op
         valid = write_shards(job.store_uri, job.time_index, job.window, render,
                              storage_options_for(job.store_uri), threads)
     rows, cols = job.window.shape
-    return ShardSummary(key=job.key, rows=rows, cols=cols, valid_values=valid)
+    bands = len(job.tiles[0].band_indexes) if job.tiles else 0
+    return ShardSummary(key=job.key, rows=rows, cols=cols, valid_values=valid,
+                        bytes=rows * cols * bands * np.dtype(job.dtype).itemsize)

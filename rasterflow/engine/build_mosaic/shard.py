@@ -37,4 +37,5 @@ def build_composite_shard(job: CompositeJob, storage_options_for: uris.OptionsFo
                              storage_options_for(job.store_uri), threads)
     rows, cols = job.window.shape
     return CompositeSummary(key=job.key, rows=rows, cols=cols, valid_values=valid,
-                            scenes=sum(len(p.scenes) for p in job.parts))
+                            scenes=sum(len(p.scenes) for p in job.parts),
+                            bytes=rows * cols * job.n_bands * np.dtype(job.dtype).itemsize)

@@ -26,7 +26,6 @@ import numpy as np
 
 from ...enums import ResamplingMethod
 
-SUPPORTED = (ResamplingMethod.AVERAGE, ResamplingMethod.NEAREST, ResamplingMethod.MODE)
 _STRIP_ROWS = 256  # output rows per pass: bounds the temporaries of a band
 
 

@@ -8,7 +8,9 @@ from pydantic import AfterValidator, Field, WithJsonSchema
 
 from ...enums import ResamplingMethod
 from ..request import Request, StoreOrIndex
-from .downsample import SUPPORTED
+
+# What engine/build_zarr_multiscales/downsample.py implements.
+SUPPORTED = (ResamplingMethod.AVERAGE, ResamplingMethod.NEAREST, ResamplingMethod.MODE)
 
 
 def _levels(value: int | None) -> int | None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ...enums import InferenceActorEnum, MergeModeEnum
 from ...errors import InvalidParameterError
@@ -40,11 +41,12 @@ def checked_model(spec: InferenceSpec, storage_options: dict[str, Any]) -> Loade
 
 def read_block_input(job: InferBlockJob, read: tuple[int, int, int, int],
                      storage_options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Features of the read window (slices stacked on channels, nodata -> 0) and pixel validity.
+    """Features of the read window (slices stacked on channels, nodata pixels NaN) and pixel validity.
 
     Parts of the window past the image are the image mirrored at its edge
     under TUKEY (``patches``), and otherwise (an axis shorter than one patch)
-    zeros and invalid.
+    NaN and invalid. ``patch_input`` fills the NaNs of each patch before the
+    model sees it.
     """
     r0, r1, c0, c1 = read
     outside = r0 < 0 or c0 < 0 or r1 > job.height or c1 > job.width
@@ -52,7 +54,7 @@ def read_block_input(job: InferBlockJob, read: tuple[int, int, int, int],
         return _read_mirrored(job, read, storage_options)
     rr, cc = min(r1, job.height) - r0, min(c1, job.width) - c0
     n_feat = len(job.feature_indexes)
-    data = np.zeros((n_feat * len(job.input_times), r1 - r0, c1 - c0), np.float32)
+    data = np.full((n_feat * len(job.input_times), r1 - r0, c1 - c0), np.nan, np.float32)
     valid = np.zeros((r1 - r0, c1 - c0), bool)
     array = open_data_array(job.input_uri, storage_options)
     nodata = job.input_nodata
@@ -68,10 +70,11 @@ def read_block_input(job: InferBlockJob, read: tuple[int, int, int, int],
         missing = raw == nodata  # all False for a NaN nodata
         if floating:
             missing |= np.isnan(raw)
-        if floating or nodata != 0:  # nodata 0 is already the 0 the model sees
-            np.copyto(values, np.float32(0), where=missing)
-        pixel_valid = ~missing.all(axis=0)
-        valid[:rr, :cc] = pixel_valid if s == 0 else valid[:rr, :cc] & pixel_valid
+        absent = missing.all(axis=0)  # no band: a nodata pixel, filled per patch
+        if floating or nodata != 0:  # a band missing in a pixel that has others: 0, as a model takes it
+            np.copyto(values, np.float32(0), where=missing & ~absent)
+        values[:, absent] = np.nan
+        valid[:rr, :cc] = ~absent if s == 0 else valid[:rr, :cc] & ~absent
     return data, valid
 
 
@@ -84,6 +87,35 @@ def _read_mirrored(job: InferBlockJob, read: tuple[int, int, int, int],
     data, valid = read_block_input(job, box, storage_options)
     take_rows, take_cols = np.ix_(rows - box[0], cols - box[2])
     return np.ascontiguousarray(data[:, take_rows, take_cols]), valid[take_rows, take_cols]
+
+
+def patch_input(data: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
+    """The model's input for the patch at (``row``, ``col``) of ``data``: a nodata pixel (NaN) takes the
+    values of the nearest valid pixel within the patch (0 where a time slice has none).
+
+    Why: fed as 0 (or any constant far from the data), nodata reads as a dark surface to the
+    model, and pixels within its receptive field of a nodata edge were predicted as water
+    along the Landsat sample's AOI edge. The nearest valid value continues the image across the
+    edge, as replicate padding does at an image border, with no step for the model to react to.
+    It depends only on the patch's own pixels, and patches sit on one grid over the whole store,
+    so results still do not depend on the block size.
+    """
+    patch = data[:, row : row + size, col : col + size]
+    missing = np.isnan(patch)
+    if not missing.any():
+        return patch
+    filled = patch.copy()
+    nearest: dict[bytes, np.ndarray | None] = {}  # one distance transform per distinct mask
+    for channel, hole in enumerate(missing):
+        if not hole.any():
+            continue
+        key = np.packbits(hole).tobytes()
+        if key not in nearest:
+            nearest[key] = None if hole.all() else ndimage.distance_transform_edt(
+                hole, return_distances=False, return_indices=True)
+        where = nearest[key]
+        filled[channel] = 0 if where is None else filled[channel][where[0], where[1]]
+    return filled
 
 
 class _Merger:
@@ -172,7 +204,7 @@ def predict_block(job: InferBlockJob, w: Window, model: LoadedModel,
             batch = np.zeros((size if spec.pad_batches else len(chunk), data.shape[0], p, p), np.float32)
             for b, (i, j) in enumerate(chunk):
                 r, c = int(rows.origins[i]) - R0, int(cols.origins[j]) - C0
-                batch[b] = data[:, r : r + p, c : c + p]
+                batch[b] = patch_input(data, r, c, p)
             yield batch
 
     merged = 0  # needed[:merged] are in the merger

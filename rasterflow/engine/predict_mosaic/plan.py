@@ -30,8 +30,9 @@ written.
 
 Conventions (docs/workflows.md): output values are float32 with NaN as
 nodata; a pixel whose features are all nodata (in either slice, for change
-detection) comes out NaN; nodata feature values are replaced by 0 before the
-model sees them; patches whose pixels are all nodata are not run at all.
+detection) comes out NaN; the model sees a nodata pixel as the nearest valid
+pixel of its patch (``block.patch_input``); patches whose pixels are all
+nodata are not run at all.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """What a run wrote, described for people: one table row per output.
 
-Every row says where the output is, where on Earth (its footprint's bounds in
+Every row says which output it is, where on Earth (its footprint's bounds in
 EPSG:4326), what it holds and how big it is, read back from what was written
-(the index, the GeoParquet's metadata, the storage), not from the plan.
+(the index, the GeoParquet's metadata, the storage), not from the plan. The
+row names an output by its path under the request's folder (``aoi-0.zarr``),
+which the table's description gives once: full URIs made the Prefect UI's table
+~2,500 px wide. ``location`` keeps the full URI for the summary.
 """
 
 from __future__ import annotations
@@ -28,15 +31,25 @@ def store_rows(index_uri: str, storage_options_for: Callable[[str], dict[str, An
     for row in index.itertuples(index=False):
         location = uris.resolve_location(str(row.location), base)
         rows.append({
-            "location": location,
-            "footprint": _format_bounds(row.geometry.bounds),
-            "bands": ", ".join(row.bands),
+            "store": short_name(location, base),
             "time": _format_times(row.start_time, row.end_time),
+            "bands": ", ".join(row.bands),
             "shape": f"{row.height} x {row.width}",
             "crs": row.crs,
             "size": _format_size(size(location, storage_options_for(location))),
+            "footprint": _format_bounds(row.geometry.bounds),
+            "location": location,
         })
     return rows
+
+
+def short_name(uri: str, folder: str) -> str:
+    """``uri`` relative to ``folder`` when it lies under it, else its last two path parts."""
+    prefix = folder.rstrip("/") + "/"
+    if uri.startswith(prefix):
+        return uri[len(prefix):]
+    parts = uri.rstrip("/").rsplit("/", 2)
+    return "/".join(["..."] + parts[-2:]) if len(parts) == 3 else uri
 
 
 def polygons_row(uri: str, features: list[str],
@@ -51,12 +64,13 @@ def polygons_row(uri: str, features: list[str],
         polygons = parquet.metadata.num_rows
     to_index = Transformer.from_crs(crs, INDEX_CRS, always_xy=True)
     return {
-        "location": uri,
-        "footprint": _format_bounds(to_index.transform_bounds(*bounds)) if bounds else "",
+        "file": short_name(uri, uris.parent(uri)),
         "bands": ", ".join(features),
         "polygons": polygons,
         "crs": crs.to_string(),
         "size": _format_size(size(uri, storage_options)),
+        "footprint": _format_bounds(to_index.transform_bounds(*bounds)) if bounds else "",
+        "location": uri,
     }
 
 
@@ -83,13 +97,20 @@ def size(uri: str, storage_options: dict[str, Any] | None = None) -> int:
 
 
 def _format_bounds(bounds) -> str:
-    return ", ".join(f"{v:.5f}" for v in bounds)
+    """West, south, east, north to 4 decimals (about 10 m)."""
+    return ", ".join(f"{v:.4f}" for v in bounds)
 
 
 def _format_times(start, end) -> str:
+    """Dates as people write them ("2021-01-01"), a period as "2021-01-01 to 2022-01-01"."""
     if pd.isna(start):
         return ""
-    return str(start) if start == end else f"{start} - {end}"
+    first, last = (_date(pd.Timestamp(t)) for t in (start, end))
+    return first if first == last else f"{first} to {last}"
+
+
+def _date(stamp: pd.Timestamp) -> str:
+    return stamp.strftime("%Y-%m-%d") if stamp == stamp.normalize() else stamp.strftime("%Y-%m-%d %H:%M")
 
 
 def _format_size(n: float) -> str:

@@ -26,6 +26,7 @@ from rasterio.transform import from_bounds
 
 from .. import uris
 from ..store import DATA_VAR, zarr_store
+from .legend import Legend, Quicklook, metres_per_pixel
 from .outputs import parquet_bounds
 
 # A photo-like RGBA PNG is ~2.5 bytes a pixel; 384 px keeps the artifact (base64 in the
@@ -39,6 +40,16 @@ _FILL, _EDGE = (30, 136, 229, 255), (13, 71, 161, 255)
 
 def store_png(uri: str, storage_options: dict[str, Any] | None = None, max_size: int = MAX_SIZE) -> bytes:
     """The first 3 bands as RGB (one band: a colour ramp), stretched 2-98%, nodata transparent."""
+    return store_quicklook(uri, storage_options, max_size).png
+
+
+def store_quicklook(uri: str, storage_options: dict[str, Any] | None = None,
+                    max_size: int = MAX_SIZE) -> Quicklook:
+    """``store_png``'s picture with what its colours mean and its ground scale.
+
+    One band whose values all lie in [0, 1] (a probability) is drawn from 0 to 1, not stretched,
+    so the same colour means the same probability in every run.
+    """
     group = zarr.open_group(zarr_store(uri, storage_options, read_only=True), mode="r")
     level = _coarsest_level(group, max_size)
     node = group[level] if level else group
@@ -47,14 +58,24 @@ def store_png(uri: str, storage_options: dict[str, Any] | None = None, max_size:
     assert isinstance(array, zarr.Array)
     _, n_bands, height, width = array.shape
     step = max(1, math.ceil(max(height, width) / max_size))
-    bands = len(drawn_bands(range(n_bands)))
-    data = np.asarray(array[0, :bands, ::step, ::step], dtype="float64")
+    names = drawn_bands(_band_names(node, n_bands))
+    data = np.asarray(array[0, : len(names), ::step, ::step], dtype="float64")
     valid = np.isfinite(data)
     if not np.isnan(array.fill_value):
         valid &= data != array.fill_value
-    rgb = _stretch(data, valid) if bands == 3 else _ramp(_stretch(data, valid)[0])
+    if len(names) == 3:
+        rgb, limits = _stretch(data, valid)
+        legend = Legend("rgb", names, limits)
+    else:
+        values = data[0][valid[0]]
+        unit = values.size and values.min() >= 0 and values.max() <= 1
+        scaled, limits = _stretch(data, valid, (0.0, 1.0) if unit else None)
+        rgb = _ramp(scaled[0])
+        legend = Legend("ramp", names, limits, ramp=[(int(r), int(g), int(b)) for r, g, b in _RAMP])
     alpha = np.where(valid.any(axis=0), 255, 0).astype("uint8")
-    return _png(np.concatenate([rgb, alpha[None]]))
+    picture = np.concatenate([rgb, alpha[None]])
+    return Quicklook(_png(picture), picture.shape[2], picture.shape[1], legend,
+                     _store_scale(node.attrs, width, height, picture.shape[2]))
 
 
 def drawn_bands(bands):
@@ -64,6 +85,12 @@ def drawn_bands(bands):
 
 def polygons_png(uri: str, storage_options: dict[str, Any] | None = None, max_size: int = MAX_SIZE) -> bytes:
     """Polygons of a GeoParquet filled in blue with darker outlines, on a transparent ground."""
+    return polygons_quicklook(uri, storage_options, max_size).png
+
+
+def polygons_quicklook(uri: str, storage_options: dict[str, Any] | None = None,
+                       max_size: int = MAX_SIZE, names: list[str] | None = None) -> Quicklook:
+    """``polygons_png``'s picture with its legend (how many polygons, of what) and ground scale."""
     fs, path = uris.filesystem(uri, storage_options)
     with fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
@@ -79,9 +106,44 @@ def polygons_png(uri: str, storage_options: dict[str, Any] | None = None, max_si
                 continue
             rasterize(((g, 1) for g in _at_scale(geoms, scale)), out=burned, transform=transform,
                       all_touched=True)
+        count, crs = parquet.metadata.num_rows, _parquet_crs(parquet)
     burned[_outline(burned == 1)] = 2
     palette = np.array([(0, 0, 0, 0), _FILL, _EDGE], dtype="uint8")
-    return _png(np.moveaxis(palette[burned], -1, 0))
+    legend = Legend("polygons", names or [], fill=_FILL[:3], count=count)
+    ground = metres_per_pixel(crs, (xmin, ymin, xmin + shape[1] * scale, ymax), shape[1]) if crs else None
+    return Quicklook(_png(np.moveaxis(palette[burned], -1, 0)), shape[1], shape[0], legend, ground)
+
+
+def _band_names(node: zarr.Group, n_bands: int) -> list[str]:
+    """The store's band labels (its ``band`` coordinate), or their numbers when it has none."""
+    try:
+        band = node["band"]
+        assert isinstance(band, zarr.Array)
+        return [str(b) for b in np.asarray(band[:])]
+    except (KeyError, AssertionError):
+        return [f"band {i + 1}" for i in range(n_bands)]
+
+
+def _store_scale(attrs: Any, width: int, height: int, picture_width: int) -> float | None:
+    """Ground metres per picture pixel from the store's GeoZarr attributes (None without them)."""
+    crs = attrs.get("proj:code") or attrs.get("proj:wkt2")
+    transform = attrs.get("spatial:transform")
+    if not crs or not transform:
+        return None
+    a, _, c, _, e, f = transform[:6]
+    bounds = (c, f + e * height, c + a * width, f) if e < 0 else (c, f, c + a * width, f + e * height)
+    return metres_per_pixel(crs, bounds, picture_width)
+
+
+def _parquet_crs(parquet: pq.ParquetFile) -> str | None:
+    """The GeoParquet's geometry CRS as PROJJSON text (OGC:CRS84 when it declares none)."""
+    import json
+
+    geo = json.loads((parquet.schema_arrow.metadata or {}).get(b"geo", b"{}"))
+    column = geo.get("columns", {}).get(geo.get("primary_column", "geometry"), {})
+    if "crs" not in column:
+        return "OGC:CRS84" if column else None
+    return json.dumps(column["crs"]) if column["crs"] is not None else None
 
 
 def _at_scale(geoms: np.ndarray, scale: float) -> np.ndarray:
@@ -121,16 +183,21 @@ def _coarsest_level(group: zarr.Group, max_size: int) -> str | None:
     return pick["asset"]
 
 
-def _stretch(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Each band to 0-255 between its 2nd and 98th percentile of valid pixels."""
+def _stretch(data: np.ndarray, valid: np.ndarray, fixed: tuple[float, float] | None = None
+             ) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Each band to 0-255 between its 2nd and 98th percentile of valid pixels (or ``fixed``
+    limits); the bytes and each band's limits."""
     out = np.zeros(data.shape, dtype="uint8")
+    limits = []
     for i, (band, ok) in enumerate(zip(data, valid, strict=True)):
         if not ok.any():
+            limits.append((math.nan, math.nan))
             continue
-        low, high = np.percentile(band[ok], [2, 98])
+        low, high = fixed or tuple(float(v) for v in np.percentile(band[ok], [2, 98]))
+        limits.append((low, high))
         scaled = (band - low) / (high - low) if high > low else np.full(band.shape, 0.5)
         out[i] = np.where(ok, np.clip(scaled, 0, 1) * 255, 0).astype("uint8")
-    return out
+    return out, limits
 
 
 def _ramp(band: np.ndarray) -> np.ndarray:

@@ -8,7 +8,13 @@ import pytest
 import torch
 from shapely.geometry import box
 
-from rasterflow.engine.build_and_predict_mosaic_recipe.recipes import RECIPES, native_crs_epsg, recipe_spec
+from rasterflow.engine.build_and_predict_mosaic_recipe.recipes import (
+    RECIPES,
+    native_crs_epsg,
+    recipe_spec,
+    recipe_summary,
+)
+from rasterflow.engine.predict_mosaic.bundled import bundled_model
 from rasterflow.engine.predict_mosaic.model import file_sha256, load_model
 from rasterflow.enums import InferenceActorEnum, ModelRecipes
 
@@ -64,3 +70,24 @@ def test_native_crs_is_the_centroids_zone_and_says_when_the_aoi_spans_zones():
     assert native_crs_epsg(box(-101.2, 37.3, -100.6, 37.7)) == (32614, False)
     assert native_crs_epsg(box(-103.0, 37.3, -101.0, 37.7)) == (32614, True)  # centroid -102: zone 14
     assert native_crs_epsg(box(-54.7, -25.5, -54.3, -25.2)) == (32721, False)
+
+
+def test_a_summary_names_the_model_that_ran_by_its_bytes():
+    shipped = Path(recipe_spec(ModelRecipes.FTW).standin).parent.parent / "landsat8_water.pt2"
+    assert "Landsat-8 water" in bundled_model(file_sha256(shipped))
+    spec = recipe_spec(ModelRecipes.FTW)
+    sha = file_sha256(Path(spec.standin))
+    standin = recipe_summary(spec, spec.standin, sha, "m.parquet", "p.parquet", "EPSG:32721", False)
+    assert standin.startswith("# ftw: a stand-in, not Fields of The World (FTW) baseline")
+    assert "NOT the public model" in standin and "- mosaic index: `m.parquet` (EPSG:32721)" in standin
+    public = recipe_summary(spec, spec.model_uri, "0" * 64, "m.parquet", "p.parquet", "EPSG:32721", False)
+    assert public.startswith(f"# ftw: {spec.public_model.name}\n") and spec.public_model.source in public
+    mirror = recipe_summary(spec, "/models/ftw.pt2", "0" * 64, "m.parquet", "p.parquet", "EPSG:32721", True)
+    assert mirror.startswith("# ftw: weights from the config's recipe_models") and "in place of" in mirror
+    csmask = recipe_spec(ModelRecipes.UKIS_CSMASK)
+    packaged = recipe_summary(csmask, "/out/models/csmask.onnx", "0" * 64, "m.parquet", "p.parquet",
+                              "EPSG:32633", False)
+    assert packaged.startswith(f"# ukis_csmask: {csmask.public_model.name}\n")
+    assert "from the installed ukis-csmask package" in packaged
+    assert bundled_model("0" * 64) is None
+

@@ -13,10 +13,14 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 import torch
-from predict_fixtures import RGB, Fcn, build_store, export, whole_image
+from polygon_reference import whole_raster_polygons
+from predict_fixtures import RGB, SHIPPED_MODEL, Fcn, build_store, clear_of_nodata, export, whole_image
+from scipy import ndimage
 from shapely.geometry import box
 
+from rasterflow.engine.predict_mosaic.block import patch_input
 from rasterflow.engine.predict_mosaic.group import infer_group, layout, scratch_file
 from rasterflow.engine.predict_mosaic.plan import create_prediction_store, plan_predict_mosaic
 from rasterflow.engine.predict_mosaic.scratch import remove_scratch
@@ -88,9 +92,11 @@ def test_tiled_prediction_equals_one_forward_pass(landsat_store, seg_model, imag
     expected = softmax(whole_image(net, image))
     valid = (image != 0).any(axis=0)
     assert 0.5 < valid.mean() < 1  # the AOI leaves nodata corners: both cases are exercised
-    # The global patch grid makes it exact everywhere, not only away from the border.
-    assert np.abs(got[0][:, valid] - expected[:, valid]).max() <= 1e-5
-    assert np.isnan(got[0][:, ~valid]).all()
+    # The global patch grid makes it exact everywhere, not only away from the border; next to
+    # nodata the model sees the nearest valid pixels instead of zeros (test_patch_input_...).
+    clear = clear_of_nodata(valid)
+    assert np.abs(got[0][:, clear] - expected[:, clear]).max() <= 1e-5
+    assert not np.isnan(got[0][:, valid]).any() and np.isnan(got[0][:, ~valid]).all()
     data = ds["variables"]
     assert data.dtype == np.float32 and list(data.band.values) == ["land", "water"]
     src = open_store(landsat_store)["variables"]
@@ -176,9 +182,9 @@ def test_regression_writes_raw_values(small_store, work):
     net = Fcn(3, 1, seed=3)
     got, _, _ = run(small_store, export(net, work / "reg.pt2", 3), work / "reg", actor=REG, labels=["height"],
                     merge_mode=MergeModeEnum.WEIGHTED_AVERAGE)
-    valid = (image != 0).any(axis=0)
+    clear = clear_of_nodata((image != 0).any(axis=0))
     expected = whole_image(net, image)
-    assert np.abs(got[0][:, valid] - expected[:, valid]).max() <= 1e-4
+    assert np.abs(got[0][:, clear] - expected[:, clear]).max() <= 1e-4
     assert expected.min() < 0 or expected.max() > 1  # not probabilities: no softmax was applied
 
 
@@ -202,7 +208,7 @@ def test_a_store_smaller_than_a_patch_is_padded(small_store, seg_model, work):
     # The far edges meet padding instead of the model's own zero padding: compare inside them.
     inner = np.zeros((rows, cols), bool)
     inner[: rows - 4, : cols - 4] = True
-    check = inner & (image != 0).any(axis=0)
+    check = inner & clear_of_nodata((image != 0).any(axis=0))
     assert np.abs(got[0][:, check] - expected[:, check]).max() <= 1e-5
 
 
@@ -218,7 +224,9 @@ def test_change_detection_stacks_two_dates(work):
     both = (src[0] != 0).any(axis=0) & (src[1] != 0).any(axis=0)
     assert 0 < both.mean() < 1
     expected = softmax(whole_image(net, np.concatenate([src[0], src[1]])))
-    assert np.abs(got[0][:, both] - expected[:, both]).max() <= 1e-5
+    clear = clear_of_nodata(both)
+    assert np.abs(got[0][:, clear] - expected[:, clear]).max() <= 1e-5
+    assert not np.isnan(got[0][:, both]).any()
     assert np.isnan(got[0][:, ~both]).all()  # a change needs both dates
     assert "time_delta" in ds.coords
 
@@ -249,8 +257,8 @@ def test_a_static_batch_model_needs_that_batch_size(small_store, work):
         run(small_store, path, work / "static-refused", max_batch_size=16)
     assert err.value.param == "max_batch_size"
     got, _, _ = run(small_store, path, work / "static", max_batch_size=4)  # the last batch is padded
-    valid = (image != 0).any(axis=0)
-    assert np.abs(got[0][:, valid] - softmax(whole_image(net, image))[:, valid]).max() <= 1e-5
+    clear = clear_of_nodata((image != 0).any(axis=0))
+    assert np.abs(got[0][:, clear] - softmax(whole_image(net, image))[:, clear]).max() <= 1e-5
 
 
 def test_tukey_reproduces_ukis_csmasks_own_tiling(small_store, seg_model, work):
@@ -269,12 +277,14 @@ def test_tukey_reproduces_ukis_csmasks_own_tiling(small_store, seg_model, work):
         probs = torch.softmax(net.eval()(torch.from_numpy(np.moveaxis(tiles, -1, 1).copy())), dim=1).numpy()
     expected = np.moveaxis(untile_array(np.moveaxis(probs, 1, -1), (*image.shape[1:], 2), overlap=0.2,
                                         smooth_blending=True), -1, 0)
-    valid = (image != 0).any(axis=0)
+    # Pixels clear of nodata: the reference feeds nodata to the model as zeros, rasterflow as the
+    # nearest valid pixel (``block.patch_input``), which changes predictions within the model's reach.
+    valid = clear_of_nodata((image != 0).any(axis=0))
     for m, b in [(1, 16), (4, 5)]:  # small blocks (mirrored reads at each edge), then large ones
         got, _, _ = run(small_store, path, work / f"tukey-{m}-{b}", merge_mode=MergeModeEnum.TUKEY,
                         patch_size=66, clip_size=13, xy_block_multiplier=m, max_batch_size=b)
         assert np.abs(got[0][:, valid] - expected[:, valid]).max() <= 1e-5
-        assert np.isnan(got[0][:, ~valid]).all()
+        assert np.isnan(got[0][:, ~(image != 0).any(axis=0)]).all()
 
 
 def test_an_onnx_model_predicts_like_its_torch_twin(small_store, work):
@@ -301,3 +311,52 @@ def test_tukey_needs_a_taper(small_store, seg_model, work):
     with pytest.raises(InvalidParameterError, match="clip_size >= 1") as err:
         run(small_store, seg_model[1], work / "tukey-0", merge_mode=MergeModeEnum.TUKEY, clip_size=0)
     assert err.value.param == "merge_mode" and not (work / "tukey-0").exists()
+
+
+def thin_polygons_at_nodata(water: np.ndarray, valid: np.ndarray, transform) -> list:
+    """Polygons of ``water`` (as the demo draws them: 8-connected, >= 20,000 m2) within 3 pixels of
+    nodata (the shipped model's reach) that hold no 3 x 3 pixel square."""
+    pixel = abs(transform.a)
+    polygons = [p for p in whole_raster_polygons(water & valid, transform, 8) if p.area >= 20_000]
+    nodata = shapely.union_all(whole_raster_polygons(~valid, transform, 4))
+    return [p for p in polygons if p.distance(nodata) <= 3 * pixel and p.buffer(-1.5 * pixel).is_empty]
+
+
+def test_sample_water_along_the_nodata_edge_is_real_water(work):
+    """The demo on the Landsat sample (EPSG:3857 mosaic, the shipped water model, water >= 0.5):
+    no polygon along the mosaic's nodata edge is a sliver. Fed as zeros, nodata reads as a dark
+    surface to the model: 9 of the demo's 14 polygons were 1-2 px slivers along that edge."""
+    store = build_store(work / "demo", "landsat8_iguazu", 3857, RGB, chunk=256)
+    source = open_store(store)["variables"]
+    image = source.values[0].astype(np.float32)  # blue, green, red: the model's features
+    valid, transform = (image != 0).any(axis=0), source.rio.transform()
+    got, _, _ = run(store, SHIPPED_MODEL, work / "demo-predict", patch_size=256, clip_size=8,
+                    max_batch_size=8, merge_mode=MergeModeEnum.WEIGHTED_AVERAGE)
+    water = got[0][1] >= 0.5
+    assert not thin_polygons_at_nodata(water, valid, transform)
+    # Within the model's reach of the edge (radius 3), water is where the spectral rule it learnt says.
+    edge = ndimage.binary_dilation(~valid, iterations=3) & valid
+    rule = (image[0] - image[2]) > 1550
+    assert (water == rule)[edge].mean() > 0.99
+    # The check can fail: the same model fed zeros for nodata drew 10 slivers there.
+    with torch.inference_mode():
+        logits = torch.export.load(SHIPPED_MODEL).module()(torch.from_numpy(image[None]))[0].numpy()
+    zeros_fed = softmax(logits)[1] >= 0.5
+    assert thin_polygons_at_nodata(zeros_fed, valid, transform)
+    assert (zeros_fed == rule)[edge].mean() < 0.9
+
+
+def test_patch_input_fills_nodata_from_the_nearest_valid_pixel():
+    data = np.arange(2 * 4 * 6, dtype=np.float32).reshape(2, 4, 6)
+    data[:, :, 4:] = np.nan  # the right two columns: nodata in both channels
+    data[:, 0, 0] = np.nan
+    patch = patch_input(data, 0, 1, 4)  # columns 1-4
+    assert not np.isnan(patch).any()
+    np.testing.assert_array_equal(patch[:, :, 3], data[:, :, 3])  # column 4 takes column 3's values
+    np.testing.assert_array_equal(patch[:, :, :3], data[:, :, 1:4])  # valid pixels are untouched
+    assert patch_input(data, 0, 0, 3) is not data  # (0, 0) is filled from a neighbour within the patch
+    assert patch_input(data, 0, 0, 3)[0, 0, 0] in (data[0, 0, 1], data[0, 1, 0])
+    clean = data[:, 1:, :3]
+    assert np.shares_memory(patch_input(clean, 0, 0, 3), clean)  # no nodata: the window as it is
+    empty = np.full((1, 4, 4), np.nan, np.float32)
+    assert (patch_input(empty, 0, 0, 4) == 0).all()
