@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,7 +42,7 @@ from zarr.core.sync import sync
 
 from . import uris
 from .partitions import Window
-from .store import DATA_VAR, open_data_array
+from .store import DATA_VAR, open_data_array, partial_path
 
 # Chunks in flight per thread: one being computed, one waiting to be written.
 IN_FLIGHT_PER_THREAD = 2
@@ -166,7 +165,7 @@ class _ShardSink:
         parent = self.path.rsplit("/", 1)[0]
         if uris.is_local(self.uri):
             os.makedirs(parent, exist_ok=True)
-            self._temp = f"{self.path}.{uuid.uuid4().hex}.partial"
+            self._temp = partial_path(self.path)
             self._file = open(self._temp, "wb")
         else:
             self.fs.makedirs(parent, exist_ok=True)

@@ -10,7 +10,11 @@ marker flips to ``complete`` last, after metadata consolidation.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import math
+import os
+import socket
 import uuid
 import warnings
 from datetime import UTC, datetime
@@ -273,6 +277,44 @@ def write_window(
         raise uris.storage_error(uri, exc) from exc
 
 
+def partial_path(path: str) -> str:
+    """A writer's temporary file beside ``path``, renamed onto it when whole.
+
+    Named by its process and host, so a commit can tell the files of writers
+    that died (SIGKILL, out of memory) from those of a live concurrent run.
+    """
+    return f"{path}.{uuid.uuid4().hex[:16]}.{os.getpid()}@{socket.gethostname()}.partial"
+
+
+def remove_dead_partials(uri: str) -> int:
+    """Remove the temporary files of a local store's dead writers on this host; how many.
+
+    Object stores need nothing: an upload is visible only when committed, and
+    an abandoned multipart upload is the bucket's lifecycle rules' to expire.
+    """
+    if not uris.is_local(uri):
+        return 0
+    host, removed = socket.gethostname(), 0
+    pattern = os.path.join(glob.escape(uris.local_path(uri)), "**", "*.partial")
+    for path in glob.iglob(pattern, recursive=True):
+        pid, _, at = path.removesuffix(".partial").rsplit(".", 1)[-1].partition("@")
+        if at == host and pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def commit_store(uri: str, storage_options: dict[str, Any] | None = None) -> None:
     """Consolidate metadata, then mark the store complete (the last write).
 
@@ -283,6 +325,7 @@ def commit_store(uri: str, storage_options: dict[str, Any] | None = None) -> Non
     marker = read_marker(uri, storage_options)
     if marker is not None and marker.complete:
         return
+    remove_dead_partials(uri)  # a killed run's half-written shards, rewritten whole by this one
     store = zarr_store(uri, storage_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ZarrUserWarning)  # consolidated metadata is not in the v3 spec yet

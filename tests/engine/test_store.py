@@ -322,3 +322,25 @@ def test_runs_creating_one_store_at_once_adopt_one_generation(tmp_path):
         generations = set(pool.map(create, range(6)))
     assert generations == {read_marker(spec.uri).generation}
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")] == []
+
+
+def test_commit_removes_the_partial_files_of_dead_writers_only(tmp_path):
+    """A SIGKILLed writer leaves its temporary shard file; the commit of the run that rewrote the
+    shard removes it, and never a live writer's (a concurrent run of the same request)."""
+    import os
+    import subprocess
+    import sys
+
+    from rasterflow.engine.store import partial_path, remove_dead_partials
+
+    shard = tmp_path / "store.zarr" / "variables" / "c" / "0" / "0" / "1" / "1"
+    shard.parent.mkdir(parents=True)
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    ours = partial_path(str(shard))
+    dead = ours.replace(f".{os.getpid()}@", f".{dead_pid}@")
+    elsewhere = ours.replace("@", "9@other-host.")
+    for path in (ours, dead, elsewhere):
+        open(path, "wb").close()
+    assert remove_dead_partials(str(tmp_path / "store.zarr")) == 1
+    assert os.path.exists(ours) and not os.path.exists(dead) and os.path.exists(elsewhere)

@@ -24,7 +24,7 @@ from rasterflow import InferenceActorEnum, MergeModeEnum, RasterflowClient
 from rasterflow.config import RasterflowConfig
 from rasterflow.engine.index import read_index
 from rasterflow.engine.store import open_store
-from rasterflow.errors import InputReadError, InvalidParameterError, RasterflowError, StorageError
+from rasterflow.errors import InvalidParameterError, RasterflowError, StorageError
 
 RGB = ["blue", "green", "red"]
 AOI = box(-54.62, -25.40, -54.52, -25.32)  # about 340 x 300 px of the sample at 30 m
@@ -203,10 +203,11 @@ def test_missing_tile_object_fails_naming_it(inputs, s3_proxy):
     with fs.open("inputs/landsat/tiles-missing.parquet", "wb") as fh:
         index.to_parquet(fh)
     client = RasterflowClient(s3_config(s3_proxy, "s3://outputs/missing"))
-    with pytest.raises(InputReadError,
-                       match="s3://inputs/landsat/LC08_missing.tif: tile file does not exist"):
+    with pytest.raises(InvalidParameterError,
+                       match="s3://inputs/landsat/LC08_missing.tif: tile file does not exist") as info:
         client.build_gti_mosaic("s3://inputs/landsat/tiles-missing.parquet", inputs["s3"]["aoi"],
                                 RGB, "location")
+    assert info.value.param == "gti"  # the index that selected it, found by the plan before any run
 
 
 def test_refused_write_fails_fast_without_retries(inputs, s3_proxy):
@@ -233,19 +234,20 @@ def test_refused_write_fails_fast_without_retries(inputs, s3_proxy):
 
 
 def test_refused_tile_read_fails_naming_the_tile(inputs, s3_proxy):
-    """403 on the tiles (GDAL's reads and s3fs' stat alike): permanent, so the plan stops at once."""
+    """403 on the tiles (GDAL's reads and s3fs' stat alike): permanent, so the plan stops at once, naming
+    the index that selected the tile."""
     fs = s3fs.S3FileSystem(**s3_options(s3_proxy))
     fs.copy("inputs/landsat/", "inputs/forbidden/", recursive=True)
     client = RasterflowClient(s3_config(s3_proxy, "s3://outputs/forbidden"))
     s3_proxy.deny = lambda method, path: path.startswith("/inputs/forbidden/LC08")
     try:
-        with pytest.raises(InputReadError,
+        with pytest.raises(InvalidParameterError,
                            match=r"s3://inputs/forbidden/LC08_\S+\.tif: cannot open tile") as info:
             client.build_gti_mosaic("s3://inputs/forbidden/tiles.parquet", inputs["s3"]["aoi"],
                                     RGB, "location")
     finally:
         s3_proxy.deny = None
-    assert not info.value.transient
+    assert info.value.param == "gti"
 
 
 def test_build_mosaic_reads_scenes_and_catalog_from_s3(s3_proxy, stac_api, stac_sample, haiti, tmp_path):
