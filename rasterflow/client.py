@@ -632,8 +632,9 @@ def _local_inputs_exist(params: WorkflowParams) -> None:
     for name in _INPUTS:
         given = values.get(name)
         for uri in given if isinstance(given, list) else [given]:
-            local = isinstance(uri, str) and uris.is_local(uri) and not uri.startswith("/vsi")  # GDAL's own
-            if local and not os.path.exists(uris.local_path(uri)):
+            if not isinstance(uri, str) or not uris.is_local(uri) or uri.startswith("/vsi"):  # GDAL's own
+                continue
+            if not os.path.exists(uris.local_path(uri)):
                 raise InvalidParameterError(name, uri, "no such file or object",
                                             f"an existing path (relative ones resolve against {os.getcwd()})")
 

@@ -297,7 +297,9 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def parse_config(data: dict[str, Any], source: str = "config") -> RasterflowConfig:
     try:
         return RasterflowConfig.model_validate(data)
-    except ValidationError as exc:  # model_validate does not go through __init__
+    except _InvalidValues as exc:  # a nested model built through __init__
+        raise ConfigError(f"{source}: {exc.problems}") from None
+    except ValidationError as exc:
         raise ConfigError(f"{source}: {_problems(exc)}") from None
 
 

@@ -85,7 +85,9 @@ def test_a_users_data_mistake_is_one_line_without_a_traceback(tmp_path, landsat)
         errors = [line for line in shown.splitlines() if "error" in line.lower()]
         assert done.returncode == 2 and len(errors) == 1 and errors[0].startswith(f"error: {named}"), shown
         assert "Traceback" not in shown, shown
-    verbose = call(tiles, "red", "path", "--verbose")
+    # Those were found before any run existed; one a run finds shows Prefect's tracebacks with --verbose.
+    (tmp_path / "unchecked.yaml").write_text(f"output_uri: {tmp_path / 'out'}\ncheck_inputs: false\n")
+    verbose = call(tiles, "red", "path", "--verbose", "--config", str(tmp_path / "unchecked.yaml"))
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr
     assert verbose.stderr.strip().splitlines()[-1].startswith("error: location_field=")
 
@@ -141,7 +143,8 @@ def _command(*args: str, env: dict[str, str] | None = None, cwd=None):
 
 def _one_error_line(done) -> str:
     output = done.stdout + done.stderr
-    lines = [line for line in output.splitlines() if line.strip()]
+    # A run that started says first where to watch it ("Prefect UI: <url>"); then the one error line.
+    lines = [line for line in output.splitlines() if line.strip() and not line.startswith("Prefect UI: ")]
     assert done.returncode == 2 and "Traceback" not in output and len(lines) == 1, output
     assert lines[0].startswith("error: ")
     return lines[0]

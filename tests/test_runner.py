@@ -13,6 +13,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -57,7 +58,11 @@ def test_a_command_runs_in_the_runner_on_the_background_server(servers, landsat)
     run = httpx.get(f"http://127.0.0.1:{ports['server_port']}/api/flow_runs/{link.group(3)}").json()
     assert run["state_type"] == "COMPLETED"
     assert "aoi-0.zarr" in done.stdout and "index:" in done.stdout  # the summary, read where it ran
-    assert f"Flow run '{run['name']}'" in (state / "runner.log").read_text()  # it ran there, not here
+    # It ran there, not here: the runner's log names the run (the child flushes it after answering).
+    deadline = time.monotonic() + 30
+    while f"Flow run '{run['name']}'" not in (state / "runner.log").read_text():
+        assert time.monotonic() < deadline, (state / "runner.log").read_text()[-2000:]
+        time.sleep(0.2)
 
     mistake = cli(*args[:-4], "-b", "nir", "--config", str(config), env=env)
     assert mistake.returncode == 2 and "error: bands=" in mistake.stderr and "Traceback" not in mistake.stderr

@@ -160,9 +160,10 @@ class PredictPlan(StoresPlan):
             read += area * len(job.feature_indexes) * len(job.input_times) * 4  # float32, as the model sees
             written += area * len(job.spec.keep) * 4
         n, n_jobs = len(self.stores), self.n_jobs
+        blocks = sum(len(job.blocks) for s in self.stores for job in s.jobs)  # side by side inside a task
         report = self.reported(
             RATE, workers, tasks={"infer-block": n_jobs, "create-store": n, "commit-store": n},
-            parallel=n_jobs, pixels=(read + written) // 4, bytes_read=read, bytes_written=written,
+            parallel=blocks, pixels=(read + written) // 4, bytes_read=read, bytes_written=written,
             inputs=list(self.provenance["inputs"]["stores"]) + [self.provenance["inputs"]["model_path"]],
             stores=[s.spec for s in self.stores], answer=self.index_uri,
         )

@@ -102,14 +102,14 @@ class VectorizePlan(WorkflowPlan):
     jobs: list[PolygonizeJob]
 
     def report(self, workers: int) -> PlanReport:
-        """What the run would do, for a dry run: a polygonize task per block, one merge; the polygons
-        (what it writes) are unknown until the pixels are read."""
+        """What the run would do, for a dry run: a polygonize task per group of blocks, one merge; the
+        polygons (what it writes) are unknown until the pixels are read."""
         n = len(self.settings.features)
         pixels = sum(job.window.shape[0] * job.window.shape[1] * n for job in self.jobs)
         itemsize = {s.uri: np.dtype(s.dtype).itemsize for s in self.stores}
         return self.reported(
             RATE, workers, tasks={"polygonize": len(self.jobs), "create-output": 1, "merge-parquet": 1},
-            parallel=len(self.jobs), pixels=pixels,
+            parallel=sum(len(job.blocks) for job in self.jobs), pixels=pixels,  # blocks run side by side
             bytes_read=sum(job.window.shape[0] * job.window.shape[1] * n * itemsize[job.store.uri]
                            for job in self.jobs),
             bytes_written=None, inputs=[s.uri for s in self.stores], stores=[], answer=self.result_uri,

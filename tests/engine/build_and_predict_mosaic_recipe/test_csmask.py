@@ -15,7 +15,7 @@ import pytest
 from predict_fixtures import build_store
 
 from rasterflow.engine.build_and_predict_mosaic_recipe import csmask
-from rasterflow.engine.predict_mosaic.block import infer_block
+from rasterflow.engine.predict_mosaic.group import infer_group
 from rasterflow.engine.predict_mosaic.plan import create_prediction_store, plan_predict_mosaic
 from rasterflow.engine.store import commit_store, open_store
 from rasterflow.enums import InferenceActorEnum, MergeModeEnum
@@ -34,7 +34,7 @@ def predict(store: str, model: str, root, **overrides) -> np.ndarray:
     (sp,) = plan.stores
     create_prediction_store(sp, plan.provenance)
     for job in sp.jobs:
-        infer_block(job)
+        infer_group(job)  # phase-0 groups come first in the plan
     commit_store(sp.spec.uri)
     return open_store(sp.spec.uri)["variables"].values[0]
 
