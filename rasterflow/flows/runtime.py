@@ -9,7 +9,11 @@ from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
-from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+)
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ..config import OUTPUT_ENV_VAR, RUN_CONFIG, RasterflowConfig, RunConfig, activate, current_config
@@ -94,6 +98,9 @@ def task_slots(config: RasterflowConfig) -> int:
     return config.max_workers or default_workers()
 
 
+EMBEDDED_SERVER_STARTUP_SECONDS = 120
+
+
 def run_settings(config: RasterflowConfig) -> dict[Any, Any]:
     """Prefect settings for one flow run in this process.
 
@@ -106,11 +113,15 @@ def run_settings(config: RasterflowConfig) -> dict[Any, Any]:
     server (``PREFECT_API_URL``).
     """
     settings: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}  # Setting -> value
+    # Prefect waits 20 s for its embedded server; importing that server alone takes ~9 s of CPU on
+    # a 2-core machine, so a loaded laptop timed out (measured): the call would fail, not wait.
+    timeout = max(EMBEDDED_SERVER_STARTUP_SECONDS, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    settings[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = timeout
     if config.task_runner == "dask" and not PREFECT_API_URL.value():
         from prefect.server.api.server import SubprocessASGIServer
 
         server = SubprocessASGIServer()
-        server.start()
+        server.start(timeout=timeout)
         settings[PREFECT_API_URL] = server.api_url
     return settings
 
