@@ -38,6 +38,9 @@ def servers(tmp_path_factory):
     env = child_env(PREFECT_HOME=str(root / "prefect-home"), RASTERFLOW_STATE_DIR=str(root / "state"),
                     COLUMNS="100")
     env.pop("PREFECT_API_URL", None)
+    # Commands invoked in this process (tests/test_cli.py) quiet Prefect's console through this
+    # variable; the runner's log must keep its INFO lines, which the first test reads.
+    env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)
     started = cli("server", "start", "--config", str(config), env=env)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
