@@ -187,7 +187,7 @@ def test_dry_run_estimates_are_within_2x_of_the_runs(first):
               for name, (report, seconds, _, _) in first.runs.items()}
     # Above: within 2x (more under load). Below: these sample runs take seconds in a process whose
     # Prefect is already warm, where the rates' fixed per-run cost (calibrated on new processes)
-    # dominates: measured 0.26-0.43 on a quiet machine, so within 4x there.
+    # dominates: measured 0.26-0.43 on a quiet machine, so within 5x there.
     assert all(0.2 <= r <= 2 * slack for r in ratios.values()), (ratios, f"load slack {slack:.1f}")
 
 
